@@ -1,0 +1,297 @@
+"""The only code that speaks HTTP to Hardal: one shared connection pool, a client-side rate limiter,
+retries with capped exponential backoff and jitter, and the one boundary where HTTP failures become
+`hardal_mcp.errors` exceptions."""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+import httpx2
+from pydantic import SecretStr
+
+from . import __version__
+from .config import Settings
+from .errors import (
+    AuthError,
+    HardalError,
+    NetworkError,
+    NotFoundError,
+    ProtocolError,
+    RateLimitError,
+    ServerError,
+    UpstreamError,
+)
+from .models import ActivityPage, SessionsPage, parse_activity_page, parse_sessions_page
+from .params import Window
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 4  # total tries of one request
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 30.0  # a longer Retry-After is reported to the user instead of waited out
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: a random wait up to the capped exponential bound of this attempt."""
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))  # noqa: S311
+
+
+class RateLimiter:
+    """At most `per_minute` request starts in any sliding 60-second window (safe under fixed windows too)."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._starts: deque[float] = deque()
+        self._lock = anyio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:  # FIFO: waiters are served in arrival order
+            while True:
+                now = self._clock()
+                while self._starts and now - self._starts[0] >= 60.0:
+                    self._starts.popleft()
+                if len(self._starts) < self.per_minute:
+                    self._starts.append(now)
+                    return
+                await anyio.sleep(60.0 - (now - self._starts[0]))
+
+
+def key_fingerprint(key: SecretStr) -> str:
+    """A short, non-reversible name for a key: safe to use in cache keys and logs."""
+    return hashlib.sha256(key.get_secret_value().encode()).hexdigest()[:12]
+
+
+class HardalClient:
+    """Typed calls to the Hardal read API. Every method takes the API key to use, so one pool can serve
+    many tenants; each key gets its own rate limiter."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.retry = retry or RetryPolicy()
+        self._limiters: dict[str, RateLimiter] = {}
+        self._http = httpx2.AsyncClient(
+            base_url=settings.base_url,
+            transport=transport,
+            timeout=httpx2.Timeout(settings.timeout),
+            headers={"User-Agent": f"hardal-mcp/{__version__}", "Accept": "application/json"},
+            follow_redirects=False,
+        )
+        self.requests_sent = 0  # upstream requests, retries included (benchmarks and tests read it)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def sessions(
+        self,
+        key: SecretStr,
+        website_id: str,
+        window: Window,
+        *,
+        limit: int,
+        offset: int = 0,
+        target_signal_id: str | None = None,
+        is_hybrid: bool = False,
+    ) -> SessionsPage:
+        params = {
+            "timeframe": "custom",
+            "startDate": window.start.isoformat(),
+            "endDate": window.end.isoformat(),
+            "timezone": window.timezone,
+            "limit": str(limit),
+            "offset": str(offset),
+            "targetSignalId": target_signal_id or website_id,
+            "isHybrid": "true" if is_hybrid else "false",
+        }
+        body = await self._get(key, f"/api/websites/{_segment(website_id)}/sessions", params, f"website {website_id!r}")
+        return parse_sessions_page(body)
+
+    async def activity(
+        self,
+        key: SecretStr,
+        website_id: str,
+        session_id: str,
+        *,
+        timezone: str,
+        page: int = 1,
+        limit: int = 50,
+        order_by: str = "timestamp",
+        order: str = "asc",
+        target_signal_id: str | None = None,
+        is_hybrid: bool = False,
+    ) -> ActivityPage:
+        params = {
+            "page": str(page),
+            "limit": str(limit),
+            "orderBy": order_by,
+            "order": order,
+            "timezone": timezone,
+            "targetSignalId": target_signal_id or website_id,
+            "isHybrid": "true" if is_hybrid else "false",
+        }
+        path = f"/api/websites/{_segment(website_id)}/sessions/{_segment(session_id)}/activity"
+        body = await self._get(key, path, params, f"session {session_id!r} on website {website_id!r}")
+        return parse_activity_page(body)
+
+    async def _get(self, key: SecretStr, path: str, params: Mapping[str, str], what: str) -> bytes:
+        headers = {"Authorization": f"Bearer {key.get_secret_value()}"}
+        limiter = self._limiter(key)
+        failure: HardalError | None = None
+        for attempt in range(self.retry.attempts):
+            await limiter.acquire()
+            self.requests_sent += 1
+            try:
+                response = await self._http.get(path, params=params, headers=headers)
+                content = await _read(response)
+            except httpx2.TimeoutException:
+                failure = NetworkError(
+                    f"Hardal did not answer within HARDAL_TIMEOUT={self.settings.timeout:g} s "
+                    f"({self.retry.attempts} attempts). Try again, or narrow the time window."
+                )
+                wait = self.retry.backoff(attempt)
+            except httpx2.HTTPError as exc:
+                failure = NetworkError(
+                    f"Could not reach Hardal at {self.settings.base_url} ({type(exc).__name__}) after "
+                    f"{attempt + 1} attempt(s). Check HARDAL_BASE_URL and the network, then try again."
+                )
+                wait = self.retry.backoff(attempt)
+            else:
+                status = response.status_code
+                if status < 300 and not _is_failure_envelope(content):
+                    return content
+                failure = _status_error(status, response.headers, content, what, key)
+                if status not in _RETRY_STATUSES:
+                    raise failure
+                wait = self.retry.backoff(attempt)
+                if isinstance(failure, RateLimitError) and failure.retry_after is not None:
+                    if failure.retry_after > self.retry.max_retry_after:
+                        raise failure
+                    wait = max(wait, failure.retry_after)  # never sooner than Hardal asked
+            if attempt + 1 < self.retry.attempts:
+                log.warning("Hardal request failed (%s); retry %d in %.1f s", _brief(failure), attempt + 1, wait)
+                await anyio.sleep(wait)
+        assert failure is not None
+        raise failure
+
+    def _limiter(self, key: SecretStr) -> RateLimiter:
+        fingerprint = key_fingerprint(key)
+        if fingerprint not in self._limiters:
+            self._limiters[fingerprint] = RateLimiter(self.settings.rate_limit)
+        return self._limiters[fingerprint]
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+async def _read(response: httpx2.Response) -> bytes:
+    await response.aread()
+    return response.content
+
+
+def _is_failure_envelope(content: bytes) -> bool:
+    """A 200 that says `{"success": false, ...}` is an error (reference §6.9); cheap prefix check first."""
+    if b'"success"' not in content[:200]:
+        return False
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("success") is False
+
+
+def _status_error(status: int, headers: Mapping[str, str], content: bytes, what: str, key: SecretStr) -> UpstreamError:
+    detail = _upstream_message(content, key)
+    said = f"HTTP {status}" + (f": {detail}" if detail else "")
+    if status < 300:
+        return ProtocolError(f"Hardal reported a failure ({detail or 'no message'}).", status=status)
+    if status == 401:
+        return AuthError(
+            f"Hardal rejected the API key ({said}). Set HARDAL_API_KEY to a valid key from the Hardal "
+            "dashboard (signal → Settings → Security → API Keys).",
+            status=status,
+        )
+    if status == 403:
+        return AuthError(
+            f"The API key may not read {what} ({said}). Check website_id / HARDAL_WEBSITE_ID and "
+            "target_signal_id, or use a key of that signal.",
+            status=status,
+        )
+    if status == 404:
+        return NotFoundError(f"Hardal has no {what} ({said}). Check the id; ids are case-sensitive.", status=status)
+    if status == 429:
+        retry_after = _retry_after(headers)
+        when = f"in {math.ceil(retry_after)} s" if retry_after is not None else "in about a minute"
+        return RateLimitError(
+            f"Hardal's rate limit is exhausted ({said}); it allows about 100 requests per minute per key. "
+            f"Try again {when}, or lower HARDAL_RATE_LIMIT if other tools share this key.",
+            retry_after=retry_after,
+        )
+    if status >= 500:
+        return ServerError(f"Hardal is failing ({said}). Try again in a minute.", status=status)
+    return UpstreamError(f"Hardal refused the request for {what} ({said}). Check the tool arguments.", status=status)
+
+
+def _upstream_message(content: bytes, key: SecretStr) -> str:
+    """The human message from any of the error shapes (reference §6.9); empty for HTML or nothing."""
+    try:
+        body: Any = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    message: Any = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            message = error.get("message") or error.get("code")
+        elif isinstance(error, str):
+            message = error
+        message = message or body.get("message")
+    if not isinstance(message, str | int):
+        return ""
+    text = " ".join(str(message).split())[:200]
+    secret = key.get_secret_value()
+    return text.replace(secret, "[key]") if secret else text
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _brief(error: HardalError) -> str:
+    return type(error).__name__ + (f" {error.status}" if isinstance(error, UpstreamError) and error.status else "")

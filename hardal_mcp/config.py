@@ -1,0 +1,78 @@
+"""Settings: read once from the environment by the CLI, then passed down. Nothing here runs at import."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from .errors import ConfigError
+
+DEFAULT_BASE_URL = "https://app.usehardal.com"
+DEFAULT_TIMEZONE = "Europe/Istanbul"  # the Sessions API's own default
+
+
+class Settings(BaseModel):
+    """Everything the server is configured with. Field names map to `HARDAL_<NAME>` variables."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_key: SecretStr | None = Field(default=None, description="Bearer key for the Hardal API")
+    website_id: str | None = Field(default=None, description="Default website (signal) id")
+    base_url: str = Field(default=DEFAULT_BASE_URL, description="API origin")
+    timezone: str = Field(default=DEFAULT_TIMEZONE, description="IANA zone sent when a call gives none")
+    timeout: float = Field(default=30.0, gt=0, le=600, description="Seconds for one upstream request")
+    rate_limit: int = Field(default=100, ge=1, le=100_000, description="Upstream requests per minute")
+    page_size: int = Field(default=1000, ge=1, le=1000, description="Sessions per upstream request when scanning")
+
+    @field_validator("api_key", "website_id", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http:// for a local sandbox)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r} (e.g. Europe/Istanbul, UTC)") from None
+        return value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build settings from `HARDAL_*` variables; `overrides` (already typed) win over the environment."""
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = env.get(env_name(name))
+            if raw is not None:
+                values[name] = raw
+        values.update(overrides)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+
+def env_name(field: str) -> str:
+    return f"HARDAL_{field.upper()}"
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False):
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        problems.append(f"{env_name(field)}: {err['msg']}")
+    return "Invalid configuration — " + "; ".join(problems)
