@@ -1,0 +1,165 @@
+"""Command line: parse flags, build settings once, hand over to the server, sandbox or one-shot call."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import httpx2
+
+from . import __version__
+from .config import Settings
+from .errors import HardalError
+
+DEMO_BASE_URL = "http://sandbox.demo"  # never resolved: --demo routes requests to the in-process sandbox
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        if args.command == "sandbox":
+            return _sandbox(args)
+        settings, transport = _settings(args)
+        if args.command == "call":
+            return asyncio.run(_call(settings, transport, args.tool, args.arguments, as_json=args.json))
+        if args.check:
+            return asyncio.run(_check(settings, transport))
+        return _serve(settings, transport, args)
+    except HardalError as exc:
+        print(f"hardal-mcp: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--demo", action="store_true", help="serve the embedded sandbox's demo data (no key needed)")
+    common.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="stderr log level"
+    )
+    parser = argparse.ArgumentParser(
+        prog="hardal-mcp",
+        description="MCP server for Hardal analytics sessions. Configured by HARDAL_* environment variables.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"hardal-mcp {__version__}")
+    parser.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="default: stdio")
+    parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    parser.add_argument("--check", action="store_true", help="check the configuration against the API and exit")
+    sub = parser.add_subparsers(dest="command")
+    call = sub.add_parser("call", parents=[common], help="run one tool and print its answer")
+    call.add_argument("tool", help="list_sessions, summarize_sessions, get_session_activity, …")
+    call.add_argument("arguments", nargs="*", metavar="name=value", help="tool arguments; values may be JSON")
+    call.add_argument("--json", action="store_true", help="print the structured result instead of the text")
+    sandbox = sub.add_parser("sandbox", parents=[common], help="serve the fake Hardal API on loopback")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8787)
+    sandbox.add_argument("--sessions-per-day", type=int, default=1500)
+    sandbox.add_argument("--rate-limit", type=int, default=None, help="requests per minute per key (default off)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> tuple[Settings, httpx2.AsyncBaseTransport | None]:
+    if not args.demo:
+        return Settings.from_env(os.environ), None
+    from .sandbox import DEMO_API_KEY, DEMO_WEBSITE_ID, SandboxConfig, create_app
+
+    settings = Settings.from_env(os.environ, api_key=DEMO_API_KEY, website_id=DEMO_WEBSITE_ID, base_url=DEMO_BASE_URL)
+    return settings, httpx2.ASGITransport(app=create_app(SandboxConfig()))
+
+
+def _serve(settings: Settings, transport: httpx2.AsyncBaseTransport | None, args: argparse.Namespace) -> int:
+    from .server import build_server
+
+    server = build_server(settings, transport=transport)
+    if args.transport == "http":
+        server.run("streamable-http", host=args.host, port=args.port)
+    else:
+        server.run("stdio")
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from .sandbox import SandboxConfig, serve
+
+    serve(
+        args.host,
+        args.port,
+        SandboxConfig(sessions_per_day=args.sessions_per_day, rate_limit_per_minute=args.rate_limit),
+    )
+    return 0
+
+
+def parse_arguments(pairs: Sequence[str]) -> dict[str, Any]:
+    """`name=value` pairs; a value that parses as JSON (numbers, booleans, objects) is taken as JSON."""
+    arguments: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise HardalError(f"Tool arguments are name=value pairs; got {pair!r}.")
+        try:
+            arguments[name] = json.loads(raw)
+        except ValueError:
+            arguments[name] = raw
+    return arguments
+
+
+async def _call(
+    settings: Settings, transport: httpx2.AsyncBaseTransport | None, tool: str, pairs: Sequence[str], *, as_json: bool
+) -> int:
+    from mcp.client import Client
+
+    from .server import build_server
+
+    arguments = parse_arguments(pairs)
+    async with Client(build_server(settings, transport=transport)) as client:
+        result = await client.call_tool(tool, arguments)
+    if as_json and result.structured_content is not None and not result.is_error:
+        print(json.dumps(result.structured_content, ensure_ascii=False, indent=1))
+    else:
+        print("\n".join(block.text for block in result.content if block.type == "text"))
+    return 1 if result.is_error else 0
+
+
+async def _check(settings: Settings, transport: httpx2.AsyncBaseTransport | None) -> int:
+    from .client import HardalClient
+    from .params import resolve_window
+
+    lines = [
+        f"base URL     {settings.base_url}",
+        f"API key      {'set' if settings.api_key else 'MISSING — set HARDAL_API_KEY'}",
+        f"website      {settings.website_id or 'MISSING — set HARDAL_WEBSITE_ID (or pass website_id per call)'}",
+        f"time zone    {settings.timezone}",
+        f"rate limit   {settings.rate_limit}/min, page size {settings.page_size}, timeout {settings.timeout:g} s",
+    ]
+    key, website = settings.api_key, settings.website_id
+    ok = key is not None and website is not None
+    if key is not None and website is not None:
+        client = HardalClient(settings, transport=transport)
+        try:
+            window = resolve_window("last7days", None, None, settings.timezone)
+            page = await client.sessions(key, website, window, limit=1)
+        except HardalError as exc:
+            lines.append(f"API          FAILED — {exc.message}")
+            ok = False
+        else:
+            total = page.pagination.total if page.pagination else None
+            lines.append("API          reachable, key accepted, website found")
+            lines.append(
+                f"last 7 days  {total:,} sessions" if total is not None else "last 7 days  (no total reported)"
+            )
+        finally:
+            await client.aclose()
+    print("\n".join(lines))
+    print("OK" if ok else "PROBLEMS FOUND", file=sys.stderr)
+    return 0 if ok else 1
