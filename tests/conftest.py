@@ -1,0 +1,110 @@
+"""Shared fixtures: the sandbox in process, and real servers (sandbox, hardal-mcp) as loopback subprocesses."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import httpx2
+import pytest
+from mcp.client import Client
+
+from hardal_mcp.config import Settings
+from hardal_mcp.sandbox import DEMO_API_KEY, DEMO_WEBSITE_ID, SandboxConfig, create_app
+from hardal_mcp.server import build_server
+
+ROOT = Path(__file__).resolve().parent.parent
+SANDBOX_URL = "http://sandbox.test"  # never resolved: requests go to the in-process ASGI app
+
+# A closed window well in the past, so the sandbox's data for it never changes during a run.
+WINDOW_END = date.today() - timedelta(days=10)
+WINDOW_START = WINDOW_END - timedelta(days=2)
+WINDOW = {"start_date": WINDOW_START.isoformat(), "end_date": WINDOW_END.isoformat()}
+
+
+def make_settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {"api_key": DEMO_API_KEY, "website_id": DEMO_WEBSITE_ID, "base_url": SANDBOX_URL}
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+def sandbox_transport(config: SandboxConfig | None = None) -> httpx2.ASGITransport:
+    return httpx2.ASGITransport(app=create_app(config or SandboxConfig(sessions_per_day=120)))
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Client]:
+    """An MCP client talking in memory to hardal-mcp, which talks to the sandbox in process."""
+    server = build_server(make_settings(), transport=sandbox_transport())
+    async with Client(server) as mcp_client:
+        yield mcp_client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+@dataclass
+class Served:
+    url: str
+    proc: subprocess.Popen[bytes]
+
+
+def spawn(args: list[str], port: int, env: dict[str, str] | None = None) -> Served:
+    """Run `python -m hardal_mcp ARGS` and wait until it listens on `port`."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hardal_mcp", *args],
+        cwd=ROOT,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(port, proc)
+    except Exception:
+        proc.kill()
+        raise
+    return Served(f"http://127.0.0.1:{port}", proc)
+
+
+def stop(served: Served) -> None:
+    served.proc.terminate()
+    try:
+        served.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        served.proc.kill()
+        served.proc.wait()
+    if served.proc.stderr:
+        served.proc.stderr.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[Served]:
+    """The fake Hardal API on a real loopback port."""
+    port = free_port()
+    served = spawn(["sandbox", "--port", str(port), "--sessions-per-day", "120"], port)
+    yield served
+    stop(served)
