@@ -1,0 +1,35 @@
+"""Configuration of the sandbox server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+DEMO_API_KEY = "demo-key"
+DEMO_WEBSITE_ID = "demo"
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """How the fake Hardal API behaves.
+
+    ``sessions_per_day`` is an average: weekdays, weekends, sale days and daily noise vary around it.
+    ``now`` pins the clock (it must be timezone-aware) so that ``today`` and ``last7days`` are reproducible.
+    """
+
+    sessions_per_day: int = 1500
+    api_key: str = DEMO_API_KEY
+    rate_limit_per_minute: int | None = None
+    retry_after: bool = False
+    now: datetime | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sessions_per_day < 0:
+            raise ValueError("sessions_per_day must be >= 0")
+        if self.rate_limit_per_minute is not None and self.rate_limit_per_minute < 1:
+            raise ValueError("rate_limit_per_minute must be >= 1 or None")
+        if self.now is not None and self.now.utcoffset() is None:
+            raise ValueError("now must be timezone-aware")
+        if not self.api_key:
+            raise ValueError("api_key must not be empty")
