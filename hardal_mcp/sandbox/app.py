@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import hmac
-import json
 import math
 import re
 import time
@@ -27,6 +26,7 @@ from hardal_mcp.sandbox.query import (
     ParamError,
     Renderer,
     Window,
+    dumps,
     is_visible,
     order_events,
     parse_timezone,
@@ -75,8 +75,8 @@ class SlidingWindowLimiter:
         return log[0] + self._window - now
 
 
-def _json(body: object, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), check_circular=False)
+def _json(body: object | str, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    text = body if isinstance(body, str) else dumps(body)
     return Response(text.encode(), status_code=status, headers=headers, media_type="application/json")
 
 
@@ -153,21 +153,15 @@ class _Sandbox:
         timeframe = _param(request, "timeframe") or "custom"
         start, end = resolve_window(timeframe, _param(request, "startDate"), _param(request, "endDate"), tz, now)
         window = Window(site, start, end, now)
-        render = Renderer(tz)
-        total = window.total
-        return _json(
-            {
-                "sessions": [render.session(s) for s in window.page(offset, limit)],
-                "pagination": {
-                    "total": total,
-                    "limit": limit,
-                    "offset": offset,
-                    "currentPage": offset // limit + 1,
-                    "totalPages": -(-total // limit),
-                    "hasMore": offset + limit < total,
-                },
-            }
-        )
+        pagination = {
+            "total": window.total,
+            "limit": limit,
+            "offset": offset,
+            "currentPage": offset // limit + 1,
+            "totalPages": -(-window.total // limit),
+            "hasMore": offset + limit < window.total,
+        }
+        return _json(Renderer(tz).sessions_body(window.page(offset, limit), pagination))
 
     async def activity(self, request: Request) -> Response:
         site = self._admit(request)

@@ -145,7 +145,11 @@ def day_count(site: Site, day: int) -> int:
 # Sessions per hour of the day, Istanbul local time (UTC+3 all year): quiet nights, busy evenings.
 _ISTANBUL_HOURLY = (3.0, 2.0, 1.2, 0.8, 0.6, 0.7, 1.2, 2.5, 4.0, 5.5, 6.5, 7.0,
                     7.0, 7.0, 6.8, 6.8, 7.0, 7.2, 7.5, 8.0, 8.8, 9.0, 7.5, 5.0)  # fmt: skip
-_UTC_HOUR = _Table((hour, _ISTANBUL_HOURLY[(hour + 3) % 24]) for hour in range(24))
+# Running share of the day's sessions by the end of each UTC hour.
+_UTC_HOUR_CUMULATIVE = (
+    *accumulate(_ISTANBUL_HOURLY[(hour + 3) % 24] / sum(_ISTANBUL_HOURLY) for hour in range(23)),
+    1.0,  # exactly, so the last hour takes whatever rounding left
+)
 
 
 @lru_cache(maxsize=128)
@@ -153,10 +157,18 @@ def day_starts(site: Site, day: int) -> Sequence[int]:
     """Start times (Unix seconds, ascending) of the day's sessions; index ``i`` is session ``i``."""
     rng = _rng(site.seed, site.site_id, day, "starts")
     u = rng.random
-    base = day * DAY_SECONDS
-    pick_hour = _UTC_HOUR.pick
-    starts = sorted(base + 3600 * pick_hour(u()) + int(3600 * u()) for _ in range(day_count(site, day)))
-    return array("q", starts)
+    count = day_count(site, day)
+    # Share the sessions out to the hours by the curve (systematic rounding: one random offset keeps
+    # the hourly counts summing to ``count``), then scatter each hour's at random within it.
+    offset = u()
+    starts: array[int] = array("q")
+    placed = 0
+    for hour, share in enumerate(_UTC_HOUR_CUMULATIVE):
+        upto = int(share * count + offset)
+        base = day * DAY_SECONDS + 3600 * hour
+        starts.extend(sorted(base + int(3600 * u()) for _ in range(upto - placed)))
+        placed = upto
+    return starts
 
 
 # --- Who visits ---------------------------------------------------------------------------------------
@@ -219,9 +231,99 @@ def _visitor_pool(site: Site) -> tuple[_Visitor, ...]:
     return tuple(pool)
 
 
+# --- What they do -----------------------------------------------------------------------------------
+
+_PRODUCT_PRICES = {
+    "wireless-headphones": 1899.90, "smart-watch": 3499.00, "leather-backpack": 1249.50,
+    "running-shoes": 2199.00, "espresso-machine": 5999.00, "yoga-mat": 449.90,
+    "bluetooth-speaker": 999.90, "linen-shirt": 649.00, "ceramic-mug-set": 389.00,
+    "desk-lamp": 579.90, "travel-pillow": 299.00, "water-bottle": 249.90,
+}  # fmt: skip
+_POSTS = (
+    "how-to-choose-headphones", "home-office-setup", "coffee-brewing-guide", "running-for-beginners",
+    "gift-ideas-under-1000-tl", "istanbul-coffee-culture", "sustainable-fashion", "summer-travel-checklist",
+)  # fmt: skip
+# Visitor-typed search terms, with the usual spelling variety; spaces arrive as "+".
+_QUERIES = {
+    "kulaklık": 9, "kablosuz kulaklık": 7, "akıllı saat": 6, "koşu ayakkabısı": 5, "espresso makinesi": 4,
+    "headphones": 4, "yoga mat": 3, "hediye": 3, "bluetooth hoparlör": 3, "kupa": 2, "sırt çantası": 3,
+    "lamba": 2, "su şişesi": 2, "indirim": 4, "kulaklik": 2,
+}  # fmt: skip
+SUCCESS_PATH = "/checkout/success"
+EXIT = ""  # the walk's stop state
+
+# The pages each kind of page ("state") stands for, with their relative popularity. Products and posts
+# fall off with catalogue position, as best-seller lists do.
+_PAGES: dict[str, list[tuple[str, float]]] = {
+    "home": [("/", 1)], "products": [("/products", 1)], "cart": [("/cart", 1)],
+    "checkout": [("/checkout", 1)], "success": [(SUCCESS_PATH, 1)], "blog": [("/blog", 1)],
+    "about": [("/about", 1)], "contact": [("/contact", 1)], "pricing": [("/pricing", 1)],
+    "product": [("/products/" + slug, 1 / (rank + 2)) for rank, slug in enumerate(_PRODUCT_PRICES)],
+    "post": [("/blog/" + slug, 1 / (rank + 2)) for rank, slug in enumerate(_POSTS)],
+    "search": [("/search?q=" + query.replace(" ", "+"), weight) for query, weight in _QUERIES.items()],
+    EXIT: [("", 1)],
+}  # fmt: skip
+
+# Where a visitor goes next from each kind of page (weights).
+_GRAPH: dict[str, dict[str, float]] = {
+    "home": {"products": 34, "product": 16, "search": 8, "blog": 9, "pricing": 6, "about": 4, EXIT: 23},
+    "products": {"product": 62, "search": 8, "home": 4, EXIT: 26},
+    "product": {"product": 20, "cart": 9, "products": 14, "search": 4, "home": 3, EXIT: 50},
+    "cart": {"checkout": 50, "product": 12, "products": 8, EXIT: 30},
+    "checkout": {"success": 50, "cart": 12, EXIT: 38},
+    "success": {"home": 8, "products": 7, EXIT: 85},
+    "blog": {"post": 60, "home": 8, EXIT: 32},
+    "post": {"post": 18, "blog": 8, "product": 12, "home": 6, "pricing": 3, EXIT: 53},
+    "about": {"contact": 25, "home": 20, EXIT: 55},
+    "contact": {"home": 15, EXIT: 85},
+    "pricing": {"products": 25, "home": 10, "contact": 12, EXIT: 53},
+    "search": {"product": 58, "search": 12, EXIT: 30},
+}
+_FUNNEL_STEPS = {("product", "cart"), ("cart", "checkout"), ("checkout", "success")}
+# Funnel-step weight multipliers by intent level (low to high).
+_INTENT_FUNNEL = (0.45, 0.65, 1.0, 1.5, 2.2)
+
+
+def _steps(targets: dict[str, float]) -> _Table[tuple[str, str]]:
+    """A table of (state, page) pairs: one draw picks both the kind of page and the page itself."""
+    total = {state: sum(weight for _, weight in _PAGES[state]) for state in targets}
+    return _Table(
+        ((state, page), weight * page_weight / total[state])
+        for state, weight in targets.items()
+        for page, page_weight in _PAGES[state]
+    )
+
+
+def _walk(multiplier: float, allow_exit: bool) -> dict[str, _Table[tuple[str, str]]]:
+    return {
+        state: _steps({
+            target: weight * multiplier if (state, target) in _FUNNEL_STEPS else weight
+            for target, weight in targets.items()
+            if allow_exit or target != EXIT
+        })
+        for state, targets in _GRAPH.items()
+    }  # fmt: skip
+
+
+# A visit that is not a bounce takes at least one more step, hence the no-exit tables.
+_WALK = tuple(_walk(multiplier, True) for multiplier in _INTENT_FUNNEL)
+_WALK_ON = tuple(_walk(multiplier, False) for multiplier in _INTENT_FUNNEL)
+
+
 # --- Where they come from -----------------------------------------------------------------------------
 
-EXIT = ""  # the walk's stop state
+
+_DEVICE_BOUNCE = {"Desktop": 0.85, "Mobile": 1.2, "Tablet": 1.0}
+_DEVICE_INTENT = {"Desktop": 0, "Mobile": -1, "Tablet": 0}
+_Walk = dict[str, _Table[tuple[str, str]]]
+
+
+class _Behaviour(NamedTuple):
+    """How one kind of visit (source, device, new or returning) behaves."""
+
+    bounce: float  # chance of a single-page visit
+    first_step: _Walk  # a visit that is not a bounce takes at least a second page
+    steps: _Walk
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -229,10 +331,9 @@ class _Source:
     source: str | None  # utm_source; None is direct traffic, which carries no UTM fields
     medium: str | None
     campaigns: _Table[str] | None
-    bounce: float  # chance of a single-page visit, before the device adjustment
-    intent: int  # index into _INTENT_FUNNEL: how readily visits move down the funnel
-    landing: _Table[str]
+    landing: _Table[tuple[str, str]]
     returning: float  # chance that the visit comes from the pool of regulars
+    behaviour: dict[tuple[str, bool], _Behaviour]  # by (device, returning)
 
 
 def _source(
@@ -244,15 +345,15 @@ def _source(
     landing: dict[str, float],
     returning: float = _RETURNING_CHANCE,
 ) -> _Source:
-    return _Source(
-        source,
-        medium,
-        _Table(campaigns.items()) if campaigns else None,
-        bounce,
-        intent,
-        _Table(landing.items()),
-        returning,
-    )
+    """``bounce`` is before the device adjustment; ``intent`` indexes _INTENT_FUNNEL."""
+    behaviour = {}
+    for device, bounce_factor in _DEVICE_BOUNCE.items():
+        for regular in (False, True):
+            level = min(max(intent + _DEVICE_INTENT[device] + regular, 0), len(_INTENT_FUNNEL) - 1)
+            chance = bounce * bounce_factor * (0.85 if regular else 1.0)  # regulars bounce less
+            behaviour[device, regular] = _Behaviour(chance, _WALK_ON[level], _WALK[level])
+    table = _Table(campaigns.items()) if campaigns else None
+    return _Source(source, medium, table, _steps(landing), returning, behaviour)
 
 
 _SOURCES = _Table([
@@ -278,82 +379,6 @@ _SALE_SOURCES = _Table([
     (_source("instagram", "paid_social", {"flash_sale": 100}, 0.48, 2,
              {"products": 50, "product": 50}, returning=0.25), 40.0),
 ])  # fmt: skip
-_DEVICE_BOUNCE = {"Desktop": 0.85, "Mobile": 1.2, "Tablet": 1.0}
-_DEVICE_INTENT = {"Desktop": 0, "Mobile": -1, "Tablet": 0}
-
-
-# --- What they do -----------------------------------------------------------------------------------
-
-_PRODUCT_PRICES = {
-    "wireless-headphones": 1899.90, "smart-watch": 3499.00, "leather-backpack": 1249.50,
-    "running-shoes": 2199.00, "espresso-machine": 5999.00, "yoga-mat": 449.90,
-    "bluetooth-speaker": 999.90, "linen-shirt": 649.00, "ceramic-mug-set": 389.00,
-    "desk-lamp": 579.90, "travel-pillow": 299.00, "water-bottle": 249.90,
-}  # fmt: skip
-# Popularity falls off with catalogue position, as best-seller lists do.
-_PRODUCT = _Table((slug, 1 / (rank + 2)) for rank, slug in enumerate(_PRODUCT_PRICES))
-_POST = _Table((slug, 1 / (rank + 2)) for rank, slug in enumerate((
-    "how-to-choose-headphones", "home-office-setup", "coffee-brewing-guide", "running-for-beginners",
-    "gift-ideas-under-1000-tl", "istanbul-coffee-culture", "sustainable-fashion", "summer-travel-checklist",
-)))  # fmt: skip
-# Visitor-typed search terms, with the usual spelling variety; spaces arrive as "+".
-_QUERY = _Table((query.replace(" ", "+"), weight) for query, weight in [
-    ("kulaklık", 9), ("kablosuz kulaklık", 7), ("akıllı saat", 6), ("koşu ayakkabısı", 5),
-    ("espresso makinesi", 4), ("headphones", 4), ("yoga mat", 3), ("hediye", 3), ("bluetooth hoparlör", 3),
-    ("kupa", 2), ("sırt çantası", 3), ("lamba", 2), ("su şişesi", 2), ("indirim", 4), ("kulaklik", 2),
-])  # fmt: skip
-_FIXED_PATHS = {
-    "home": "/", "products": "/products", "cart": "/cart", "checkout": "/checkout",
-    "success": "/checkout/success", "blog": "/blog", "about": "/about", "contact": "/contact",
-    "pricing": "/pricing",
-}  # fmt: skip
-SUCCESS_PATH = _FIXED_PATHS["success"]
-
-# Where a visitor goes next from each kind of page (weights). EXIT ends the visit.
-_GRAPH: dict[str, dict[str, float]] = {
-    "home": {"products": 34, "product": 16, "search": 8, "blog": 9, "pricing": 6, "about": 4, EXIT: 23},
-    "products": {"product": 62, "search": 8, "home": 4, EXIT: 26},
-    "product": {"product": 20, "cart": 9, "products": 14, "search": 4, "home": 3, EXIT: 50},
-    "cart": {"checkout": 50, "product": 12, "products": 8, EXIT: 30},
-    "checkout": {"success": 50, "cart": 12, EXIT: 38},
-    "success": {"home": 8, "products": 7, EXIT: 85},
-    "blog": {"post": 60, "home": 8, EXIT: 32},
-    "post": {"post": 18, "blog": 8, "product": 12, "home": 6, "pricing": 3, EXIT: 53},
-    "about": {"contact": 25, "home": 20, EXIT: 55},
-    "contact": {"home": 15, EXIT: 85},
-    "pricing": {"products": 25, "home": 10, "contact": 12, EXIT: 53},
-    "search": {"product": 58, "search": 12, EXIT: 30},
-}
-_FUNNEL_STEPS = {("product", "cart"), ("cart", "checkout"), ("checkout", "success")}
-# Funnel-step weight multipliers by intent level (low to high).
-_INTENT_FUNNEL = (0.45, 0.65, 1.0, 1.5, 2.2)
-
-
-def _walk_tables(multiplier: float, allow_exit: bool) -> dict[str, _Table[str]]:
-    return {
-        state: _Table(
-            (target, weight * multiplier if (state, target) in _FUNNEL_STEPS else weight)
-            for target, weight in targets.items()
-            if allow_exit or target != EXIT
-        )
-        for state, targets in _GRAPH.items()
-    }
-
-
-# A visit that is not a bounce takes at least one more step, hence the no-exit tables.
-_WALK = tuple(_walk_tables(multiplier, True) for multiplier in _INTENT_FUNNEL)
-_WALK_ON = tuple(_walk_tables(multiplier, False) for multiplier in _INTENT_FUNNEL)
-
-
-def _path(state: str, u: float) -> str:
-    fixed = _FIXED_PATHS.get(state)
-    if fixed is not None:
-        return fixed
-    if state == "product":
-        return "/products/" + _PRODUCT.pick(u)
-    if state == "post":
-        return "/blog/" + _POST.pick(u)
-    return "/search?q=" + _QUERY.pick(u)
 
 
 # Visitor-typed junk (< 1 % of sessions) that consumers must sanitise before showing or trusting it.
@@ -421,7 +446,7 @@ def _make_session(
     u = rng.random
     src = _SALE_SOURCES.pick(u()) if sale_share and u() < sale_share else _SOURCES.pick(u())
 
-    returning = bool(pool) and u() < src.returning
+    returning = u() < src.returning
     if returning:
         visitor = pool[int(u() * len(pool))]
         visitor_id, (browser, os, device), country = visitor.id, visitor.tech, visitor.country
@@ -431,17 +456,16 @@ def _make_session(
         browser, os, device = _TECH.pick(u())
         country = _COUNTRY.pick(u())
 
-    state = src.landing.pick(u())
-    pages = [_path(state, u())]
-    bounce_chance = src.bounce * _DEVICE_BOUNCE[device] * (0.85 if returning else 1.0)
-    if u() >= bounce_chance:
-        level = min(max(src.intent + _DEVICE_INTENT[device] + returning, 0), len(_INTENT_FUNNEL) - 1)
-        walk, state = _WALK[level], _WALK_ON[level][state].pick(u())
-        while state != EXIT:
-            pages.append(_path(state, u()))
-            if len(pages) == MAX_PAGES:
+    state, page = src.landing.pick(u())
+    pages = [page]
+    bounce, step, walk = src.behaviour[device, returning]
+    if u() >= bounce:
+        while len(pages) < MAX_PAGES:
+            state, page = step[state].pick(u())
+            if state == EXIT:
                 break
-            state = walk[state].pick(u())
+            pages.append(page)
+            step = walk
 
     fields: dict[str, str] = {}
     if src.source is not None and src.medium is not None:
@@ -543,6 +567,7 @@ _TITLES = {
     "/contact": "Contact",
     "/pricing": "Membership plans",
 }
+_PRICES = tuple(_PRODUCT_PRICES.values())
 _SCROLL_DEPTH = ("25", "50", "75", "90")
 _CLICK_TARGET = ("nav_menu", "product_card", "add_to_wishlist", "size_guide", "newsletter_form", "footer_link")
 
@@ -588,7 +613,7 @@ def session_events(session: Session) -> list[Event]:
                 props = {"product": slug, "price": _money(cart[-1]), "currency": "TRY"}
             elif name in ("begin_checkout", "purchase"):
                 if not cart:  # the items went into the cart during an earlier visit
-                    cart.append(_PRODUCT_PRICES[_PRODUCT.pick(u())])
+                    cart.append(_PRICES[int(u() * len(_PRICES))])
                 props = {"value": _money(sum(cart)), "currency": "TRY"}
                 if name == "purchase":
                     props["transaction_id"] = f"T{rng.getrandbits(32):08X}"

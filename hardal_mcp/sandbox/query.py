@@ -5,10 +5,12 @@ Pure functions over :mod:`hardal_mcp.sandbox.data`; the HTTP layer only parses a
 
 from __future__ import annotations
 
+import json
 from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hardal_mcp.sandbox.data import DAY_SECONDS, Event, Session, Site, day_count, day_starts, sessions_between
@@ -128,8 +130,31 @@ class Window:
         return out
 
 
+def dumps(value: object) -> str:
+    """Compact JSON with raw UTF-8, the way Hardal's backend sends it."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), check_circular=False)
+
+
+# Most of a session's JSON recurs from session to session (browsers, countries, common paths, UTM
+# sets), so each distinct piece is encoded once; that makes rendering several times cheaper than one
+# json.dumps of the whole page, and the page of 1000 sessions a matter of milliseconds.
+@lru_cache(maxsize=1024)
+def _encode(value: str) -> str:
+    return dumps(value)
+
+
+@lru_cache(maxsize=65_536)
+def _encode_pages(pages: tuple[str, ...]) -> str:
+    return dumps(pages)
+
+
+@lru_cache(maxsize=65_536)
+def _encode_fields(items: tuple[tuple[str, str], ...]) -> str:
+    return dumps(dict(items))
+
+
 class Renderer:
-    """Turns sessions and events into the API's JSON objects, with timestamps in one timezone."""
+    """Turns sessions and events into the API's JSON, with timestamps in one timezone."""
 
     def __init__(self, tz: tzinfo) -> None:
         self._tz = tz
@@ -145,21 +170,19 @@ class Renderer:
             parts = self._minutes[minute] = (text[:17], text[19:])
         return f"{parts[0]}{second:02d}{parts[1]}"
 
-    def session(self, s: Session) -> dict[str, object]:
-        return {
-            "id": s.id,
-            "visitorId": s.visitor_id,
-            "startedAt": self.iso(s.started),
-            "duration": f"{s.duration}s",
-            "pageViews": len(s.pages),
-            "events": s.events,
-            "pages": s.pages,
-            "browser": s.browser,
-            "os": s.os,
-            "device": s.device,
-            "country": s.country,
-            "fields": s.fields,
-        }
+    def session(self, s: Session) -> str:
+        """One session object as JSON text. Ids need no escaping: the generator makes them [a-z0-9_]."""
+        return (
+            f'{{"id":"{s.id}","visitorId":"{s.visitor_id}","startedAt":"{self.iso(s.started)}",'
+            f'"duration":"{s.duration}s","pageViews":{len(s.pages)},"events":{s.events},'
+            f'"pages":{_encode_pages(s.pages)},"browser":{_encode(s.browser)},"os":{_encode(s.os)},'
+            f'"device":{_encode(s.device)},"country":{_encode(s.country)},'
+            f'"fields":{_encode_fields(tuple(s.fields.items()))}}}'
+        )
+
+    def sessions_body(self, sessions: list[Session], pagination: dict[str, int | bool]) -> str:
+        """The list-sessions response as JSON text."""
+        return f'{{"sessions":[{",".join(map(self.session, sessions))}],"pagination":{dumps(pagination)}}}'
 
     def event(self, session: Session, e: Event) -> dict[str, object]:
         return {
