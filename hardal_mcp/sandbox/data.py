@@ -16,7 +16,7 @@ Index ``i`` of a day is its ``i``-th session in start order; session ids embed t
 
 The traffic has the effects an analyst looks for: paid search converts best and social bounces most,
 Mobile bounces more and converts less than Desktop, weekends are quieter, a recurring four-day
-``flash_sale`` on Facebook/Instagram spikes traffic, and about a third of a week's visitors come back.
+``flash_sale`` on Facebook/Instagram spikes traffic, and roughly 30 % of a week's visitors come back.
 A rare few sessions (< 1 %) carry visitor-typed junk that consumers must sanitise.
 """
 
@@ -53,7 +53,10 @@ class Site:
 
 
 class Session(NamedTuple):
-    """One generated session; ``started`` is Unix seconds, ``duration`` seconds."""
+    """One generated session; ``started`` is Unix seconds, ``duration`` seconds.
+
+    Sessions are cached and shared between requests: treat them, ``fields`` included, as read-only.
+    """
 
     id: str
     visitor_id: str
@@ -250,7 +253,7 @@ _QUERIES = {
     "lamba": 2, "su şişesi": 2, "indirim": 4, "kulaklik": 2,
 }  # fmt: skip
 SUCCESS_PATH = "/checkout/success"
-EXIT = ""  # the walk's stop state
+_EXIT = ""  # the walk's stop state
 
 # The pages each kind of page ("state") stands for, with their relative popularity. Products and posts
 # fall off with catalogue position, as best-seller lists do.
@@ -261,27 +264,28 @@ _PAGES: dict[str, list[tuple[str, float]]] = {
     "product": [("/products/" + slug, 1 / (rank + 2)) for rank, slug in enumerate(_PRODUCT_PRICES)],
     "post": [("/blog/" + slug, 1 / (rank + 2)) for rank, slug in enumerate(_POSTS)],
     "search": [("/search?q=" + query.replace(" ", "+"), weight) for query, weight in _QUERIES.items()],
-    EXIT: [("", 1)],
+    _EXIT: [("", 1)],
 }  # fmt: skip
 
 # Where a visitor goes next from each kind of page (weights).
 _GRAPH: dict[str, dict[str, float]] = {
-    "home": {"products": 34, "product": 16, "search": 8, "blog": 9, "pricing": 6, "about": 4, EXIT: 23},
-    "products": {"product": 62, "search": 8, "home": 4, EXIT: 26},
-    "product": {"product": 20, "cart": 9, "products": 14, "search": 4, "home": 3, EXIT: 50},
-    "cart": {"checkout": 50, "product": 12, "products": 8, EXIT: 30},
-    "checkout": {"success": 50, "cart": 12, EXIT: 38},
-    "success": {"home": 8, "products": 7, EXIT: 85},
-    "blog": {"post": 60, "home": 8, EXIT: 32},
-    "post": {"post": 18, "blog": 8, "product": 12, "home": 6, "pricing": 3, EXIT: 53},
-    "about": {"contact": 25, "home": 20, EXIT: 55},
-    "contact": {"home": 15, EXIT: 85},
-    "pricing": {"products": 25, "home": 10, "contact": 12, EXIT: 53},
-    "search": {"product": 58, "search": 12, EXIT: 30},
+    "home": {"products": 34, "product": 16, "search": 8, "blog": 9, "pricing": 6, "about": 4, _EXIT: 23},
+    "products": {"product": 62, "search": 8, "home": 4, _EXIT: 26},
+    "product": {"product": 20, "cart": 9, "products": 14, "search": 4, "home": 3, _EXIT: 50},
+    "cart": {"checkout": 50, "product": 12, "products": 8, _EXIT: 30},
+    "checkout": {"success": 50, "cart": 12, _EXIT: 38},
+    "success": {"home": 8, "products": 7, _EXIT: 85},
+    "blog": {"post": 60, "home": 8, _EXIT: 32},
+    "post": {"post": 18, "blog": 8, "product": 12, "home": 6, "pricing": 3, _EXIT: 53},
+    "about": {"contact": 25, "home": 20, _EXIT: 55},
+    "contact": {"home": 15, _EXIT: 85},
+    "pricing": {"products": 25, "home": 10, "contact": 12, _EXIT: 53},
+    "search": {"product": 58, "search": 12, _EXIT: 30},
 }
 _FUNNEL_STEPS = {("product", "cart"), ("cart", "checkout"), ("checkout", "success")}
 # Funnel-step weight multipliers by intent level (low to high).
 _INTENT_FUNNEL = (0.45, 0.65, 1.0, 1.5, 2.2)
+_Walk = dict[str, _Table[tuple[str, str]]]  # from each kind of page to the (kind, page) next
 
 
 def _steps(targets: dict[str, float]) -> _Table[tuple[str, str]]:
@@ -294,12 +298,12 @@ def _steps(targets: dict[str, float]) -> _Table[tuple[str, str]]:
     )
 
 
-def _walk(multiplier: float, allow_exit: bool) -> dict[str, _Table[tuple[str, str]]]:
+def _walk(multiplier: float, allow_exit: bool) -> _Walk:
     return {
         state: _steps({
             target: weight * multiplier if (state, target) in _FUNNEL_STEPS else weight
             for target, weight in targets.items()
-            if allow_exit or target != EXIT
+            if allow_exit or target != _EXIT
         })
         for state, targets in _GRAPH.items()
     }  # fmt: skip
@@ -315,15 +319,14 @@ _WALK_ON = tuple(_walk(multiplier, False) for multiplier in _INTENT_FUNNEL)
 
 _DEVICE_BOUNCE = {"Desktop": 0.85, "Mobile": 1.2, "Tablet": 1.0}
 _DEVICE_INTENT = {"Desktop": 0, "Mobile": -1, "Tablet": 0}
-_Walk = dict[str, _Table[tuple[str, str]]]
 
 
 class _Behaviour(NamedTuple):
     """How one kind of visit (source, device, new or returning) behaves."""
 
     bounce: float  # chance of a single-page visit
-    first_step: _Walk  # a visit that is not a bounce takes at least a second page
-    steps: _Walk
+    first_steps: _Walk  # a visit that is not a bounce takes at least a second page
+    later_steps: _Walk
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -458,14 +461,14 @@ def _make_session(
 
     state, page = src.landing.pick(u())
     pages = [page]
-    bounce, step, walk = src.behaviour[device, returning]
+    bounce, steps, later_steps = src.behaviour[device, returning]
     if u() >= bounce:
         while len(pages) < MAX_PAGES:
-            state, page = step[state].pick(u())
-            if state == EXIT:
+            state, page = steps[state].pick(u())
+            if state == _EXIT:
                 break
             pages.append(page)
-            step = walk
+            steps = later_steps
 
     fields: dict[str, str] = {}
     if src.source is not None and src.medium is not None:
@@ -575,12 +578,11 @@ _CLICK_TARGET = ("nav_menu", "product_card", "add_to_wishlist", "size_guide", "n
 def _title(path: str) -> str:
     if path in _TITLES:
         return _TITLES[path]
-    slug = path.rpartition("/")[2].partition("?")[0]
     if path.startswith("/search?"):
         return "Search results"
     if path.startswith("/newsletter/"):
         return "Newsletter"
-    return slug.replace("-", " ").capitalize()
+    return path.rpartition("/")[2].replace("-", " ").capitalize()  # a product or a blog post
 
 
 def _money(value: float) -> str:
