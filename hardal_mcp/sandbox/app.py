@@ -38,7 +38,7 @@ MAX_SESSIONS_PAGE = 1000
 MAX_EVENTS_PAGE = 500
 _SITE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _INTEGER = re.compile(r"-?\d{1,12}")
-_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+_BOOLEANS = frozenset({"true", "false", "1", "0"})
 
 
 class ApiError(Exception):
@@ -75,8 +75,8 @@ class SlidingWindowLimiter:
         return log[0] + self._window - now
 
 
-def _json(body: object | str, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    text = body if isinstance(body, str) else dumps(body)
+def _json(body: object, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    text = body if isinstance(body, str) else dumps(body)  # a str is JSON rendered already
     return Response(text.encode(), status_code=status, headers=headers, media_type="application/json")
 
 
@@ -108,6 +108,12 @@ def _choice_param(request: Request, name: str, allowed: tuple[str, ...]) -> str:
 
 
 class _Sandbox:
+    """The routes and their shared state.
+
+    Endpoints are async on purpose: generation is short CPU work, and staying on the event loop keeps
+    the caches and the rate limiter single-threaded.
+    """
+
     def __init__(self, config: SandboxConfig) -> None:
         self._config = config
         limit = config.rate_limit_per_minute
@@ -117,7 +123,7 @@ class _Sandbox:
         return self._config.now or datetime.now(UTC)
 
     def _admit(self, request: Request) -> Site:
-        """Checks shared by every route, in the order a gateway applies them; returns the site to read."""
+        """Checks shared by every route (key, rate limit, website); returns the site whose data is read."""
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         expected = self._config.api_key.encode()
         if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), expected):
@@ -143,8 +149,6 @@ class _Sandbox:
         return Site(self._config.seed, target, self._config.sessions_per_day)
 
     async def sessions(self, request: Request) -> Response:
-        # Endpoints are async on purpose: generation is short CPU work, and staying on the event loop
-        # keeps the caches and the rate limiter single-threaded.
         site = self._admit(request)
         limit = min(_int_param(request, "limit", MAX_SESSIONS_PAGE, 1), MAX_SESSIONS_PAGE)
         offset = _int_param(request, "offset", 0, 0)

@@ -26,7 +26,6 @@ class ParamError(ValueError):
 
     def __init__(self, param: str, message: str) -> None:
         super().__init__(f"Invalid {param}: {message}")
-        self.param = param
 
 
 def parse_timezone(name: str) -> ZoneInfo:
@@ -96,8 +95,8 @@ class Window:
     """The sessions of a site that started in ``[start, end)`` and no later than ``now``, newest first."""
 
     def __init__(self, site: Site, start: int, end: int, now: datetime) -> None:
-        first, last = _visible_span(now)
-        start, end = max(start, first), min(end, last)
+        kept_from, started_by = _visible_span(now)
+        start, end = max(start, kept_from), min(end, started_by)
         self._site = site
         self._runs = list(self._find_runs(start, end)) if start < end else []
         self.total = sum(run.hi - run.lo for run in self._runs)
@@ -131,7 +130,7 @@ class Window:
 
 
 def dumps(value: object) -> str:
-    """Compact JSON with raw UTF-8, the way Hardal's backend sends it."""
+    """Compact JSON, non-ASCII characters kept as they are (the body is UTF-8)."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), check_circular=False)
 
 
@@ -158,15 +157,19 @@ class Renderer:
 
     def __init__(self, tz: tzinfo) -> None:
         self._tz = tz
-        # Sessions close in time share a minute; offsets have been whole minutes for a century, so
-        # "YYYY-MM-DDTHH:MM:" and the offset only need computing once per minute.
+        # Sessions close in time share a minute, and offsets change only on whole minutes, so
+        # "YYYY-MM-DDTHH:MM:" and the offset need computing once per minute, not per timestamp.
         self._minutes: dict[int, tuple[str, str]] = {}
 
     def iso(self, ts: int) -> str:
+        """ISO 8601 with the zone's offset at that instant, to the second."""
         minute, second = divmod(ts, 60)
         parts = self._minutes.get(minute)
         if parts is None:
-            text = datetime.fromtimestamp(minute * 60, self._tz).isoformat()
+            local = datetime.fromtimestamp(minute * 60, self._tz)
+            if local.second:  # an offset with seconds (local mean time, a century ago): no shortcut
+                return datetime.fromtimestamp(ts, self._tz).isoformat()
+            text = local.isoformat()
             parts = self._minutes[minute] = (text[:17], text[19:])
         return f"{parts[0]}{second:02d}{parts[1]}"
 
