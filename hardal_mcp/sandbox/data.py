@@ -214,7 +214,7 @@ _MAX_POOL = 200_000
 _PLAN = _Table([("free", 60.0), ("pro", 30.0), ("business", 10.0)])
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=4)  # a big site's pool is tens of MB
 def _visitor_pool(site: Site) -> tuple[_Visitor, ...]:
     rng = _rng(site.seed, site.site_id, "visitors")
     u = rng.random
