@@ -128,10 +128,14 @@ def day_date(day: int) -> date:
     return EPOCH + timedelta(days=day)
 
 
-def is_sale_day(site: Site, day: int) -> bool:
+@lru_cache(maxsize=256)
+def _sale_phase(site: Site) -> int:
     # Epoch day 0 (1970-01-01) was a Thursday; shifting by whole weeks keeps sales starting on Thursdays.
-    phase = 7 * (stable_hash(site.seed, site.site_id, "sale") % 4)
-    return (day - phase) % _SALE_CYCLE_DAYS < _SALE_DAYS
+    return 7 * (stable_hash(site.seed, site.site_id, "sale") % 4)
+
+
+def is_sale_day(site: Site, day: int) -> bool:
+    return (day - _sale_phase(site)) % _SALE_CYCLE_DAYS < _SALE_DAYS
 
 
 def day_count(site: Site, day: int) -> int:
