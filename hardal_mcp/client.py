@@ -205,7 +205,9 @@ class HardalClient:
 
 
 def _segment(value: str) -> str:
-    return quote(value, safe="")
+    """Percent-encode a path segment; `.` and `..` too, which URL normalisation would otherwise resolve."""
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if not encoded.strip(".") else encoded
 
 
 async def _read(response: httpx2.Response) -> bytes:
@@ -272,9 +274,11 @@ def _upstream_message(content: bytes, key: SecretStr) -> str:
         message = message or body.get("message")
     if not isinstance(message, str | int):
         return ""
-    text = " ".join(str(message).split())[:200]
+    text = str(message)
     secret = key.get_secret_value()
-    return text.replace(secret, "[key]") if secret else text
+    if secret:
+        text = text.replace(secret, "[key]")  # before cutting, so no prefix of the key survives
+    return " ".join(text.split())[:200]
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -57,7 +57,7 @@ class Settings(BaseModel):
         values: dict[str, Any] = {}
         for name in cls.model_fields:
             raw = env.get(env_name(name))
-            if raw is not None:
+            if raw is not None and raw.strip():  # a blank variable (common in host configs) means unset
                 values[name] = raw
         values.update(overrides)
         try:

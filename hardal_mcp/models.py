@@ -5,12 +5,13 @@ bytes) and falls back to a per-item lenient read only when a page does not fit t
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .errors import ProtocolError
 
@@ -23,7 +24,11 @@ def parse_duration(value: Any) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value) if value >= 0 and value == value and value != float("inf") else None
+        try:
+            seconds = float(value)
+        except OverflowError:
+            return None
+        return seconds if 0 <= seconds < math.inf else None
     if isinstance(value, str):
         return _parse_duration_text(value)
     return None
@@ -39,21 +44,22 @@ def _parse_duration_text(text: str) -> float | None:
     except ValueError:
         pass
     else:
-        return seconds if 0 <= seconds < float("inf") else None
+        return seconds if 0 <= seconds < math.inf else None
     if re.fullmatch(r"\d+(?::\d{1,2}){1,2}(?:\.\d+)?", text):
         total = 0.0
         for part in text.split(":"):
             total = total * 60 + float(part)
-        return total
+        return total if total < math.inf else None
     compact = text.replace(" ", "")
     parts = _DURATION_PART.findall(compact)
     if not parts or "".join(n + u for n, u in parts).lower() != compact:
         return None
-    return sum(float(n) * _UNIT_SECONDS[u.lower()] for n, u in parts)
+    seconds = sum(float(n) * _UNIT_SECONDS[u.lower()] for n, u in parts)
+    return seconds if seconds < math.inf else None
 
 
 def _string_map(value: Any) -> Any:
-    """`fields` is documented string→string; keep other scalar values as text, drop nested ones."""
+    """`fields` is documented string→string; other values are kept as their JSON text, nulls dropped."""
     if value is None:
         return {}
     if isinstance(value, dict):
@@ -111,9 +117,14 @@ class Pagination(_Tolerant):
 
 
 class SessionsPage(_Tolerant):
-    sessions: list[Session] = Field(default_factory=list)
+    sessions: list[Session]  # required: an object without it is not a sessions page
     pagination: Pagination | None = None
-    dropped: int = Field(default=0, description="Items in the page that were not readable as sessions")
+    _dropped: int = PrivateAttr(default=0)  # set by the parser, never by the body
+
+    @property
+    def dropped(self) -> int:
+        """Items of the page that could not be read as sessions."""
+        return self._dropped
 
 
 class ActivityEvent(BaseModel):
@@ -132,14 +143,19 @@ class ActivityEvent(BaseModel):
 
 
 class ActivityPage(_Tolerant):
-    events: list[ActivityEvent] = Field(default_factory=list)
+    events: list[ActivityEvent]  # required: an object without it is not an activity page
     total_count: int | None = Field(
         default=None, ge=0, validation_alias=AliasChoices("totalCount", "total_count", "total")
     )
     page: int | None = None
     page_size: int | None = Field(default=None, validation_alias=AliasChoices("pageSize", "page_size", "limit"))
     has_more: bool | None = Field(default=None, validation_alias=AliasChoices("hasMore", "has_more"))
-    dropped: int = 0
+    _dropped: int = PrivateAttr(default=0)
+
+    @property
+    def dropped(self) -> int:
+        """Events of the page that could not be read."""
+        return self._dropped
 
 
 def parse_sessions_page(content: bytes) -> SessionsPage:
@@ -155,7 +171,9 @@ def parse_sessions_page(content: bytes) -> SessionsPage:
         raise ProtocolError(f"Hardal returned JSON without a `sessions` list ({_shape(body)}).")
     sessions = [s for s in (_lenient(Session, item) for item in body["sessions"]) if s is not None]
     pagination = _lenient(Pagination, body.get("pagination"))
-    return SessionsPage(sessions=sessions, pagination=pagination, dropped=len(body["sessions"]) - len(sessions))
+    page = SessionsPage(sessions=sessions, pagination=pagination)
+    page._dropped = len(body["sessions"]) - len(sessions)
+    return page
 
 
 def parse_activity_page(content: bytes) -> ActivityPage:
@@ -169,14 +187,16 @@ def parse_activity_page(content: bytes) -> ActivityPage:
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         raise ProtocolError(f"Hardal returned JSON without an `events` list ({_shape(body)}).")
     events = [e for e in (_lenient(ActivityEvent, item) for item in body["events"]) if e is not None]
-    meta = _lenient(ActivityPage, {k: v for k, v in body.items() if k != "events"}) or ActivityPage()
-    return meta.model_copy(update={"events": events, "dropped": len(body["events"]) - len(events)})
+    meta = _lenient(ActivityPage, {**body, "events": []}) or ActivityPage(events=[])
+    page = meta.model_copy(update={"events": events})
+    page._dropped = len(body["events"]) - len(events)
+    return page
 
 
 def _loads(content: bytes) -> Any:
     try:
         return json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise ProtocolError("Hardal returned a body that is not JSON.") from None
 
 

@@ -98,10 +98,10 @@ def resolve_window(
         raise InputError("start_date", "is required with timeframe 'custom' (YYYY-MM-DD).")
     start = _parse_date("start_date", start_date)
     end = _parse_date("end_date", end_date) if end_date else today
-    if end < start:
-        raise InputError("end_date", f"{end} is before start_date {start}.")
     if start > today:
         raise InputError("start_date", f"{start} is in the future (today is {today} in {timezone}).")
+    if end < start:
+        raise InputError("end_date", f"{end} is before start_date {start}.")
     if (end - start).days + 1 > MAX_WINDOW_DAYS:
         raise InputError("end_date", f"the window spans more than {MAX_WINDOW_DAYS} days; split the question.")
     return Window("custom", start, end, timezone)

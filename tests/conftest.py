@@ -57,7 +57,9 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"process exited with {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return

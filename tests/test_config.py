@@ -88,19 +88,10 @@ def test_blank_key_or_website_is_unset(variable, blank):
     assert Settings.from_env({variable: blank}) == Settings.from_env({})
 
 
-BLANK_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=ConfigError,
-    reason="bug: only api_key and website_id treat a blank value as unset; a blank HARDAL_BASE_URL, "
-    "HARDAL_TIMEZONE, HARDAL_TIMEOUT, HARDAL_RATE_LIMIT or HARDAL_PAGE_SIZE (e.g. `HARDAL_TIMEOUT=` in an "
-    "MCP client config) is a ConfigError instead of the default",
-)
-
-
 @pytest.mark.parametrize(
     "variable",
     [
-        pytest.param(name, marks=BLANK_BUG)
+        name
         for name in ("HARDAL_BASE_URL", "HARDAL_TIMEZONE", "HARDAL_TIMEOUT", "HARDAL_RATE_LIMIT", "HARDAL_PAGE_SIZE")
     ],
 )

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -223,7 +223,7 @@ async def test_paging_a_window_yields_each_session_once_newest_first(timezone: s
 
 
 async def test_same_query_same_bytes_and_timezones_share_sessions() -> None:
-    query = {"startDate": "2025-03-01", "endDate": "2025-03-05", "limit": 1000}
+    query = {"startDate": "2025-03-01", "endDate": "2025-03-05", "limit": "1000"}
     async with sandbox() as client:
         first = (await client.get(SESSIONS, params=query)).content
         again = (await client.get(SESSIONS, params=query)).content
@@ -459,14 +459,14 @@ async def test_the_data_has_the_effects_analysts_look_for() -> None:
     async with sandbox(SandboxConfig(sessions_per_day=200, now=NOW)) as client:
         sessions = await all_sessions(client, timeframe="last30days", timezone="UTC")
 
-    def rate(group: list[dict[str, Any]], hit: Any) -> float:
+    def rate(group: list[dict[str, Any]], hit: Callable[[dict[str, Any]], bool]) -> float:
         return sum(1 for s in group if hit(s)) / len(group)
 
     def converted(s: dict[str, Any]) -> bool:
         return "/checkout/success" in s["pages"]
 
     def bounced(s: dict[str, Any]) -> bool:
-        return s["pageViews"] == 1
+        return len(s["pages"]) == 1
 
     by_medium = defaultdict(list)
     for s in sessions:
