@@ -129,9 +129,9 @@ class Window:
         return out
 
 
-def dumps(value: object) -> str:
-    """Compact JSON, non-ASCII characters kept as they are (the body is UTF-8)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), check_circular=False)
+# Compact JSON, non-ASCII characters kept as they are (the body is UTF-8). One shared encoder: json.dumps
+# with options builds a new one per call, which shows when rendering thousands of sessions.
+dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
 # Most of a session's JSON recurs from session to session (browsers, countries, common paths, UTM
