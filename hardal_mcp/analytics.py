@@ -1,0 +1,564 @@
+"""Pure, streaming aggregation of the sessions of one window. No I/O.
+
+A scan is fed pages of parsed sessions as they arrive and keeps counters, never the sessions: per-session
+work is a handful of dict updates (≈1-2 µs), everything costly (sorting, folding, cleaning visitor-typed
+text) happens once in `summary()`, over distinct values rather than sessions.
+
+Definitions used throughout:
+- a session's page views are `page_views`, or the length of `pages` when upstream omits the count;
+- a bounce is a session with at most one page view (zero-page sessions are bounces too);
+- a returning visitor has at least two sessions in the window;
+- percentiles interpolate linearly between closest ranks (numpy's default), so the median of an even
+  count is the mean of the two middle values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from array import array
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone, tzinfo
+from itertools import chain
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, Field
+from pydantic_core import TzInfo
+
+from .errors import InputError
+from .models import Session
+from .params import Window
+from .results import WindowInfo
+from .sanitize import clean, elide
+
+NONE = "(none)"
+UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+MAX_TOP = 50
+FIELD_KEYS = 5  # custom (non-UTM) field keys broken down, most frequent first
+LISTED_FIELD_KEYS = 20  # further keys only named
+HOURLY_MAX_DAYS = 2
+ARROW = " → "
+
+_FULL = 1 << 20  # clean() without a practical length cap: merge keys must not be elided
+_VALUE_CHARS = 100  # a value as shown
+_STEP_CHARS = 50  # one page of a path as shown
+_SECOND = timedelta(seconds=1)
+_FIXED_OFFSET = (timezone, TzInfo)  # tzinfo types whose offset is the same at every instant
+# Keys whose values identify a person or a click rather than a group: a top list of them is useless.
+_ID_KEY = re.compile(r"(?:^|[_\-.])(?:id|uid|uuid|guid|email|phone|token)$|[a-z]Id$|clid$", re.IGNORECASE)
+_ID_MIN_DISTINCT = 50  # ...and so are keys with mostly unique values, once there are enough of them
+
+
+# ---------------------------------------------------------------------------------------------------
+# Result models: the MCP tool's output schema, so names are short and descriptions few.
+
+
+class Entry(BaseModel):
+    v: str = Field(description="Value; (none) = missing")
+    n: int = Field(description="Sessions (page views for `viewed`)")
+    pct: float = Field(description="Share of all sessions (of page views for `viewed`), %")
+    bounces: int | None = None
+    bounce_pct: float | None = None
+
+
+class Breakdown(BaseModel):
+    key: str
+    distinct: int = Field(description="Distinct values, (none) included")
+    top: list[Entry]
+    other: int = Field(description="Count outside `top`; top + other = all")
+    id_like: bool = Field(default=False, description="Mostly unique values (an id): only counted")
+
+
+class Durations(BaseModel):
+    """Seconds, over sessions with a known duration."""
+
+    mean: float | None
+    median: float | None
+    p90: float | None
+    unknown: int = Field(description="Sessions without a duration, excluded")
+
+
+class Totals(BaseModel):
+    sessions: int
+    visitors: int = Field(description="Distinct visitor ids")
+    returning: int = Field(description="Visitors with ≥2 sessions in the window")
+    returning_pct: float = Field(description="returning / visitors, %")
+    page_views: int
+    events: int
+    bounces: int = Field(description="Sessions with ≤1 page view")
+    bounce_pct: float
+    pages_per_session: float
+    duration: Durations
+
+
+class Series(BaseModel):
+    unit: Literal["day", "hour"]
+    start: str = Field(description="Local start of counts[0]")
+    counts: list[int] = Field(description="Sessions started in each consecutive unit")
+    no_start: int = Field(description="Sessions without a start time")
+    outside: int = Field(description="Sessions starting outside the window")
+
+
+class Example(BaseModel):
+    id: str
+    why: str
+
+
+class Coverage(BaseModel):
+    scanned: int = Field(description="Unique sessions read")
+    duplicates: int = Field(description="Repeats skipped while paging")
+    total: int | None = Field(description="Sessions Hardal reported")
+    complete: bool
+    note: str | None = None
+
+
+class Summary(BaseModel):
+    website_id: str
+    window: WindowInfo
+    coverage: Coverage
+    totals: Totals
+    breakdowns: list[Breakdown] = Field(description="country, device, browser, os, then fields")
+    other_fields: list[str] = Field(description="Further field keys, not broken down")
+    pages: list[Breakdown] = Field(description="landing, exit, viewed, path (first 3 pages)")
+    series: Series
+    examples: list[Example] = Field(description="Sessions worth opening")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Small shared helpers.
+
+
+def pct(part: float, whole: float) -> float:
+    return round(100 * part / whole, 1) if whole else 0.0
+
+
+def fmt_duration(seconds: float) -> str:
+    """`45s`, `3m05s`, `1h02m05s`: compact and unambiguous."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s"
+
+
+def quantile(ordered: Sequence[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks of an ascending sequence."""
+    if not ordered:
+        return None
+    h = (len(ordered) - 1) * q
+    lo = math.floor(h)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (h - lo) * (ordered[hi] - ordered[lo])
+
+
+def _label(value: str | None) -> str:
+    text = clean(value, _FULL) if value else ""
+    return text or NONE
+
+
+def _landing(key: tuple[str | None, ...]) -> str | None:
+    return key[0] if key else None
+
+
+def _exit(key: tuple[str | None, ...]) -> str | None:
+    return key[-1] if key else None
+
+
+def _path(key: tuple[str | None, ...]) -> tuple[str | None, ...]:
+    """Up to three pages, then None when the session went on."""
+    return key[:4]
+
+
+def _path_label(key: tuple[str | None, ...]) -> str:
+    if not key:
+        return NONE
+    return ARROW.join("…" if page is None else elide(_label(page), _STEP_CHARS) for page in key)
+
+
+def _check_top(top: int) -> int:
+    if not 1 <= top <= MAX_TOP:
+        raise InputError("top", f"must be between 1 and {MAX_TOP}; got {top}.")
+    return top
+
+
+class _Tally:
+    """Sessions per raw value, split by bounce so that each session costs a single dict update."""
+
+    __slots__ = ("bounced", "stayed")
+
+    def __init__(self, bounced: dict[Any, int] | None = None, stayed: dict[Any, int] | None = None) -> None:
+        self.bounced: dict[Any, int] = {} if bounced is None else bounced
+        self.stayed: dict[Any, int] = {} if stayed is None else stayed
+
+    @property
+    def sessions(self) -> int:
+        return sum(self.bounced.values()) + sum(self.stayed.values())
+
+    def mapped(self, key: Callable[[Any], Any]) -> _Tally:
+        """The tally of a coarser value derived from each raw value."""
+        out = _Tally()
+        for source, target in ((self.bounced, out.bounced), (self.stayed, out.stayed)):
+            for raw, n in source.items():
+                k = key(raw)
+                target[k] = target.get(k, 0) + n
+        return out
+
+    def folded(self, label: Callable[[Any], str], casefold: bool = False) -> dict[str, list[int]]:
+        """{shown text: [sessions, bounces]}, merging raw values that show the same (cleaned, optionally
+        case-folded) text. A case-folded group is shown in its most frequent spelling."""
+        groups: dict[str, list[Any]] = {}
+        for raw in self.bounced.keys() | self.stayed.keys():
+            b = self.bounced.get(raw, 0)
+            n = b + self.stayed.get(raw, 0)
+            text = label(raw)
+            key = text.casefold() if casefold else text
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [n, b, text, n]
+                continue
+            group[0] += n
+            group[1] += b
+            if (-n, text) < (-group[3], group[2]):
+                group[2], group[3] = text, n
+        return {g[2]: [g[0], g[1]] for g in groups.values()}
+
+
+def _breakdown(key: str, groups: Mapping[str, Sequence[int]], whole: int, top: int, id_like: bool = False) -> Breakdown:
+    """Top `top` groups by count (ties by value); `other` holds the rest, so counts always add up."""
+    if id_like:
+        shown = [(NONE, groups[NONE])] if NONE in groups else []
+    else:
+        shown = sorted(groups.items(), key=lambda item: (-item[1][0], item[0]))[:top]
+    entries = [
+        Entry(v=elide(v, _VALUE_CHARS), n=c[0], pct=pct(c[0], whole))
+        if len(c) == 1
+        else Entry(v=elide(v, _VALUE_CHARS), n=c[0], pct=pct(c[0], whole), bounces=c[1], bounce_pct=pct(c[1], c[0]))
+        for v, c in shown
+    ]
+    return Breakdown(
+        key=key, distinct=len(groups), top=entries, other=whole - sum(e.n for e in entries), id_like=id_like
+    )
+
+
+class _Clock:
+    """Where the local days (or hours, for short windows) of the window start, as seconds since 0001-01-01
+    UTC; and what it takes to place a start time on that scale."""
+
+    def __init__(self, window: Window) -> None:
+        self.zone = ZoneInfo(window.timezone)
+        first = datetime(window.start.year, window.start.month, window.start.day, tzinfo=self.zone)
+        days = [first.date() + timedelta(days=i) for i in range(window.days + 1)]
+        starts = [self.instant(datetime(d.year, d.month, d.day, tzinfo=self.zone)) for d in days]
+        self.unit: Literal["day", "hour"] = "day" if window.days > HOURLY_MAX_DAYS else "hour"
+        self.start = window.start.isoformat() if self.unit == "day" else first.isoformat(timespec="minutes")
+        # Hours are elapsed hours from local midnight: exact across a 23- or 25-hour day.
+        self.bounds = starts if self.unit == "day" else [*range(starts[0], starts[-1], 3600), starts[-1]]
+        # UTC offset in seconds per fixed-offset tzinfo seen: start times are parsed with one per value.
+        self.offsets: dict[tzinfo | None, int] = {}
+
+    def instant(self, at: datetime) -> int:
+        """Whole seconds since 0001-01-01 UTC; a naive time is read in the window's zone."""
+        zone = at.tzinfo
+        if zone is None:
+            at = at.replace(tzinfo=self.zone)
+        offset = at.utcoffset()
+        assert offset is not None
+        if type(zone) in _FIXED_OFFSET:
+            self.offsets[zone] = offset // _SECOND
+        return ((at.toordinal() * 24 + at.hour) * 60 + at.minute) * 60 + at.second - offset // _SECOND
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scanning.
+
+
+class Scan:
+    """What every streaming analysis shares: dedupe by session id, counting sessions per visitor.
+
+    Subclasses implement `_consume(batch)` over the new, unique sessions of one page."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._visits: dict[str, int] = {}  # sessions per visitor id, over everything scanned
+        self.duplicates = 0
+
+    @property
+    def scanned(self) -> int:
+        return len(self._seen)
+
+    def add(self, sessions: Iterable[Session]) -> None:
+        seen, visits = self._seen, self._visits
+        batch: list[Session] = []
+        for s in sessions:
+            sid = s.id
+            if sid in seen:
+                self.duplicates += 1
+                continue
+            seen.add(sid)
+            vid = s.visitor_id
+            if vid is not None:
+                visits[vid] = visits.get(vid, 0) + 1
+            batch.append(s)
+        self._consume(batch)
+
+    def _consume(self, batch: list[Session]) -> None:
+        raise NotImplementedError
+
+    def coverage(self, total: int | None, partial_reason: str | None) -> Coverage:
+        scanned = self.scanned
+        of = f"{scanned:,} of {total:,}" if total is not None else f"the first {scanned:,} (total unknown)"
+        if partial_reason:
+            note: str | None = f"Covers {of} sessions: {partial_reason}."
+        elif total is not None and scanned < total:
+            note = f"Covers {of} sessions: the window changed while it was read; ask again for exact figures."
+        else:
+            note = None
+        if self.duplicates:
+            dup = f"{self.duplicates:,} repeated session{'s' if self.duplicates > 1 else ''} skipped while paging."
+            note = f"{note} {dup}" if note else dup
+        return Coverage(
+            scanned=scanned,
+            duplicates=self.duplicates,
+            total=total,
+            complete=not partial_reason and (total is None or scanned >= total),
+            note=note,
+        )
+
+
+class _Durations:
+    """Known durations of one kind of session (bounces or the rest), each with its session id."""
+
+    __slots__ = ("ids", "seconds")
+
+    def __init__(self) -> None:
+        self.seconds = array("d")
+        self.ids: list[str] = []
+
+    def typical(self) -> tuple[float, str] | None:
+        """The lower-median duration (a real session's) and the smallest id having it."""
+        if not self.seconds:
+            return None
+        median = sorted(self.seconds)[(len(self.seconds) - 1) // 2]
+        return median, min(sid for sid, d in zip(self.ids, self.seconds, strict=True) if d == median)
+
+
+class Digest(Scan):
+    """Totals, breakdowns, pages, time series and example sessions of one window, streamed."""
+
+    def __init__(self, window: Window, *, top: int = 10) -> None:
+        super().__init__()
+        self.window = window
+        self.top = _check_top(top)
+        self._sessions = 0
+        self._page_views = 0
+        self._events = 0
+        self._bounces = 0
+        # country, device, browser, os, then the page key: every page for up to three pages, else the
+        # first three, None and the last one; landing and exit pages and paths all derive from it.
+        self._dims = tuple(_Tally() for _ in range(5))
+        # field key -> value -> sessions, for bounced and other sessions
+        self._fields_bounced: dict[str, dict[str, int]] = {}
+        self._fields_stayed: dict[str, dict[str, int]] = {}
+        self._views: Counter[str] = Counter()
+        self._clock = _Clock(window)
+        self._series = [0] * (len(self._clock.bounds) - 1)
+        self._no_start = 0
+        self._outside = 0
+        self._bounce_durations = _Durations()
+        self._stay_durations = _Durations()
+        self._most_pages = (-1, "")  # (page views, session id) of the session with most page views
+
+    @property
+    def count(self) -> int:
+        """Sessions digested (unique, and matching the segment if there is one)."""
+        return self._sessions
+
+    def _consume(self, batch: list[Session]) -> None:
+        bounced_dims = tuple(t.bounced for t in self._dims)
+        stayed_dims = tuple(t.stayed for t in self._dims)
+        clock = self._clock
+        bounds, offsets, series = clock.bounds, clock.offsets, self._series
+        first, last = bounds[0], bounds[-1]
+        most_views, most_id = self._most_pages
+        bounce_seconds, bounce_ids = self._bounce_durations.seconds.append, self._bounce_durations.ids.append
+        stay_seconds, stay_ids = self._stay_durations.seconds.append, self._stay_durations.ids.append
+        page_views = events = bounces = no_start = outside = 0
+        for s in batch:
+            pages = s.pages
+            n = len(pages)
+            pv = s.page_views
+            if pv is None:
+                pv = n
+            page_views += pv
+            e = s.events
+            if e:
+                events += e
+            if pv <= 1:
+                bounces += 1
+                country, device, browser, os_, path = bounced_dims
+                fields = self._fields_bounced
+                add_seconds, add_id = bounce_seconds, bounce_ids
+            else:
+                country, device, browser, os_, path = stayed_dims
+                fields = self._fields_stayed
+                add_seconds, add_id = stay_seconds, stay_ids
+            v: Any = s.country
+            country[v] = country.get(v, 0) + 1
+            v = s.device
+            device[v] = device.get(v, 0) + 1
+            v = s.browser
+            browser[v] = browser.get(v, 0) + 1
+            v = s.os
+            os_[v] = os_.get(v, 0) + 1
+            v = tuple(pages) if n <= 3 else (pages[0], pages[1], pages[2], None, pages[-1])
+            path[v] = path.get(v, 0) + 1
+            for key, v in s.fields.items():
+                counts = fields.get(key)
+                if counts is None:
+                    counts = fields[key] = {}
+                counts[v] = counts.get(v, 0) + 1
+            started = s.started_at
+            if started is None:
+                no_start += 1
+            else:
+                offset = offsets.get(started.tzinfo)
+                if offset is None:
+                    t = clock.instant(started)
+                else:  # wall-clock arithmetic: several times cheaper than datetime.timestamp()
+                    t = ((started.toordinal() * 24 + started.hour) * 60 + started.minute) * 60
+                    t += started.second - offset
+                if first <= t < last:
+                    series[bisect_right(bounds, t) - 1] += 1
+                else:
+                    outside += 1
+            d = s.duration
+            if d is not None:
+                add_seconds(d)
+                add_id(s.id)
+            if pv >= most_views and (pv > most_views or s.id < most_id):
+                most_views, most_id = pv, s.id
+        self._sessions += len(batch)
+        self._page_views += page_views
+        self._events += events
+        self._bounces += bounces
+        self._no_start += no_start
+        self._outside += outside
+        self._views.update(chain.from_iterable(s.pages for s in batch))
+        self._most_pages = (most_views, most_id)
+
+    # --- summary: all the sorting and text work, over distinct values ----------------------------
+
+    def summary(self, *, website_id: str, total: int | None, partial_reason: str | None = None) -> Summary:
+        sessions, top = self._sessions, self.top
+        fields = self._field_tallies()
+        broken_down = sum(1 for key, _ in fields if key in UTM_KEYS) + FIELD_KEYS
+        pages = self._dims[4]
+        return Summary(
+            website_id=website_id,
+            window=WindowInfo.of(self.window),
+            coverage=self.coverage(total, partial_reason),
+            totals=self._totals(),
+            breakdowns=[
+                # Upstream spells enumerations inconsistently (`Desktop` / `desktop`): fold case.
+                _breakdown(name, tally.folded(_label, casefold=True), sessions, top)
+                for name, tally in zip(("country", "device", "browser", "os"), self._dims[:4], strict=True)
+            ]
+            + [self._field_breakdown(key, tally) for key, tally in fields[:broken_down]],
+            other_fields=[_field_name(key) for key, _ in fields[broken_down:][:LISTED_FIELD_KEYS]],
+            pages=[
+                _breakdown("landing", pages.mapped(_landing).folded(_label), sessions, top),
+                _breakdown("exit", pages.mapped(_exit).folded(_label), sessions, top),
+                _breakdown("viewed", self._viewed(), self._views.total(), top),
+                _breakdown("path", pages.mapped(_path).folded(_path_label), sessions, top),
+            ],
+            series=Series(
+                unit=self._clock.unit,
+                start=self._clock.start,
+                counts=list(self._series),
+                no_start=self._no_start,
+                outside=self._outside,
+            ),
+            examples=self._examples(),
+        )
+
+    def _totals(self) -> Totals:
+        sessions = self._sessions
+        visitors = len(self._visits)
+        returning = sum(1 for n in self._visits.values() if n > 1)
+        ordered = sorted(chain(self._bounce_durations.seconds, self._stay_durations.seconds))
+        return Totals(
+            sessions=sessions,
+            visitors=visitors,
+            returning=returning,
+            returning_pct=pct(returning, visitors),
+            page_views=self._page_views,
+            events=self._events,
+            bounces=self._bounces,
+            bounce_pct=pct(self._bounces, sessions),
+            pages_per_session=round(self._page_views / sessions, 2) if sessions else 0.0,
+            duration=Durations(
+                mean=round(sum(ordered) / len(ordered), 1) if ordered else None,
+                median=_seconds(quantile(ordered, 0.5)),
+                p90=_seconds(quantile(ordered, 0.9)),
+                unknown=sessions - len(ordered),
+            ),
+        )
+
+    def _field_tallies(self) -> list[tuple[str, _Tally]]:
+        """Every field key's tally: UTM keys first in their usual order, then by sessions having the key."""
+        tallies = {
+            key: _Tally(self._fields_bounced.get(key), self._fields_stayed.get(key))
+            for key in self._fields_bounced.keys() | self._fields_stayed.keys()
+        }
+        utm = [(key, tallies.pop(key)) for key in UTM_KEYS if key in tallies]
+        having = {key: tally.sessions for key, tally in tallies.items()}
+        return utm + sorted(tallies.items(), key=lambda item: (-having[item[0]], item[0]))
+
+    def _field_breakdown(self, key: str, tally: _Tally) -> Breakdown:
+        groups = tally.folded(_label)
+        having = sum(g[0] for g in groups.values())
+        missing = groups.setdefault(NONE, [0, 0])  # an empty value reads as missing too
+        missing[0] += self._sessions - having
+        missing[1] += self._bounces - sum(tally.bounced.values())
+        if not missing[0]:
+            del groups[NONE]
+        values = len(groups) - (NONE in groups)
+        id_like = bool(_ID_KEY.search(key)) or (values >= _ID_MIN_DISTINCT and 2 * values >= having)
+        return _breakdown(_field_name(key), groups, self._sessions, self.top, id_like=id_like)
+
+    def _viewed(self) -> dict[str, list[int]]:
+        groups: dict[str, list[int]] = {}
+        for page, n in self._views.items():
+            groups.setdefault(_label(page), [0])[0] += n
+        return groups
+
+    def _examples(self) -> list[Example]:
+        """Sessions worth opening, each chosen deterministically (ties go to the smallest id)."""
+        found: dict[str, list[str]] = {}
+        kinds = (self._bounce_durations, self._stay_durations)
+        longest = max((max(k.seconds) for k in kinds if k.seconds), default=None)
+        if longest is not None:
+            sid = min(i for k in kinds for i, d in zip(k.ids, k.seconds, strict=True) if d == longest)
+            found.setdefault(sid, []).append(f"longest ({fmt_duration(longest)})")
+        views, sid = self._most_pages
+        if views > 1:
+            found.setdefault(sid, []).append(f"most page views ({views:,})")
+        for kind, what in zip(kinds, ("bounce", "multi-page session"), strict=True):
+            typical = kind.typical()
+            if typical:
+                found.setdefault(typical[1], []).append(
+                    f"typical {what}: median duration {fmt_duration(typical[0])} of {len(kind.ids):,}"
+                )
+        return [Example(id=clean(sid, 128), why="; ".join(whys)) for sid, whys in found.items()]
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _field_name(key: str) -> str:
+    return elide(_label(key), 40)

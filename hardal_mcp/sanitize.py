@@ -1,0 +1,103 @@
+"""Visitor-typed text (paths, UTM values, custom fields) is untrusted on its way into a model's context.
+
+`clean` makes a value one visible line of bounded length: no control characters, terminal escapes,
+invisible or bidi-reordering characters that could hide or disguise text, and no line breaks that could
+fake structure. Optional PII redaction runs on the cleaned text, before the length cap, so a cut can
+never leave half an e-mail address behind. No I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+ELLIPSIS = "…"
+
+# Deleted outright: terminal escapes first (so their parameters go too), then C0/C1 controls that are
+# not whitespace, zero-width characters, bidi embeddings/overrides/isolates, Unicode tag characters
+# (invisible "ASCII smuggling") and lone surrogates (they cannot be encoded for the transport).
+_INVISIBLE = re.compile(
+    "\x1b\\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves
+    "|\x1b\\][^\x07\x1b]*(?:\x07|\x1b\\\\)?"  # OSC: titles, hyperlinks
+    "|\x1b[@-_]?"  # other two-character escapes, or a stray ESC
+    "|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
+    "|[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f"
+    "\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+    "\U000e0000-\U000e007f\ud800-\udfff]"
+)
+# Every Unicode whitespace, line and paragraph separators included: str.splitlines() breaks on several
+# of them, so they all become one plain space.
+_SPACES = re.compile(r"\s+")
+
+_EMAIL = r"[\w.%+-]+(?:@|%40)[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
+_PHONE = r"(?<![\w+])(?:\+\d[\d ().-]{6,}\d|\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4})(?!\w)"
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w.])"
+# Full eight-group form, or a compressed form with `::`; a clock time such as 14:03:22 is neither.
+_HEX = r"[0-9A-Fa-f]{1,4}"
+_IPV6 = (
+    rf"(?<![\w:])(?:(?:{_HEX}:){{7}}{_HEX}|(?:{_HEX}:){{0,6}}{_HEX}::(?:{_HEX}(?::{_HEX}){{0,6}})?"
+    rf"|::{_HEX}(?::{_HEX}){{0,6}})(?![\w:])"
+)
+# A query or form parameter whose name ends in a secret-looking word keeps its name, loses its value.
+_PARAM = r"(?<![^?&;#\s])([\w.-]+=)[^&#\s]+"
+_SECRET_NAMES = (
+    "token", "key", "password", "passwd", "pwd", "secret", "auth", "authorization", "session", "sessionid", "sid",
+    "sig", "signature", "code",
+)  # fmt: skip
+
+
+def _mask_secret(match: re.Match[str]) -> str:
+    name = match.group(1)
+    return f"{name}[redacted]" if name[:-1].lower().endswith(_SECRET_NAMES) else match.group(0)
+
+
+# (gate, pattern, mask) in order: a secret value may hold an e-mail address, an e-mail domain may hold
+# digits. The gate is a cheap search that skips a pattern which cannot match.
+_PII: tuple[tuple[re.Pattern[str], re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = tuple(
+    (re.compile(gate), re.compile(pattern, re.IGNORECASE), mask)
+    for gate, pattern, mask in (
+        ("=", _PARAM, _mask_secret),
+        ("@|%40", _EMAIL, "[email]"),
+        (":", _IPV6, "[ip]"),
+        (r"\d", _IPV4, "[ip]"),
+        (r"\d", _PHONE, "[phone]"),
+    )
+)
+
+
+def elide(text: str, limit: int) -> str:
+    """Cut `text` to at most `limit` characters in the middle, keeping more of the start than the end."""
+    if len(text) <= limit:
+        return text
+    if limit < 2:
+        return ELLIPSIS[:limit]
+    tail = (limit - 1) // 3
+    return text[: limit - 1 - tail] + ELLIPSIS + (text[-tail:] if tail else "")
+
+
+class Sanitizer:
+    """`clean` with its options fixed; the compiled patterns are module-level and shared."""
+
+    __slots__ = ("redact_pii",)
+
+    def __init__(self, *, redact_pii: bool = False) -> None:
+        self.redact_pii = redact_pii
+
+    def __call__(self, value: str, limit: int = 120) -> str:
+        # Fast path: most values (device names, short paths) are already one plain printable ASCII line.
+        if not (value.isascii() and value.isprintable() and "  " not in value and value.strip(" ") == value):
+            value = _SPACES.sub(" ", _INVISIBLE.sub("", value)).strip()
+        if self.redact_pii:
+            for gate, pattern, mask in _PII:
+                if gate.search(value):
+                    value = pattern.sub(mask, value)
+        return elide(value, limit)
+
+
+_PLAIN = Sanitizer()
+
+
+def clean(value: str, limit: int = 120) -> str:
+    """One visible line of at most `limit` characters, without redaction."""
+    return _PLAIN(value, limit)
