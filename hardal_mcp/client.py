@@ -11,8 +11,8 @@ import logging
 import math
 import random
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +40,10 @@ from .params import Window
 log = logging.getLogger(__name__)
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# How long a body stays fresh: a window that includes today still grows; a closed one hardly changes.
+OPEN_WINDOW_TTL = 60.0
+CLOSED_WINDOW_TTL = 3600.0
+ACTIVITY_TTL = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,42 @@ class RateLimiter:
                 await anyio.sleep(60.0 - (now - self._starts[0]))
 
 
+class ResponseCache:
+    """Recent upstream bodies, so a repeated question within their lifetime costs no request.
+
+    Keys include the API key's fingerprint: nothing fetched with one key is served to another. Bounded
+    in bytes, least recently used out first."""
+
+    def __init__(self, max_bytes: int = 64 * 2**20, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._entries: OrderedDict[Hashable, tuple[float, bytes]] = OrderedDict()
+        self._size = 0
+
+    def get(self, key: Hashable) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: Hashable, body: bytes, ttl: float) -> None:
+        if ttl <= 0 or len(body) > self.max_bytes:
+            return
+        if key in self._entries:
+            self._drop(key)
+        self._entries[key] = (self._clock() + ttl, body)
+        self._size += len(body)
+        while self._size > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: Hashable) -> None:
+        self._size -= len(self._entries.pop(key)[1])
+
+
 def key_fingerprint(key: SecretStr) -> str:
     """A short, non-reversible name for a key: safe to use in cache keys and logs."""
     return hashlib.sha256(key.get_secret_value().encode()).hexdigest()[:12]
@@ -90,9 +130,11 @@ class HardalClient:
         *,
         transport: httpx2.AsyncBaseTransport | None = None,
         retry: RetryPolicy | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.settings = settings
         self.retry = retry or RetryPolicy()
+        self.cache = cache or ResponseCache()
         self._limiters: dict[str, RateLimiter] = {}
         self._http = httpx2.AsyncClient(
             base_url=settings.base_url,
@@ -127,7 +169,9 @@ class HardalClient:
             "targetSignalId": target_signal_id or website_id,
             "isHybrid": "true" if is_hybrid else "false",
         }
-        body = await self._get(key, f"/api/websites/{_segment(website_id)}/sessions", params, f"website {website_id!r}")
+        ttl = CLOSED_WINDOW_TTL if window.end < window.today() else OPEN_WINDOW_TTL
+        path = f"/api/websites/{_segment(website_id)}/sessions"
+        body = await self._get(key, path, params, f"website {website_id!r}", ttl)
         return parse_sessions_page(body)
 
     async def activity(
@@ -154,10 +198,19 @@ class HardalClient:
             "isHybrid": "true" if is_hybrid else "false",
         }
         path = f"/api/websites/{_segment(website_id)}/sessions/{_segment(session_id)}/activity"
-        body = await self._get(key, path, params, f"session {session_id!r} on website {website_id!r}")
+        body = await self._get(key, path, params, f"session {session_id!r} on website {website_id!r}", ACTIVITY_TTL)
         return parse_activity_page(body)
 
-    async def _get(self, key: SecretStr, path: str, params: Mapping[str, str], what: str) -> bytes:
+    async def _get(self, key: SecretStr, path: str, params: Mapping[str, str], what: str, ttl: float) -> bytes:
+        cache_key = (key_fingerprint(key), path, tuple(sorted(params.items())))
+        cached = self.cache.get(cache_key)
+        if cached is not None:
+            return cached
+        content = await self._fetch(key, path, params, what)
+        self.cache.put(cache_key, content, ttl)
+        return content
+
+    async def _fetch(self, key: SecretStr, path: str, params: Mapping[str, str], what: str) -> bytes:
         headers = {"Authorization": f"Bearer {key.get_secret_value()}"}
         limiter = self._limiter(key)
         failure: HardalError | None = None

@@ -26,6 +26,8 @@ class Settings(BaseModel):
     timeout: float = Field(default=30.0, gt=0, le=600, description="Seconds for one upstream request")
     rate_limit: int = Field(default=100, ge=1, le=100_000, description="Upstream requests per minute")
     page_size: int = Field(default=1000, ge=1, le=1000, description="Sessions per upstream request when scanning")
+    tool_timeout: float = Field(default=50.0, gt=0, le=3600, description="Overall seconds for one tool call")
+    redact_pii: bool = Field(default=True, description="Mask e-mails, phones, IPs and secrets in visitor data")
 
     @field_validator("api_key", "website_id", mode="before")
     @classmethod

@@ -31,6 +31,9 @@ class Window:
     def days(self) -> int:
         return (self.end - self.start).days + 1
 
+    def today(self) -> date:
+        return datetime.now(ZoneInfo(self.timezone)).date()
+
     def previous(self) -> Window:
         """The window of equal length that ends the day before this one starts."""
         end = self.start - timedelta(days=1)

@@ -4,16 +4,19 @@ Methods return `(structured result, text)`; they raise only `hardal_mcp.errors` 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
+import anyio.abc
 from pydantic import SecretStr
 
 from .analytics import Digest, Summary
 from .client import HardalClient
 from .config import Settings, env_name
-from .errors import AuthError, InputError, UpstreamError
+from .errors import AuthError, InputError, NetworkError, UpstreamError
 from .models import ActivityEvent, Session, SessionsPage
 from .params import Window, check_id, check_timezone, resolve_window
 from .render import render_activity, render_sessions, render_summary
@@ -23,6 +26,7 @@ from .sanitize import clean
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, float | None, str], Awaitable[None]]
+T = TypeVar("T")
 
 MAX_SESSIONS_CAP = 200_000
 SCAN_CONCURRENCY = 4  # pages in flight during a scan; the rate limiter still bounds requests per minute
@@ -90,14 +94,16 @@ class Hardal:
     # -- tools ---------------------------------------------------------------------------------------
 
     async def list_sessions(self, scope: Scope, *, limit: int, offset: int) -> tuple[SessionsResult, str]:
-        page = await self.client.sessions(
-            self.key(),
-            scope.website_id,
-            scope.window,
-            limit=limit,
-            offset=offset,
-            target_signal_id=scope.target_signal_id,
-            is_hybrid=scope.is_hybrid,
+        page = await self.within_deadline(
+            self.client.sessions(
+                self.key(),
+                scope.website_id,
+                scope.window,
+                limit=limit,
+                offset=offset,
+                target_signal_id=scope.target_signal_id,
+                is_hybrid=scope.is_hybrid,
+            )
         )
         rows = [session_row(s) for s in page.sessions]
         total = page.pagination.total if page.pagination else None
@@ -132,7 +138,7 @@ class Hardal:
         self, scope: Scope, *, max_sessions: int, top: int, progress: Progress | None = None
     ) -> tuple[Summary, str]:
         digest = Digest(scope.window, top=top)
-        stats = await self.scan(scope, max_sessions, digest.add, progress)
+        stats = await self.scan(scope, max_sessions, digest.add, progress, self.deadline())
         summary = digest.summary(website_id=scope.website_id, total=stats.total, partial_reason=stats.partial_reason)
         return summary, render_summary(summary)
 
@@ -153,16 +159,18 @@ class Hardal:
         tz = check_timezone(timezone or self.settings.timezone)
         if order not in ("asc", "desc"):
             raise InputError("order", f"{order!r} is not 'asc' (oldest first) or 'desc' (newest first).")
-        body = await self.client.activity(
-            self.key(),
-            site,
-            sid,
-            timezone=tz,
-            page=page,
-            limit=limit,
-            order=order,
-            target_signal_id=check_id("target_signal_id", target_signal_id) if target_signal_id else None,
-            is_hybrid=is_hybrid,
+        body = await self.within_deadline(
+            self.client.activity(
+                self.key(),
+                site,
+                sid,
+                timezone=tz,
+                page=page,
+                limit=limit,
+                order=order,
+                target_signal_id=check_id("target_signal_id", target_signal_id) if target_signal_id else None,
+                is_hybrid=is_hybrid,
+            )
         )
         if body.has_more is not None:
             has_more = body.has_more
@@ -195,6 +203,7 @@ class Hardal:
         max_sessions: int,
         consume: Callable[[list[Session]], None],
         progress: Progress | None = None,
+        deadline: float = math.inf,
     ) -> ScanStats:
         """Read every page of the window (up to `max_sessions`), handing each page to `consume` as it
         arrives. The first page tells the total; the rest are fetched concurrently at fixed offsets."""
@@ -225,50 +234,84 @@ class Hardal:
                 goal = min(stats.total, max_sessions) if stats.total is not None else None
                 await progress(seen, goal, f"{seen:,} sessions read")
 
-        first = await fetch(0)
+        with anyio.CancelScope(deadline=deadline) as first_limit:
+            first = await fetch(0)
+        if first_limit.cancelled_caught:
+            raise self._timed_out()
         stats.total = first.pagination.total if first.pagination else None
         await take(first)
         if not _has_more(first, 0, size) or not first.sessions:
             return stats
 
-        if stats.total is not None:
-            goal = min(stats.total, max_sessions)
-            offsets = list(range(size, goal, size))
-            try:
-                await _gather(offsets, fetch, take)
-            except UpstreamError as exc:
-                stats.partial_reason = f"a later page failed: {exc.message}"
-                return stats
-        else:  # no total to plan with: walk forward until the API says stop
-            offset = size
-            while seen < max_sessions:
-                page = await fetch(offset)
-                await take(page)
-                if not page.sessions or not _has_more(page, offset, size):
-                    break
-                offset += size
-        if stats.total is not None and stats.total > max_sessions:
+        failure: UpstreamError | None = None
+        with anyio.CancelScope(deadline=deadline) as limit:
+            if stats.total is not None:
+                offsets = list(range(size, min(stats.total, max_sessions), size))
+                failure = await _gather(offsets, fetch, take)
+            else:  # no total to plan with: walk forward until the API says stop
+                offset = size
+                try:
+                    while seen < max_sessions:
+                        page = await fetch(offset)
+                        await take(page)
+                        if not page.sessions or not _has_more(page, offset, size):
+                            break
+                        offset += size
+                except UpstreamError as exc:
+                    failure = exc
+        if limit.cancelled_caught:
+            stats.partial_reason = (
+                f"the {self.settings.tool_timeout:g} s time limit (HARDAL_TOOL_TIMEOUT) was reached; "
+                "narrow the window or ask again (pages already read are cached)"
+            )
+        elif failure is not None:
+            stats.partial_reason = f"reading stopped when a page failed: {failure.message}"
+        elif stats.total is not None and stats.total > max_sessions:
             stats.partial_reason = (
                 f"max_sessions={max_sessions:,} reached; raise it (up to {MAX_SESSIONS_CAP:,}) or narrow the window"
             )
+        if stats.partial_reason:
+            log.info("partial scan of %s: %s", scope.website_id, stats.partial_reason)
         return stats
+
+    def deadline(self) -> float:
+        return anyio.current_time() + self.settings.tool_timeout
+
+    def _timed_out(self) -> NetworkError:
+        return NetworkError(
+            f"Hardal did not answer within the {self.settings.tool_timeout:g} s time limit (HARDAL_TOOL_TIMEOUT). "
+            "Try again, or narrow the time window."
+        )
+
+    async def within_deadline(self, work: Awaitable[T]) -> T:
+        """Run a single-request tool under the overall time limit of a tool call."""
+        with anyio.move_on_after(self.settings.tool_timeout):
+            return await work
+        raise self._timed_out()
 
 
 async def _gather(
     offsets: list[int],
     fetch: Callable[[int], Awaitable[SessionsPage]],
     take: Callable[[SessionsPage], Awaitable[None]],
-) -> None:
-    """Fetch pages with bounded concurrency and hand each over as soon as it arrives."""
+) -> UpstreamError | None:
+    """Fetch pages with bounded concurrency, handing each over as soon as it arrives. The first failure
+    stops the rest and is returned: what was read so far still counts."""
     queue = iter(offsets)
+    failures: list[UpstreamError] = []
 
-    async def worker() -> None:
-        for offset in queue:
-            await take(await fetch(offset))
+    async def worker(group: anyio.abc.TaskGroup) -> None:
+        try:
+            for offset in queue:
+                await take(await fetch(offset))
+        except UpstreamError as exc:
+            failures.append(exc)
+            group.cancel_scope.cancel()
 
     async with anyio.create_task_group() as group:
         for _ in range(min(SCAN_CONCURRENCY, len(offsets))):
-            group.start_soon(worker)
+            group.start_soon(worker, group)
+    return failures[0] if failures else None
 
 
 def _has_more(page: SessionsPage, offset: int, limit: int) -> bool:

@@ -18,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from hardal_mcp import __version__
-from hardal_mcp.client import HardalClient, RateLimiter, RetryPolicy, key_fingerprint
+from hardal_mcp.client import HardalClient, RateLimiter, ResponseCache, RetryPolicy, key_fingerprint
 from hardal_mcp.config import Settings
 from hardal_mcp.errors import (
     AuthError,
@@ -97,11 +97,14 @@ class FakeHardal:
 async def make_client():
     clients: list[HardalClient] = []
 
-    def factory(handler: FakeHardal, retry: RetryPolicy = FAST, **settings: object) -> HardalClient:
+    def factory(
+        handler: FakeHardal, retry: RetryPolicy = FAST, cache: ResponseCache | None = None, **settings: object
+    ) -> HardalClient:
         client = HardalClient(
             Settings(api_key=KEY, base_url=BASE_URL, **settings),
             transport=httpx2.MockTransport(handler),
             retry=retry,
+            cache=cache or ResponseCache(max_bytes=0),  # most tests count requests: no caching unless asked
         )
         clients.append(client)
         return client
@@ -785,3 +788,50 @@ def test_key_fingerprint_is_stable_short_and_does_not_reveal_the_key():
     assert len(first) == 12
     assert all(c in "0123456789abcdef" for c in first)
     assert all(KEY_VALUE[i : i + 6] not in first for i in range(len(KEY_VALUE) - 5))
+
+
+# -- response cache ------------------------------------------------------------------------------------
+
+
+async def test_a_repeated_question_costs_no_request(make_client):
+    fake = FakeHardal(ok())
+    client = make_client(fake, cache=ResponseCache())
+    first = await get_sessions(client)
+    again = await get_sessions(client)
+    assert fake.count == 1 == client.requests_sent
+    assert again == first
+    await get_sessions(client, offset=100)  # other parameters: another request
+    assert fake.count == 2
+
+
+async def test_cache_never_serves_one_keys_answer_to_another(make_client):
+    fake = FakeHardal(ok())
+    client = make_client(fake, cache=ResponseCache())
+    await get_sessions(client)
+    await client.sessions(SecretStr("another-tenant-key"), "demo", WINDOW, limit=100)
+    assert fake.count == 2
+    assert fake.requests[1].headers["Authorization"] == "Bearer another-tenant-key"
+
+
+async def test_failures_are_not_cached(make_client):
+    fake = FakeHardal(reply_json(404, {"error": {"code": 404, "message": "nope"}}), ok())
+    client = make_client(fake, cache=ResponseCache())
+    with pytest.raises(NotFoundError):
+        await get_sessions(client)
+    await get_sessions(client)
+    assert fake.count == 2
+
+
+def test_cache_entries_expire_and_the_cache_stays_within_its_bound():
+    now = [0.0]
+    cache = ResponseCache(max_bytes=10, clock=lambda: now[0])
+    cache.put("a", b"12345", ttl=60)
+    cache.put("b", b"12345", ttl=3600)
+    assert cache.get("a") == b"12345"  # touching a makes b the least recently used
+    cache.put("c", b"123", ttl=60)
+    assert cache.get("b") is None
+    assert cache.get("a") == b"12345" and cache.get("c") == b"123"
+    now[0] = 61.0
+    assert cache.get("a") is None and cache.get("c") is None
+    cache.put("huge", b"x" * 11, ttl=60)
+    assert cache.get("huge") is None
