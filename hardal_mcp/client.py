@@ -15,7 +15,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import anyio
@@ -38,6 +38,7 @@ from .models import ActivityPage, SessionsPage, parse_activity_page, parse_sessi
 from .params import Window
 
 log = logging.getLogger(__name__)
+P = TypeVar("P")
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # How long a body stays fresh: a window that includes today still grows; a closed one hardly changes.
@@ -171,8 +172,7 @@ class HardalClient:
         }
         ttl = CLOSED_WINDOW_TTL if window.end < window.today() else OPEN_WINDOW_TTL
         path = f"/api/websites/{_segment(website_id)}/sessions"
-        body = await self._get(key, path, params, f"website {website_id!r}", ttl)
-        return parse_sessions_page(body)
+        return await self._get(key, path, params, f"website {website_id!r}", ttl, parse_sessions_page)
 
     async def activity(
         self,
@@ -198,19 +198,23 @@ class HardalClient:
             "isHybrid": "true" if is_hybrid else "false",
         }
         path = f"/api/websites/{_segment(website_id)}/sessions/{_segment(session_id)}/activity"
-        body = await self._get(key, path, params, f"session {session_id!r} on website {website_id!r}", ACTIVITY_TTL)
-        return parse_activity_page(body)
+        what = f"session {session_id!r} on website {website_id!r}"
+        return await self._get(key, path, params, what, ACTIVITY_TTL, parse_activity_page)
 
-    async def _get(self, key: SecretStr, path: str, params: Mapping[str, str], what: str, ttl: float) -> bytes:
+    async def _get(
+        self, key: SecretStr, path: str, params: Mapping[str, str], what: str, ttl: float, parse: Callable[[bytes], P]
+    ) -> P:
         cache_key = (key_fingerprint(key), path, tuple(sorted(params.items())))
         cached = self.cache.get(cache_key)
         if cached is not None:
-            return cached
-        content = await self._fetch(key, path, params, what)
-        self.cache.put(cache_key, content, ttl)
-        return content
+            return parse(cached)
+        content, parsed = await self._fetch(key, path, params, what, parse)
+        self.cache.put(cache_key, content, ttl)  # only bodies that parsed are kept
+        return parsed
 
-    async def _fetch(self, key: SecretStr, path: str, params: Mapping[str, str], what: str) -> bytes:
+    async def _fetch(
+        self, key: SecretStr, path: str, params: Mapping[str, str], what: str, parse: Callable[[bytes], P]
+    ) -> tuple[bytes, P]:
         headers = {"Authorization": f"Bearer {key.get_secret_value()}"}
         limiter = self._limiter(key)
         failure: HardalError | None = None
@@ -235,7 +239,18 @@ class HardalClient:
             else:
                 status = response.status_code
                 if status < 300 and not _is_failure_envelope(content):
-                    return content
+                    try:
+                        return content, parse(content)
+                    except ProtocolError as exc:  # a garbled body from a proxy or a deploy: worth one more try
+                        failure = ProtocolError(
+                            f"{exc.message} Hardal may be mid-deploy or behind a failing proxy; try again shortly.",
+                            status=status,
+                        )
+                        wait = self.retry.backoff(attempt)
+                        if attempt + 1 < self.retry.attempts:
+                            log.warning("Unreadable Hardal body; retry %d in %.1f s", attempt + 1, wait)
+                            await anyio.sleep(wait)
+                        continue
                 failure = _status_error(status, response.headers, content, what, key)
                 if status not in _RETRY_STATUSES:
                     raise failure

@@ -372,13 +372,25 @@ async def test_persistent_timeout_becomes_network_error_naming_hardal_timeout(ma
     assert "7.5" in str(info.value)
 
 
-async def test_not_json_success_body_is_protocol_error_without_retry(make_client):
+async def test_a_garbled_success_body_is_retried_once_then_read(make_client):
     fake = FakeHardal(reply(200, b"<html>maintenance</html>", {"Content-Type": "text/html"}), ok())
     client = make_client(fake)
 
+    page = await get_sessions(client)
+    assert [s.id for s in page.sessions] == ["sess_abc123456"]
+    assert fake.count == 2
+
+
+async def test_a_persistently_garbled_body_is_a_protocol_error_and_is_not_cached(make_client):
+    fake = FakeHardal(reply(200, b'{"sessions": [', {"Content-Type": "application/json"}))
+    client = make_client(fake, cache=ResponseCache())
+
+    with pytest.raises(ProtocolError, match="not JSON"):
+        await get_sessions(client)
+    assert fake.count == FAST.attempts
     with pytest.raises(ProtocolError):
         await get_sessions(client)
-    assert fake.count == 1
+    assert fake.count == 2 * FAST.attempts
 
 
 # --- Retry-After -----------------------------------------------------------------------------------
