@@ -173,10 +173,15 @@ def _path(key: tuple[str | None, ...]) -> tuple[str | None, ...]:
     return key[:4]
 
 
+def path_step(page: str, limit: int) -> str:
+    """One page of a path as shown: cleaned, elided, and unable to fake a step of its own."""
+    return elide(_label(page), limit).replace("→", "⇢")
+
+
 def _path_label(key: tuple[str | None, ...]) -> str:
     if not key:
         return NONE
-    return ARROW.join("…" if page is None else elide(_label(page), _STEP_CHARS) for page in key)
+    return ARROW.join("…" if page is None else path_step(page, _STEP_CHARS) for page in key)
 
 
 def _check_top(top: int) -> int:

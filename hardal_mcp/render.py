@@ -1,0 +1,288 @@
+"""Compact text for a model's context, within a hard budget: a digest or a table, never the JSON again.
+
+Every value that a visitor could have typed passes through `sanitize.clean` (one line, bounded) and has
+the separators this module draws with (`|` between cells, `·` between entries, `→` between pages)
+replaced, so that a value can neither start a line nor fake a cell, an entry or a path step. No I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from .analytics import ARROW, NONE, Breakdown, Entry, Series, Summary, fmt_duration, path_step
+from .results import ActivityResult, SessionsResult, WindowInfo
+from .sanitize import clean, elide
+
+BUDGET_CHARS = 24_000  # ≈ 6,000 tokens: the hard cap of any tool's text
+LINE_CHARS = 720  # one digest line; entries that do not fit are counted, not shown
+SERIES_POINTS = 62  # more points than this are shown as 7-day sums
+PATH_HEAD, PATH_TAIL = 3, 2  # pages shown around an elided middle
+ROW_FIELDS = 12  # fields shown in one table row
+
+_SEPARATORS = str.maketrans({"|": "¦", "·": "•"})  # path steps have their own arrows replaced too
+_BARE = re.compile(r"[^\s,=\"]+")  # a field key or value that needs no quotes
+
+
+def cell(value: str | None, limit: int = 60) -> str:
+    """A visitor-typed value as one safe table cell or list entry; `-` when missing."""
+    return clean(value, limit).translate(_SEPARATORS) if value else "-"
+
+
+def fit_lines(
+    header: Sequence[str], rows: Sequence[str], footer: Callable[[int], str], budget: int = BUDGET_CHARS
+) -> tuple[str, int]:
+    """The header, as many rows as fit, then `footer(rows kept)`, all within `budget` characters.
+
+    Returns the text and the number of rows cut; the footer is where a renderer says what was cut and how
+    to get it. Rows are kept in order, never reordered or skipped."""
+    lines = list(header)
+    used = sum(map(len, lines)) + len(lines)
+    kept = 0
+    for row in rows:
+        tail = footer(kept + 1)
+        if used + len(row) + 1 + len(tail) > budget:
+            break
+        lines.append(row)
+        used += len(row) + 1
+        kept += 1
+    last = footer(kept)
+    if last:
+        lines.append(last)
+    return elide("\n".join(lines), budget), len(rows) - kept
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def window_text(window: WindowInfo) -> str:
+    """`last7days: 2026-11-20 → 2026-11-26 (Europe/Istanbul, 7 days)`, as `Window.describe()` writes it."""
+    start, end = date.fromisoformat(window.start), date.fromisoformat(window.end)
+    days = (end - start).days + 1
+    span = window.start if days == 1 else f"{window.start} → {window.end}"
+    label = "" if window.timeframe == "custom" else f"{window.timeframe}: "
+    return f"{label}{span} ({window.timezone}, {_count(days, 'day')})"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Summary
+
+
+def _entry(e: Entry) -> str:
+    share = f"{e.pct:.1f}%" if e.bounce_pct is None else f"{e.pct:.1f}%, bounce {e.bounce_pct:.0f}%"
+    return f"{cell(e.v, 200)} {e.n:,} ({share})"
+
+
+def _breakdown_line(b: Breakdown, label: str | None = None) -> str:
+    """`device: Desktop 5,012 (50.1%, bounce 31%) · Mobile … · other 120 [7 values]`, at most LINE_CHARS:
+    entries that do not fit are counted in `other`."""
+    name = label or cell(b.key, 40)
+    if b.id_like:
+        values = b.distinct - sum(e.v == NONE for e in b.top)
+        return " · ".join(
+            [f"{name}: {values:,} distinct values in {_count(b.other, 'session')} (id-like, not listed)"]
+            + [_entry(e) for e in b.top]
+        )
+    tail = f" [{_count(b.distinct, 'value')}]"
+    room = LINE_CHARS - len(name) - len(tail) - 24  # the ` · other N` part
+    parts: list[str] = []
+    other = b.other
+    for e in b.top:
+        text = _entry(e)
+        if len(text) + 3 > room:
+            room = 0  # keep the order: nothing after the first entry that does not fit
+            other += e.n
+            continue
+        parts.append(text)
+        room -= len(text) + 3
+    if other:
+        parts.append(f"other {other:,}")
+    return f"{name}: {' · '.join(parts)}{tail}"
+
+
+def _series_lines(series: Series, timezone: str) -> list[str]:
+    counts = series.counts
+    start = datetime.fromisoformat(series.start)
+    if series.unit == "hour":
+        zone = ZoneInfo(timezone)
+        stamps = [(start + timedelta(hours=i)).astimezone(zone) for i in range(len(counts))]
+        points = [
+            f"{t:%m-%d %H}h {n:,}" if i == 0 or t.hour == 0 else f"{t:%H}h {n:,}"
+            for i, (t, n) in enumerate(zip(stamps, counts, strict=True))
+        ]
+        title = "per hour"
+    elif len(counts) <= SERIES_POINTS:
+        points = [f"{start + timedelta(days=i):%m-%d} {n:,}" for i, n in enumerate(counts)]
+        title = "per day"
+    else:
+        weeks = range(0, len(counts), 7)
+        points = [f"{start + timedelta(days=i):%m-%d} {sum(counts[i : i + 7]):,}" for i in weeks]
+        if len(counts) % 7:
+            points[-1] += f" ({_count(len(counts) % 7, 'day')})"
+        peak = max(range(len(counts)), key=lambda i: (counts[i], -i))
+        low = min(range(len(counts)), key=lambda i: (counts[i], i))
+        title = (
+            f"per 7 days from the first (peak day {start + timedelta(days=peak):%m-%d} {counts[peak]:,}, "
+            f"lowest {start + timedelta(days=low):%m-%d} {counts[low]:,})"
+        )
+    extra = []
+    if series.no_start:
+        extra.append(f"{series.no_start:,} without a start time")
+    if series.outside:
+        extra.append(f"{series.outside:,} starting outside the window")
+    return [f"{title} ({timezone}): {' · '.join(points)}" + (f" · not shown: {', '.join(extra)}" if extra else "")]
+
+
+def render_summary(s: Summary) -> str:
+    """A digest a model reads at a glance: the same few dozen lines whatever the number of sessions."""
+    t, d = s.totals, s.totals.duration
+    cov = s.coverage
+    lines = [f"Sessions of {cell(s.website_id, 80)} · {window_text(s.window)}"]
+    state = f"complete, {_count(cov.scanned, 'session')} read" if cov.complete else "PARTIAL"
+    lines.append(f"coverage: {state}" + (f" · {cov.note}" if cov.note else ""))
+    lines.append(
+        f"totals: {_count(t.sessions, 'session')} · {_count(t.visitors, 'visitor')} "
+        f"({t.returning:,} returning, {t.returning_pct:.1f}%) · {t.page_views:,} page views "
+        f"({t.pages_per_session:.2f}/session) · {t.events:,} events · bounce {t.bounce_pct:.1f}% ({t.bounces:,})"
+    )
+    if d.median is not None and d.mean is not None and d.p90 is not None:
+        known = f"median {fmt_duration(d.median)} · mean {fmt_duration(d.mean)} · p90 {fmt_duration(d.p90)}"
+        lines.append(f"duration: {known}" + (f" · {d.unknown:,} without a duration" if d.unknown else ""))
+    else:
+        lines.append(f"duration: unknown for all {_count(d.unknown, 'session')}")
+    lines += [_breakdown_line(b) for b in s.breakdowns]
+    if s.other_fields:
+        lines.append(f"other field keys: {', '.join(cell(k, 40) for k in s.other_fields)}")
+    labels = {"viewed": "most viewed (page views)", "path": "paths (first 3 pages)"}
+    lines += [_breakdown_line(b, labels.get(b.key)) for b in s.pages]
+    lines += _series_lines(s.series, s.window.timezone)
+    lines += [f"example {cell(e.id, 128)}: {cell(e.why, 200)}" for e in s.examples]
+    body = lines[1:]
+
+    def footer(kept: int) -> str:
+        return "" if kept == len(body) else f"({len(body) - kept} lines cut to fit the output budget)"
+
+    return fit_lines(lines[:1], body, footer)[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sessions table
+
+
+def _pair(key: str, value: str) -> str:
+    k, v = cell(key, 30), cell(value, 60)
+    return "=".join(x if _BARE.fullmatch(x) else json.dumps(x, ensure_ascii=False) for x in (k, v))
+
+
+def path_text(pages: Sequence[str], limit: int = 60) -> str:
+    """`/ → /a → /b → (+N pages) → /y → /z`: the middle of a long path is elided, visibly."""
+    if len(pages) <= PATH_HEAD + PATH_TAIL + 1:
+        steps = [cell(path_step(p, limit)) for p in pages]
+    else:
+        hidden = len(pages) - PATH_HEAD - PATH_TAIL
+        steps = [cell(path_step(p, limit)) for p in pages[:PATH_HEAD]]
+        steps += [f"(+{hidden:,} pages)"] + [cell(path_step(p, limit)) for p in pages[-PATH_TAIL:]]
+    return ARROW.join(steps) if steps else "-"
+
+
+def _local(at: datetime | None, zone: ZoneInfo, fmt: str) -> str:
+    if at is None:
+        return "?"
+    return (at.replace(tzinfo=zone) if at.tzinfo is None else at.astimezone(zone)).strftime(fmt)
+
+
+def render_sessions(r: SessionsResult) -> tuple[str, int]:
+    """One row per session, every field kept (only a long path is elided, visibly); returns the text
+    and the number of rows cut to fit the budget."""
+    zone = ZoneInfo(r.window.timezone)
+    page = r.page
+    first = page.offset + 1
+    of = f" of {page.total:,}" if page.total is not None else ""
+    header = [
+        f"Sessions of {cell(r.website_id, 80)} · {window_text(r.window)}",
+        f"columns: id | visitor | start ({r.window.timezone}, MM-DD HH:MM) | duration | page views/events | "
+        "device/browser/os | country | fields | pages",
+    ]
+    rows = []
+    for s in r.sessions:
+        fields = [_pair(k, v) for k, v in list(s.fields.items())[:ROW_FIELDS]]
+        if len(s.fields) > ROW_FIELDS:
+            fields.append(f"(+{len(s.fields) - ROW_FIELDS} fields)")
+        rows.append(
+            " | ".join(
+                (
+                    cell(s.id, 128),
+                    cell(s.visitor_id, 128),
+                    _local(s.started_at, zone, "%m-%d %H:%M"),
+                    "?" if s.duration_s is None else fmt_duration(s.duration_s),
+                    f"{'?' if s.page_views is None else s.page_views}/{'?' if s.events is None else s.events}",
+                    "/".join(cell(x, 30) for x in (s.device, s.browser, s.os)),
+                    cell(s.country, 40),
+                    ", ".join(fields) or "-",
+                    path_text(s.pages),
+                )
+            )
+        )
+
+    def footer(kept: int) -> str:
+        shown = f"sessions {first:,}–{page.offset + kept:,}{of}" if kept else f"no sessions shown{of}"
+        if kept < len(rows):
+            return (
+                f"{shown} · {len(rows) - kept} more rows of this page cut to fit the output budget: "
+                f"continue with offset={page.offset + kept}"
+            )
+        more = f"next_offset={page.next_offset}" if page.next_offset is not None else "end of list"
+        return f"{shown} · {more}"
+
+    if not rows:
+        header.append(f"no sessions at offset {page.offset:,}{of}")
+    return fit_lines(header, rows, footer)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Activity timeline
+
+
+def _offset(seconds: float) -> str:
+    s = round(seconds)
+    return f"+{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def render_activity(r: ActivityResult) -> tuple[str, int]:
+    """One line per event, times relative to the earliest event of the page; returns the text and the
+    number of events cut to fit the budget."""
+    zone = ZoneInfo(r.timezone)
+    stamps = [e.at for e in r.events if e.at is not None]
+    origin = min(stamps) if stamps else None
+    order = "oldest first" if r.order == "asc" else "newest first"
+    total = f" of {r.total_events:,}" if r.total_events is not None else ""
+    header = [
+        f"Activity of session {cell(r.session_id, 128)} on {cell(r.website_id, 80)} · page {r.page}, {order}",
+        f"times: +h:mm:ss from {_local(origin, zone, '%Y-%m-%d %H:%M:%S')} ({r.timezone}), the earliest event shown"
+        if origin
+        else "times: unknown",
+        "columns: time type name url properties",
+    ]
+    rows = []
+    for e in r.events:
+        when = "?" if e.at is None or origin is None else _offset((e.at - origin).total_seconds())
+        name = "" if e.name == e.type else f" {cell(e.name, 60)}"
+        props = [_pair(k, v) for k, v in list(e.properties.items())[:ROW_FIELDS]]
+        if len(e.properties) > ROW_FIELDS:
+            props.append(f"(+{len(e.properties) - ROW_FIELDS} properties)")
+        rows.append(f"{when} {cell(e.type, 40)}{name} {cell(e.url, 120)}" + (f" {', '.join(props)}" if props else ""))
+
+    def footer(kept: int) -> str:
+        shown = f"{_count(kept, 'event')} shown{total}"
+        if kept < len(rows):
+            return (
+                f"{shown} · {len(rows) - kept} more events of this page cut to fit the output budget: "
+                f"ask for the same events with a smaller limit (limit={max(kept, 1)}) and page through"
+            )
+        return f"{shown} · " + (f"next_page={r.next_page}" if r.has_more and r.next_page else "last page")
+
+    return fit_lines(header, rows, footer)
