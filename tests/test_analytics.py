@@ -1,0 +1,388 @@
+"""analytics: a streaming digest whose every figure is checked against numbers worked out by hand."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hardal_mcp.analytics import Breakdown, Digest, Summary, fmt_duration, quantile
+from hardal_mcp.errors import InputError
+from hardal_mcp.models import Session
+from hardal_mcp.params import Window
+
+WEEK = Window("last7days", date(2026, 11, 20), date(2026, 11, 26), "Europe/Istanbul")  # UTC+3 all year
+
+
+def session(sid: str, **values: Any) -> Session:
+    """A session as upstream would send it (camelCase keys, string durations allowed)."""
+    return Session.model_validate({"id": sid, **values})
+
+
+def _s(
+    sid: str,
+    visitor: str | None,
+    start: str | None,
+    duration: str | None,
+    views: int | None,
+    events: int | None,
+    pages: list[str],
+    device: str,
+    browser: str,
+    os: str,
+    country: str | None,
+    fields: dict[str, str],
+) -> Session:
+    return session(
+        sid,
+        visitorId=visitor,
+        startedAt=start,
+        duration=duration,
+        pageViews=views,
+        events=events,
+        pages=pages,
+        device=device,
+        browser=browser,
+        os=os,
+        country=country,
+        fields=fields,
+    )
+
+
+# Ten sessions; comments give what each contributes. Bounce = at most one page view.
+HAND = [
+    _s("s1", "v1", "2026-11-20T10:00:00+03:00", "30s", 1, 2, ["/"], "Desktop", "Chrome", "Windows", "Turkey",
+       {"utm_source": "google", "utm_medium": "cpc"}),  # bounce
+    _s("s2", "v1", "2026-11-21T12:00:00+03:00", "5m", 4, 10, ["/", "/products", "/cart", "/checkout"],
+       "Desktop", "Chrome", "Windows", "Turkey", {"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "sale"}),
+    # 23:30 UTC on the 20th is 02:30 on the 21st in Istanbul
+    _s("s3", "v2", "2026-11-20T23:30:00Z", "60", 2, 3, ["/blog", "/"], "Mobile", "Safari", "iOS", "Germany",
+       {"utm_source": "twitter"}),
+    _s("s4", "v3", "2026-11-22T09:15:00+03:00", "0s", 1, 1, ["/blog"], "mobile", "Safari", "iOS", "Germany",
+       {}),  # bounce; lower-case device spelling
+    _s("s5", "v4", "2026-11-22T18:00:00+03:00", "2m", 3, 5, ["/", "/products", "/products"], "Desktop", "Firefox",
+       "Linux", "United States", {"utm_source": "newsletter", "user_id": "u5"}),
+    # no start, no duration, no page-view count (2 pages), no events, no country
+    _s("s6", "v5", None, None, None, None, ["/about", "/"], "Tablet", "Chrome", "Android", None, {}),
+    _s("s7", "v6", "2026-11-26T23:59:00+03:00", "10m", 6, 20, ["/", "/a", "/b", "/c", "/d", "/checkout"],
+       "Desktop", "Chrome", "macOS", "Turkey", {"utm_source": "google", "utm_medium": "organic"}),
+    _s("s8", "v7", "2026-11-25T08:00:00+03:00", "15s", 1, 0, ["/pricing"], "Mobile", "Chrome", "Android", "Turkey",
+       {"utm_source": "twitter"}),  # bounce
+    # no visitor id, no pages; 20:00 UTC on the 19th is 23:00 the 19th in Istanbul: before the window
+    _s("s9", None, "2026-11-19T20:00:00Z", "45s", 0, None, [], "Desktop", "Edge", "Windows", "France", {}),  # bounce
+    _s("s10", "v2", "2026-11-24T14:00:00+03:00", "1m30s", 2, 4, ["/blog", "/pricing"], "Mobile", "Safari", "iOS",
+       "Germany", {"utm_source": "twitter"}),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def hand() -> Summary:
+    digest = Digest(WEEK, top=3)
+    digest.add(HAND[:4])
+    digest.add([HAND[2], *HAND[4:]])  # s3 arrives twice while paging
+    assert digest.count == 10
+    return digest.summary(website_id="demo", total=11)
+
+
+def entries(b: Breakdown) -> list[tuple[str, int, float, float | None]]:
+    return [(e.v, e.n, e.pct, e.bounce_pct) for e in b.top]
+
+
+def by_key(items: list[Breakdown]) -> dict[str, Breakdown]:
+    return {b.key: b for b in items}
+
+
+def test_totals(hand: Summary) -> None:
+    t = hand.totals
+    assert t.sessions == 10
+    assert t.visitors == 7  # v1..v7; s9 has no visitor id
+    assert t.returning == 2  # v1 (s1, s2) and v2 (s3, s10)
+    assert t.returning_pct == 28.6  # 2 / 7
+    assert t.page_views == 22  # 1+4+2+1+3+2+6+1+0+2, s6 counted from its pages
+    assert t.events == 45  # 2+10+3+1+5+20+0+4; s6 and s9 report none
+    assert t.bounces == 4  # s1, s4, s8, s9
+    assert t.bounce_pct == 40.0
+    assert t.pages_per_session == 2.2
+
+
+def test_durations(hand: Summary) -> None:
+    # known: 0 15 30 45 60 90 120 300 600 (s6 unknown)
+    d = hand.totals.duration
+    assert d.unknown == 1
+    assert d.mean == 140.0  # 1260 / 9
+    assert d.median == 60.0  # the 5th of 9
+    assert d.p90 == 360.0  # rank 0.9 * 8 = 7.2: 300 + 0.2 * (600 - 300)
+
+
+def test_dimension_breakdowns(hand: Summary) -> None:
+    b = by_key(hand.breakdowns)
+    assert list(b)[:4] == ["country", "device", "browser", "os"]
+    # Turkey s1 s2 s7 s8 (bounces s1 s8); Germany s3 s4 s10 (bounce s4); then three of one session, by name
+    assert entries(b["country"]) == [("Turkey", 4, 40.0, 50.0), ("Germany", 3, 30.0, 33.3), ("(none)", 1, 10.0, 0.0)]
+    assert (b["country"].distinct, b["country"].other) == (5, 2)  # France, United States
+    # "mobile" and "Mobile" are one group, shown in the more frequent spelling
+    assert entries(b["device"]) == [("Desktop", 5, 50.0, 40.0), ("Mobile", 4, 40.0, 50.0), ("Tablet", 1, 10.0, 0.0)]
+    assert (b["device"].distinct, b["device"].other) == (3, 0)
+    assert [(e.v, e.n) for e in b["browser"].top] == [("Chrome", 5), ("Safari", 3), ("Edge", 1)]
+    assert (b["browser"].distinct, b["browser"].other) == (4, 1)  # Firefox
+    assert [(e.v, e.n) for e in b["os"].top] == [("Windows", 3), ("iOS", 3), ("Android", 2)]
+    assert (b["os"].distinct, b["os"].other) == (5, 2)  # Linux, macOS
+
+
+def test_field_breakdowns(hand: Summary) -> None:
+    b = by_key(hand.breakdowns)
+    assert list(b)[4:] == ["utm_source", "utm_medium", "utm_campaign", "user_id"]
+    # google s1 s2 s7 (bounce s1); twitter s3 s8 s10 (bounce s8); missing s4 s6 s9 (bounces s4 s9); newsletter s5
+    assert entries(b["utm_source"]) == [
+        ("(none)", 3, 30.0, 66.7),
+        ("google", 3, 30.0, 33.3),
+        ("twitter", 3, 30.0, 33.3),
+    ]
+    assert (b["utm_source"].distinct, b["utm_source"].other) == (4, 1)
+    assert entries(b["utm_medium"]) == [("(none)", 7, 70.0, 42.9), ("cpc", 2, 20.0, 50.0), ("organic", 1, 10.0, 0.0)]
+    assert [(e.v, e.n) for e in b["utm_campaign"].top] == [("(none)", 9), ("sale", 1)]
+    # an id-like key is counted, not listed
+    assert b["user_id"].id_like
+    assert [(e.v, e.n) for e in b["user_id"].top] == [("(none)", 9)]
+    assert (b["user_id"].distinct, b["user_id"].other) == (2, 1)
+    assert hand.other_fields == []
+
+
+def test_pages(hand: Summary) -> None:
+    p = by_key(hand.pages)
+    assert list(p) == ["landing", "exit", "viewed", "path"]
+    # landing: / s1 s2 s5 s7 (bounce s1); /blog s3 s4 s10 (bounce s4); then /about, /pricing, (none) with 1 each
+    assert entries(p["landing"]) == [("/", 4, 40.0, 25.0), ("/blog", 3, 30.0, 33.3), ("(none)", 1, 10.0, 100.0)]
+    assert (p["landing"].distinct, p["landing"].other) == (5, 2)
+    # exit: / s1 s3 s6; /checkout s2 s7; /pricing s8 s10; /blog, /products, (none)
+    assert [(e.v, e.n) for e in p["exit"].top] == [("/", 3), ("/checkout", 2), ("/pricing", 2)]
+    assert (p["exit"].distinct, p["exit"].other) == (6, 3)
+    # views: / ×6, /blog ×3, /products ×3 (twice in s5), of 22 listed pages
+    assert entries(p["viewed"]) == [("/", 6, 27.3, None), ("/blog", 3, 13.6, None), ("/products", 3, 13.6, None)]
+    assert (p["viewed"].distinct, p["viewed"].other) == (11, 10)
+    # every session has its own path; longer ones end in "…"
+    path = p["path"]
+    assert path.distinct == 10
+    assert path.other == 7
+    assert [e.v for e in path.top] == ["(none)", "/", "/ → /a → /b → …"]
+
+
+def test_paths_show_three_pages_then_an_ellipsis() -> None:
+    digest = Digest(WEEK, top=10)
+    digest.add(HAND)
+    paths = {e.v for e in by_key(digest.summary(website_id="d", total=None).pages)["path"].top}
+    assert "/ → /products → /cart → …" in paths  # s2, four pages
+    assert "/ → /products → /products" in paths  # s5, exactly three
+    assert "/blog → /" in paths
+
+
+def test_series_is_per_local_day(hand: Summary) -> None:
+    s = hand.series
+    assert s.unit == "day"
+    assert s.start == "2026-11-20"
+    # 20: s1 · 21: s2, s3 (23:30 UTC the day before) · 22: s4, s5 · 24: s10 · 25: s8 · 26: s7 (23:59)
+    assert s.counts == [1, 2, 2, 0, 1, 1, 1]
+    assert s.no_start == 1  # s6
+    assert s.outside == 1  # s9
+
+
+def test_series_is_hourly_for_short_windows() -> None:
+    window = Window("custom", date(2026, 11, 20), date(2026, 11, 21), "Europe/Istanbul")
+    digest = Digest(window)
+    digest.add(HAND[:3])
+    s = digest.summary(website_id="d", total=None).series
+    assert s.unit == "hour"
+    assert s.start == "2026-11-20T00:00+03:00"
+    assert len(s.counts) == 48
+    assert s.counts[10] == 1  # s1 at 10:00
+    assert s.counts[24 + 2] == 1  # s3 at 02:30 on the 21st
+    assert s.counts[24 + 12] == 1  # s2 at 12:00
+    assert sum(s.counts) == 3
+
+
+def test_series_follows_daylight_saving_time() -> None:
+    # New York falls back on 2026-11-01: that day has 25 hours.
+    window = Window("custom", date(2026, 11, 1), date(2026, 11, 1), "America/New_York")
+    digest = Digest(window)
+    digest.add(
+        [
+            session("a", startedAt="2026-11-01T01:30:00-04:00"),  # first 01:30 (EDT)
+            session("b", startedAt="2026-11-01T01:30:00-05:00"),  # second 01:30 (EST), an hour later
+            session("c", startedAt="2026-11-01T23:59:59-05:00"),
+            session("d", startedAt="2026-11-02T00:00:00-05:00"),  # the next day
+            session("e", startedAt="2026-11-01T05:00:00"),  # naive: read in the window's zone
+        ]
+    )
+    s = digest.summary(website_id="d", total=None).series
+    assert len(s.counts) == 25
+    assert (s.counts[1], s.counts[2], s.counts[24]) == (1, 1, 1)
+    assert s.counts[6] == 1  # 05:00 EST is the 7th elapsed hour
+    assert s.outside == 1
+
+
+def test_examples(hand: Summary) -> None:
+    ex = {e.id: e.why for e in hand.examples}
+    assert ex == {
+        "s7": "longest (10m00s); most page views (6)",
+        # bounces with a duration: 0 15 30 45 -> lower median 15
+        "s8": "typical bounce: median duration 15s of 4",
+        # other sessions with a duration: 60 90 120 300 600 -> 120
+        "s5": "typical multi-page session: median duration 2m00s of 5",
+    }
+
+
+def test_coverage(hand: Summary) -> None:
+    c = hand.coverage
+    assert (c.scanned, c.duplicates, c.total, c.complete) == (10, 1, 11, False)
+    assert c.note == (
+        "Covers 10 of 11 sessions: the window changed while it was read; ask again for exact figures. "
+        "1 repeated session skipped while paging."
+    )
+
+
+@pytest.mark.parametrize(
+    ("total", "reason", "complete", "note"),
+    [
+        (3, None, True, None),
+        (None, None, True, None),
+        (
+            48_213,
+            "max_sessions=3 reached; raise it or narrow the window",
+            False,
+            "Covers 3 of 48,213 sessions: max_sessions=3 reached; raise it or narrow the window.",
+        ),
+        (None, "time limit", False, "Covers the first 3 (total unknown) sessions: time limit."),
+    ],
+)
+def test_coverage_statements(total: int | None, reason: str | None, complete: bool, note: str | None) -> None:
+    digest = Digest(WEEK)
+    digest.add(HAND[:3])
+    c = digest.summary(website_id="d", total=total, partial_reason=reason).coverage
+    assert (c.scanned, c.complete, c.note) == (3, complete, note)
+
+
+def test_empty_digest() -> None:
+    s = Digest(WEEK).summary(website_id="d", total=0)
+    assert s.totals.sessions == 0
+    assert s.totals.bounce_pct == 0.0
+    assert s.totals.duration.median is None
+    assert s.series.counts == [0] * 7
+    assert s.examples == []
+    assert all(b.top == [] for b in s.breakdowns + s.pages)
+    assert s.coverage.complete
+
+
+def test_many_custom_fields_are_capped() -> None:
+    digest = Digest(WEEK)
+    # key k<i> is set on i sessions: the five most frequent are broken down, the rest only named
+    digest.add(session(f"s{n}", fields={f"k{i}": "x" for i in range(n, 30)}) for n in range(30))
+    s = digest.summary(website_id="d", total=None)
+    assert [b.key for b in s.breakdowns][4:] == ["k29", "k28", "k27", "k26", "k25"]
+    assert s.other_fields[:2] == ["k24", "k23"]
+    assert len(s.other_fields) == 20
+
+
+def test_high_cardinality_field_is_id_like() -> None:
+    digest = Digest(WEEK)
+    digest.add(session(f"s{i}", fields={"gclid_value": f"x{i}", "plan": "pro" if i % 2 else "free"}) for i in range(60))
+    b = by_key(digest.summary(website_id="d", total=None).breakdowns)
+    assert b["gclid_value"].id_like
+    assert b["gclid_value"].distinct == 60
+    assert b["gclid_value"].top == []
+    assert not b["plan"].id_like
+
+
+def test_visitor_typed_values_are_cleaned() -> None:
+    digest = Digest(WEEK)
+    digest.add([session("a", country="Tur\u200bkey\n## Totals", pages=["/x\x1b[31m", "/y→z"]), session("b")])
+    s = digest.summary(website_id="d", total=None)
+    assert {e.v for e in by_key(s.breakdowns)["country"].top} == {"Turkey ## Totals", "(none)"}
+    # an arrow inside a page cannot fake a step
+    assert {e.v for e in by_key(s.pages)["path"].top} == {"/x → /y⇢z", "(none)"}
+
+
+@pytest.mark.parametrize("top", [0, -1, 51])
+def test_top_is_checked(top: int) -> None:
+    with pytest.raises(InputError, match="`top`"):
+        Digest(WEEK, top=top)
+
+
+def test_helpers() -> None:
+    assert [fmt_duration(x) for x in (0, 45.4, 185, 3725)] == ["0s", "45s", "3m05s", "1h02m05s"]
+    assert quantile([], 0.5) is None
+    assert quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+
+
+# --- properties ----------------------------------------------------------------------------------
+
+ISTANBUL = timezone(timedelta(hours=3))
+SESSIONS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "visitorId": st.sampled_from([None, "v1", "v2", "v3", "v4"]),
+            "startedAt": st.one_of(
+                st.none(),
+                st.builds(
+                    datetime.replace,
+                    st.datetimes(datetime(2026, 11, 18), datetime(2026, 11, 28)),
+                    tzinfo=st.sampled_from([ISTANBUL, UTC]),
+                ),
+            ),
+            "duration": st.one_of(st.none(), st.floats(0, 5000)),
+            "pageViews": st.one_of(st.none(), st.integers(0, 8)),
+            "events": st.one_of(st.none(), st.integers(0, 30)),
+            "pages": st.lists(st.sampled_from(["/", "/a", "/b", "/c", "/checkout", "/x|y"]), max_size=6),
+            "device": st.sampled_from([None, "", "Desktop", "desktop", "Mobile", "Tablet"]),
+            "browser": st.sampled_from([None, "Chrome", "Safari"]),
+            "os": st.sampled_from([None, "iOS", "Windows"]),
+            "country": st.sampled_from([None, "Turkey", "turkey", "Germany", "Spain", "France"]),
+            "fields": st.dictionaries(
+                st.sampled_from(["utm_source", "utm_medium", "plan", "user_id"]), st.sampled_from(["a", "b", "c", ""])
+            ),
+        }
+    ),
+    max_size=40,
+).map(lambda items: [session(f"s{i}", **item) for i, item in enumerate(items)])
+
+
+def digest_of(pages: list[list[Session]], top: int = 2) -> Summary:
+    digest = Digest(WEEK, top=top)
+    for page in pages:
+        digest.add(page)
+    return digest.summary(website_id="d", total=None)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(SESSIONS)
+def test_counts_add_up(sessions: list[Session]) -> None:
+    s = digest_of([sessions])
+    n = len(sessions)
+    assert s.totals.sessions == n
+    for b in s.breakdowns + s.pages:
+        whole = sum(len(x.pages) for x in sessions) if b.key == "viewed" else n
+        assert sum(e.n for e in b.top) + b.other == whole, b.key
+        assert len(b.top) <= 2
+        assert b.distinct >= len(b.top)
+    assert sum(s.series.counts) + s.series.outside == sum(x.started_at is not None for x in sessions)
+    assert s.series.no_start == sum(x.started_at is None for x in sessions)
+    assert s.totals.bounces <= n
+    assert s.totals.returning <= s.totals.visitors
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(SESSIONS, st.randoms(use_true_random=False), st.integers(1, 10))
+def test_order_and_paging_do_not_matter(sessions: list[Session], rnd: random.Random, page: int) -> None:
+    once = digest_of([sessions])
+    shuffled = list(sessions)
+    rnd.shuffle(shuffled)
+    pages = [shuffled[i : i + page] for i in range(0, len(shuffled), page)]
+    assert digest_of(pages) == once
+    assert digest_of([sessions]) == once
+    # every session seen twice: same figures, the repeats counted
+    twice = digest_of([sessions, shuffled])
+    assert twice.coverage.duplicates == len(sessions)
+    assert twice.model_copy(update={"coverage": once.coverage}) == once
