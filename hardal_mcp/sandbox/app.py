@@ -1,25 +1,40 @@
-"""HTTP layer of the sandbox: Hardal's session routes with its auth, errors, paging and rate limit."""
+"""HTTP layer of the sandbox: Hardal's session routes with its auth, errors, paging and rate limit, the
+faults of :mod:`hardal_mcp.sandbox.faults`, and a record of the traffic (:func:`traffic`)."""
 
 from __future__ import annotations
 
 import copy
 import hmac
+import json
 import math
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
+from hardal_mcp.sandbox import faults as f
 from hardal_mcp.sandbox.config import SandboxConfig
-from hardal_mcp.sandbox.data import Site, find_session, session_events
+from hardal_mcp.sandbox.data import (
+    DAY_SECONDS,
+    Session,
+    Site,
+    day_count,
+    day_date,
+    find_session,
+    session_events,
+    stable_hash,
+)
 from hardal_mcp.sandbox.query import (
     ORDER_BY,
     ORDERS,
@@ -107,17 +122,78 @@ def _choice_param(request: Request, name: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+@dataclass(slots=True)
+class Hit:
+    """One request to a website, as the sandbox saw it."""
+
+    at: float  # Unix time of arrival
+    route: str  # "sessions" or "activity"
+    status: int = 0  # the status answered; 0 while the request is being handled (or was abandoned)
+    retry_at: float | None = None  # when Retry-After was sent: the Unix time before which a retry is early
+
+
+@dataclass(slots=True)
+class SiteTraffic:
+    """What one website id was asked and answered."""
+
+    hits: list[Hit] = field(default_factory=list)
+    # Sessions answered in readable sessions lists, in order, repeats included (what a scan was given;
+    # a client that gave up on a slow answer may not have read them).
+    served: list[Session] = field(default_factory=list)
+
+    @property
+    def requests(self) -> int:
+        return len(self.hits)
+
+
+class Traffic:
+    """Requests per website id (by the path's id), counted on arrival: faults and tests read it."""
+
+    def __init__(self) -> None:
+        self._sites: dict[str, SiteTraffic] = {}
+
+    def site(self, website_id: str) -> SiteTraffic:
+        return self._sites.setdefault(website_id, SiteTraffic())
+
+    def requests(self, website_id: str) -> int:
+        site = self._sites.get(website_id)
+        return site.requests if site else 0
+
+
+def traffic(app: Starlette) -> Traffic:
+    """The traffic record of an app made by :func:`create_app`."""
+    record: Traffic = app.state.traffic
+    return record
+
+
+class _DroppedResponse(Response):
+    """Headers with the full ``Content-Length``, then part of the body, then nothing: returning without
+    finishing the body makes a server close the connection mid-response."""
+
+    def __init__(self, body: bytes, keep: int, status: int = 200) -> None:
+        super().__init__(body, status_code=status, media_type="application/json")
+        self._keep = max(0, min(keep, len(body) - 1))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body[: self._keep], "more_body": True})
+
+
+Handler = Callable[[Request, int], Awaitable[Response]]
+
+
 class _Sandbox:
     """The routes and their shared state.
 
     Endpoints are async on purpose: generation is short CPU work, and staying on the event loop keeps
-    the caches and the rate limiter single-threaded.
+    the caches, the rate limiter and the traffic record single-threaded.
     """
 
     def __init__(self, config: SandboxConfig) -> None:
         self._config = config
         limit = config.rate_limit_per_minute
         self._limiter = SlidingWindowLimiter(limit) if limit is not None else None
+        self.traffic = Traffic()
 
     def _now(self) -> datetime:
         return self._config.now or datetime.now(UTC)
@@ -149,7 +225,62 @@ class _Sandbox:
         return Site(self._config.seed, target, self._config.sessions_per_day)
 
     async def sessions(self, request: Request) -> Response:
-        site = self._admit(request)
+        return await self._serve(request, "sessions")
+
+    async def activity(self, request: Request) -> Response:
+        return await self._serve(request, "activity")
+
+    async def _serve(self, request: Request, route: str) -> Response:
+        """Count the request, admit it, let its website's fault act, answer; record the status."""
+        website_id = request.path_params["website_id"]
+        record = self.traffic.site(website_id)
+        n = record.requests
+        hit = Hit(time.time(), route)
+        record.hits.append(hit)
+        fault = self._config.fault_for(website_id)
+        if fault is not None and not fault.acts_on(n):
+            fault = None
+        try:
+            site = self._admit(request)
+            response = await self._answer(request, route, site, fault, n, record, hit)
+        except (ApiError, ParamError) as exc:
+            response = await _error_body(request, exc)
+        hit.status = response.status_code
+        return response
+
+    async def _answer(
+        self, request: Request, route: str, site: Site, fault: f.Fault | None, n: int, record: SiteTraffic, hit: Hit
+    ) -> Response:
+        authorization = request.headers.get("authorization", "")
+        extra = f.echo(fault, authorization) if fault is not None else ""
+        if isinstance(fault, f.Slow):
+            await anyio.sleep(fault.delay)
+        elif isinstance(fault, f.ErrorStatus):
+            headers, hit.retry_at = f.retry_after_header(fault)
+            message = {429: "Rate limit exceeded"}.get(fault.status, "Internal server error")
+            raise ApiError(fault.status, message + extra, headers)
+        elif isinstance(fault, f.ProxyPage):
+            return Response(f.proxy_page(fault.status, extra), status_code=fault.status, media_type="text/html")
+
+        if route == "activity":
+            body = self._activity_body(request, site)
+        else:
+            data_fault = fault if isinstance(fault, f.DATA_FAULTS) else None
+            sessions, body = self._sessions_body(request, site, data_fault, n, extra)
+            if not isinstance(fault, f.Drop | f.Truncated | f.WrongShape):
+                record.served.extend(sessions)
+
+        if isinstance(fault, f.Drop):
+            return _DroppedResponse(body.encode(), fault.keep_bytes)
+        if isinstance(fault, f.Truncated):
+            body = f.truncated(body, fault.keep)
+        elif isinstance(fault, f.WrongShape):
+            body = f.wrong_shape(body, extra)
+        return _json(body)
+
+    def _sessions_body(
+        self, request: Request, site: Site, fault: f.Fault | None, n: int, extra: str
+    ) -> tuple[list[Session], str]:
         limit = min(_int_param(request, "limit", MAX_SESSIONS_PAGE, 1), MAX_SESSIONS_PAGE)
         offset = _int_param(request, "offset", 0, 0)
         tz = parse_timezone(_param(request, "timezone") or DEFAULT_TIMEZONE)
@@ -157,18 +288,26 @@ class _Sandbox:
         timeframe = _param(request, "timeframe") or "custom"
         start, end = resolve_window(timeframe, _param(request, "startDate"), _param(request, "endDate"), tz, now)
         window = Window(site, start, end, now)
-        pagination = {
-            "total": window.total,
+        sessions, total = _faulty_page(window, offset, limit, fault, n)
+        pagination: dict[str, int | bool] = {
+            "total": total,
             "limit": limit,
             "offset": offset,
             "currentPage": offset // limit + 1,
-            "totalPages": -(-window.total // limit),
-            "hasMore": offset + limit < window.total,
+            "totalPages": -(-total // limit),
+            "hasMore": offset + limit < total,
         }
-        return _json(Renderer(tz).sessions_body(window.page(offset, limit), pagination))
+        if isinstance(fault, f.LyingHasMore):
+            pagination["hasMore"] = True
+        if isinstance(fault, f.LyingHasMore | f.EmptyPages) and fault.hide_total:
+            del pagination["total"], pagination["totalPages"]
+        render = Renderer(tz)
+        if isinstance(fault, f.Drift):
+            items = [f.drift(json.loads(render.session(s)), extra) for s in sessions]
+            return sessions, dumps({"sessions": items, "pagination": pagination})
+        return sessions, render.sessions_body(sessions, pagination)
 
-    async def activity(self, request: Request) -> Response:
-        site = self._admit(request)
+    def _activity_body(self, request: Request, site: Site) -> str:
         page = _int_param(request, "page", 1, 1)
         limit = min(_int_param(request, "limit", 50, 1), MAX_EVENTS_PAGE)
         order_by = _choice_param(request, "orderBy", ORDER_BY)
@@ -180,7 +319,7 @@ class _Sandbox:
             raise ApiError(404, f"Session not found: {session_id}")
         events = order_events(session_events(session), order_by, order)
         render = Renderer(tz)
-        return _json(
+        return dumps(
             {
                 "events": [render.event(session, e) for e in events[(page - 1) * limit : page * limit]],
                 "totalCount": len(events),
@@ -189,6 +328,47 @@ class _Sandbox:
                 "hasMore": page * limit < len(events),
             }
         )
+
+
+def _faulty_page(window: Window, offset: int, limit: int, fault: f.Fault | None, n: int) -> tuple[list[Session], int]:
+    """One page of the window and the total reported with it, as a data fault changes them."""
+    if isinstance(fault, f.EmptyPages) and offset > 0:
+        return [], window.total
+    if isinstance(fault, f.ShiftingTotal):
+        visible = fault.visible(window.total, n)
+        count = min(limit, visible - offset)
+        return (window.page(offset, count) if count > 0 else []), visible
+    if isinstance(fault, f.HeadInserts):
+        inserted = _inserted(window, fault.per_request * (n - fault.after + 1))
+        head = inserted[offset : offset + limit]
+        rest = limit - len(head)
+        tail = window.page(max(0, offset - len(inserted)), rest) if rest > 0 else []
+        return head + tail, window.total + len(inserted)
+    return window.page(offset, limit), window.total
+
+
+def _inserted(window: Window, count: int) -> list[Session]:
+    """``count`` sessions that started after the window's newest one (newest first), made from it."""
+    newest = window.page(0, 1)
+    if not newest or count <= 0:
+        return []
+    template = newest[0]
+    last = window.end - 1  # the window's last second (`now` included, if the window reaches it)
+    out: list[Session] = []
+    for i in range(count):
+        started = min(template.started + 1 + i, last)
+        day = started // DAY_SECONDS
+        site = window.site
+        index = day_count(site, day) + i  # beyond the day's generated sessions: ids never collide
+        tag = stable_hash(site.seed, site.site_id, "inserted", i) % 0x10000
+        out.append(
+            template._replace(
+                id=f"sess_{day_date(day):%Y%m%d}_{index}_{tag:04x}",
+                visitor_id=f"v_new_{tag:04x}{i}",
+                started=started,
+            )
+        )
+    return out[::-1]
 
 
 async def _error_body(_: Request, exc: Exception) -> Response:
@@ -204,15 +384,18 @@ _DEFAULT_CONFIG = SandboxConfig()
 
 
 def create_app(config: SandboxConfig = _DEFAULT_CONFIG) -> Starlette:
-    """The fake Hardal API as an ASGI app; mount it, serve it, or call it through an ASGI transport."""
+    """The fake Hardal API as an ASGI app; mount it, serve it, or call it through an ASGI transport.
+    ``traffic(app)`` tells what each website id was asked and answered."""
     sandbox = _Sandbox(config)
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/api/websites/{website_id}/sessions", sandbox.sessions, methods=["GET"]),
             Route("/api/websites/{website_id}/sessions/{session_id}/activity", sandbox.activity, methods=["GET"]),
         ],
-        exception_handlers={ApiError: _error_body, ParamError: _error_body, HTTPException: _error_body},
+        exception_handlers={HTTPException: _error_body},
     )
+    app.state.traffic = sandbox.traffic
+    return app
 
 
 def serve(host: str = "127.0.0.1", port: int = 8787, config: SandboxConfig = _DEFAULT_CONFIG) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
+
+from hardal_mcp.sandbox.faults import Fault, check_faults
 
 DEMO_API_KEY = "demo-key"
 DEMO_WEBSITE_ID = "demo"
@@ -15,6 +19,9 @@ class SandboxConfig:
 
     ``sessions_per_day`` is an average: weekdays, weekends, sale days and daily noise vary around it.
     ``now`` pins the clock (it must be timezone-aware) so that ``today`` and ``last7days`` are reproducible.
+    ``faults`` maps website ids to the :class:`~hardal_mcp.sandbox.faults.Fault` their requests meet; the
+    key ``"*"`` applies to every website without an entry of its own. None by default: the sandbox is
+    realistic unless told otherwise.
     """
 
     sessions_per_day: int = 1500
@@ -23,6 +30,7 @@ class SandboxConfig:
     retry_after: bool = False
     now: datetime | None = None
     seed: int = 0
+    faults: Mapping[str, Fault] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.sessions_per_day < 0:
@@ -33,3 +41,9 @@ class SandboxConfig:
             raise ValueError("now must be timezone-aware")
         if not self.api_key:
             raise ValueError("api_key must not be empty")
+        check_faults(self.faults)
+        object.__setattr__(self, "faults", MappingProxyType(dict(self.faults)))  # frozen means frozen
+
+    def fault_for(self, website_id: str) -> Fault | None:
+        """The fault that requests to this website meet, if any."""
+        return self.faults.get(website_id) or self.faults.get("*")

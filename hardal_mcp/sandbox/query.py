@@ -97,16 +97,17 @@ class Window:
     def __init__(self, site: Site, start: int, end: int, now: datetime) -> None:
         kept_from, started_by = _visible_span(now)
         start, end = max(start, kept_from), min(end, started_by)
-        self._site = site
+        self.start, self.end = start, end  # Unix seconds, after retention and `now` cut the window
+        self.site = site
         self._runs = list(self._find_runs(start, end)) if start < end else []
         self.total = sum(run.hi - run.lo for run in self._runs)
 
     def _find_runs(self, start: int, end: int) -> Iterator[_Run]:
         for day in range((end - 1) // DAY_SECONDS, start // DAY_SECONDS - 1, -1):
             if start <= day * DAY_SECONDS and (day + 1) * DAY_SECONDS <= end:
-                run = _Run(day, 0, day_count(self._site, day))  # whole day: no need for start times
+                run = _Run(day, 0, day_count(self.site, day))  # whole day: no need for start times
             else:
-                starts = day_starts(self._site, day)
+                starts = day_starts(self.site, day)
                 run = _Run(day, bisect_left(starts, start), bisect_left(starts, end))
             if run.hi > run.lo:
                 yield run
@@ -122,7 +123,7 @@ class Window:
             # Newest first within the run: count back from its end.
             hi = run.hi - offset
             lo = max(run.lo, hi - (limit - len(out)))
-            out.extend(reversed(sessions_between(self._site, run.day, lo, hi)))
+            out.extend(reversed(sessions_between(self.site, run.day, lo, hi)))
             offset = 0
             if len(out) == limit:
                 break
