@@ -35,6 +35,7 @@ from .results import WindowInfo
 from .sanitize import clean, elide
 
 NONE = "(none)"
+DIMENSIONS = ("country", "device", "browser", "os")
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 MAX_TOP = 50
 FIELD_KEYS = 5  # custom (non-UTM) field keys broken down, most frequent first
@@ -470,7 +471,7 @@ class Digest(Scan):
             breakdowns=[
                 # Upstream spells enumerations inconsistently (`Desktop` / `desktop`): fold case.
                 _breakdown(name, tally.folded(_label, casefold=True), sessions, top)
-                for name, tally in zip(("country", "device", "browser", "os"), self._dims[:4], strict=True)
+                for name, tally in zip(DIMENSIONS, self._dims[:4], strict=True)
             ]
             + [self._field_breakdown(key, tally) for key, tally in fields[:broken_down]],
             other_fields=[_field_name(key) for key, _ in fields[broken_down:][:LISTED_FIELD_KEYS]],

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from .analytics import ARROW, NONE, Breakdown, Entry, Series, Summary, fmt_duration, path_step
+from .analytics import ARROW, DIMENSIONS, NONE, UTM_KEYS, Breakdown, Entry, Series, Summary, fmt_duration, path_step
 from .results import ActivityResult, SessionsResult, WindowInfo
 from .sanitize import clean, elide
 
@@ -24,7 +24,9 @@ PATH_HEAD, PATH_TAIL = 3, 2  # pages shown around an elided middle
 ROW_FIELDS = 12  # fields shown in one table row
 
 _SEPARATORS = str.maketrans({"|": "¦", "·": "•"})  # path steps have their own arrows replaced too
-_BARE = re.compile(r"[^\s,=\"]+")  # a field key or value that needs no quotes
+_BARE = re.compile(r"[^\s,=/\"]+")  # a field key or value that needs no quotes
+# An id as `params.check_id` accepts it; anything else is quoted so that no row starts with a value.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:~@-]{0,127}")
 
 
 def cell(value: str | None, limit: int = 60) -> str:
@@ -154,7 +156,8 @@ def render_summary(s: Summary) -> str:
         lines.append(f"duration: {known}" + (f" · {d.unknown:,} without a duration" if d.unknown else ""))
     else:
         lines.append(f"duration: unknown for all {_count(d.unknown, 'session')}")
-    lines += [_breakdown_line(b) for b in s.breakdowns]
+    # A field key is visitor-typed too: a fixed word before it keeps it from posing as a section.
+    lines += [_breakdown_line(b, None if b.key in DIMENSIONS else f"field {cell(b.key, 40)}") for b in s.breakdowns]
     if s.other_fields:
         lines.append(f"other field keys: {', '.join(cell(k, 40) for k in s.other_fields)}")
     labels = {"viewed": "most viewed (page views)", "path": "paths (first 3 pages)"}
@@ -173,9 +176,29 @@ def render_summary(s: Summary) -> str:
 # Sessions table
 
 
-def _pair(key: str, value: str) -> str:
-    k, v = cell(key, 30), cell(value, 60)
-    return "=".join(x if _BARE.fullmatch(x) else json.dumps(x, ensure_ascii=False) for x in (k, v))
+def _token(value: str | None, limit: int = 60) -> str:
+    """A key or value inside a `k=v` or `a/b/c` list: JSON-quoted when it holds a separator."""
+    text = cell(value, limit)
+    return text if value and _BARE.fullmatch(text) and text != "-" else json.dumps(text, ensure_ascii=False)
+
+
+def _pairs(items: Mapping[str, str], noun: str) -> list[str]:
+    shown = [f"{_token(k, 30)}={_token(v)}" for k, v in list(items.items())[:ROW_FIELDS]]
+    return shown + ([f"(+{len(items) - ROW_FIELDS} {noun})"] if len(items) > ROW_FIELDS else [])
+
+
+def _fields_text(fields: Mapping[str, str]) -> str:
+    """`utm:google/cpc/brand ab=A`: UTM values by position (the legend names them), then the rest."""
+    utm = [fields.get(key) for key in UTM_KEYS]
+    while utm and utm[-1] is None:
+        utm.pop()
+    parts = ["utm:" + "/".join("-" if v is None else _token(v) for v in utm)] if utm else []
+    parts += _pairs({k: v for k, v in fields.items() if k not in UTM_KEYS}, "fields")
+    return " ".join(parts) or "-"
+
+
+def _id_cell(value: str) -> str:
+    return value if _PLAIN_ID.fullmatch(value) else json.dumps(cell(value, 128), ensure_ascii=False)
 
 
 def path_text(pages: Sequence[str], limit: int = 60) -> str:
@@ -204,25 +227,25 @@ def render_sessions(r: SessionsResult) -> tuple[str, int]:
     of = f" of {page.total:,}" if page.total is not None else ""
     header = [
         f"Sessions of {cell(r.website_id, 80)} · {window_text(r.window)}",
-        f"columns: id | visitor | start ({r.window.timezone}, MM-DD HH:MM) | duration | page views/events | "
+        f"columns: id | visitor | start ({r.window.timezone}, MM-DD HH:MM) | duration page_views/events | "
         "device/browser/os | country | fields | pages",
+        "fields: utm:source/medium/campaign/term/content (- = missing), then key=value; "
+        'values holding a space, "/", "=" or "," are JSON-quoted; ? = unknown',
     ]
     rows = []
     for s in r.sessions:
-        fields = [_pair(k, v) for k, v in list(s.fields.items())[:ROW_FIELDS]]
-        if len(s.fields) > ROW_FIELDS:
-            fields.append(f"(+{len(s.fields) - ROW_FIELDS} fields)")
+        duration = "?" if s.duration_s is None else fmt_duration(s.duration_s)
+        counts = f"{'?' if s.page_views is None else s.page_views}/{'?' if s.events is None else s.events}"
         rows.append(
             " | ".join(
                 (
-                    cell(s.id, 128),
+                    _id_cell(s.id),
                     cell(s.visitor_id, 128),
                     _local(s.started_at, zone, "%m-%d %H:%M"),
-                    "?" if s.duration_s is None else fmt_duration(s.duration_s),
-                    f"{'?' if s.page_views is None else s.page_views}/{'?' if s.events is None else s.events}",
+                    f"{duration} {counts}",
                     "/".join(cell(x, 30) for x in (s.device, s.browser, s.os)),
                     cell(s.country, 40),
-                    ", ".join(fields) or "-",
+                    _fields_text(s.fields),
                     path_text(s.pages),
                 )
             )
@@ -271,10 +294,8 @@ def render_activity(r: ActivityResult) -> tuple[str, int]:
     for e in r.events:
         when = "?" if e.at is None or origin is None else _offset((e.at - origin).total_seconds())
         name = "" if e.name == e.type else f" {cell(e.name, 60)}"
-        props = [_pair(k, v) for k, v in list(e.properties.items())[:ROW_FIELDS]]
-        if len(e.properties) > ROW_FIELDS:
-            props.append(f"(+{len(e.properties) - ROW_FIELDS} properties)")
-        rows.append(f"{when} {cell(e.type, 40)}{name} {cell(e.url, 120)}" + (f" {', '.join(props)}" if props else ""))
+        props = _pairs(e.properties, "properties")
+        rows.append(" ".join([when, cell(e.type, 40) + name, cell(e.url, 120), *props]))
 
     def footer(kept: int) -> str:
         shown = f"{_count(kept, 'event')} shown{total}"
