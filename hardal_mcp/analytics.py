@@ -22,10 +22,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from itertools import chain
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import TzInfo
 
 from .errors import InputError
@@ -110,6 +110,7 @@ class Example(BaseModel):
 
 class Coverage(BaseModel):
     scanned: int = Field(description="Unique sessions read")
+    matched: int | None = Field(default=None, description="Of those, sessions in the segment")
     duplicates: int = Field(description="Repeats skipped while paging")
     total: int | None = Field(description="Sessions Hardal reported")
     complete: bool
@@ -119,6 +120,7 @@ class Coverage(BaseModel):
 class Summary(BaseModel):
     website_id: str
     window: WindowInfo
+    segment: str | None = Field(default=None, description="Filter applied: all figures are of matching sessions")
     coverage: Coverage
     totals: Totals
     breakdowns: list[Breakdown] = Field(description="country, device, browser, os, then fields")
@@ -279,25 +281,266 @@ class _Clock:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Segments: which sessions a scan keeps.
+
+MAX_PATTERN_CHARS = 200
+MAX_WILDCARDS = 10
+MAX_SEGMENT_VALUES = 50  # per list
+
+Values = str | list[str]
+
+
+def _as_list(value: Values) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
+def _check_values(value: Values) -> Values:
+    if not 1 <= len(_as_list(value)) <= MAX_SEGMENT_VALUES:
+        raise ValueError(f"give 1 to {MAX_SEGMENT_VALUES} values")
+    return value
+
+
+def _check_patterns(value: Values) -> Values:
+    for pattern in _as_list(value):
+        if not pattern.strip():
+            raise ValueError("a page pattern is empty; give a path such as '/checkout' or '/blog/*'")
+        if len(pattern) > MAX_PATTERN_CHARS:
+            raise ValueError(f"a page pattern is longer than {MAX_PATTERN_CHARS} characters")
+        if pattern.count("*") > MAX_WILDCARDS:
+            raise ValueError(f"a page pattern has more than {MAX_WILDCARDS} `*` wildcards")
+    return _check_values(value)
+
+
+Choice = Annotated[Values, AfterValidator(_check_values)]
+Patterns = Annotated[Values, AfterValidator(_check_patterns)]
+
+
+class _Glob:
+    """`*` matches any run of characters, nothing else is special. Greedy leftmost search of the literal
+    parts is exact for such patterns and linear: no regex backtracking on hostile paths."""
+
+    __slots__ = ("head", "middle", "min_len", "tail")
+
+    def __init__(self, pattern: str) -> None:
+        self.head, *middle, self.tail = pattern.split("*")
+        self.middle = tuple(middle)
+        self.min_len = len(self.head) + len(self.tail)
+
+    def __call__(self, text: str) -> bool:
+        if len(text) < self.min_len or not text.startswith(self.head) or not text.endswith(self.tail):
+            return False
+        pos, end = len(self.head), len(text) - len(self.tail)
+        for part in self.middle:
+            found = text.find(part, pos, end)
+            if found < 0:
+                return False
+            pos = found + len(part)
+        return True
+
+
+class _Pages:
+    """Page patterns: the exact ones in a set, the wildcard ones as globs."""
+
+    __slots__ = ("exact", "globs")
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        patterns = list(patterns)
+        self.exact = frozenset(p for p in patterns if "*" not in p)
+        self.globs = tuple(_Glob(p) for p in patterns if "*" in p)
+
+    def match(self, page: str) -> bool:
+        return page in self.exact or any(glob(page) for glob in self.globs)
+
+    def all_in(self, pages: list[str]) -> bool:
+        """Every pattern matches some page."""
+        return self.exact.issubset(pages) and all(any(map(glob, pages)) for glob in self.globs)
+
+    def any_in(self, pages: list[str]) -> bool:
+        return not self.exact.isdisjoint(pages) or any(glob(page) for glob in self.globs for page in pages)
+
+
+def _folded(values: Values) -> frozenset[str]:
+    return frozenset(v.strip().casefold() or _NONE_FOLDED for v in _as_list(values))
+
+
+_NONE_FOLDED = NONE.casefold()
+
+
+class Segment(BaseModel):
+    """Which sessions to keep; every criterion given must hold. Text matches ignore case; `(none)`
+    matches a missing value. Page patterns match whole pages as listed (query string included); `*` is
+    any run of characters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    country: Choice | None = None
+    device: Choice | None = None
+    browser: Choice | None = None
+    os: Choice | None = None
+    fields: dict[str, Choice] | None = Field(default=None, description="Field key → value(s), e.g. utm_source")
+    visited: Patterns | None = Field(default=None, description="Pages all visited, e.g. ['/checkout']")
+    not_visited: Patterns | None = Field(default=None, description="Pages none visited")
+    landing_page: Patterns | None = None
+    exit_page: Patterns | None = None
+    min_duration: float | None = Field(default=None, ge=0, description="Seconds")
+    max_duration: float | None = Field(default=None, ge=0, description="Seconds")
+    min_pageviews: int | None = Field(default=None, ge=0)
+    bounced: bool | None = Field(default=None, description="At most one page view")
+    returning: bool | None = Field(default=None, description="Visitor has ≥2 sessions in the window")
+
+    @field_validator("fields")
+    @classmethod
+    def _check_fields(cls, value: dict[str, Values] | None) -> dict[str, Values] | None:
+        if value is not None and not 1 <= len(value) <= MAX_SEGMENT_VALUES:
+            raise ValueError(f"give 1 to {MAX_SEGMENT_VALUES} field keys")
+        return value
+
+    @model_validator(mode="after")
+    def _check_range(self) -> Segment:
+        if self.min_duration is not None and self.max_duration is not None and self.min_duration > self.max_duration:
+            raise ValueError("min_duration is above max_duration")
+        return self
+
+    @classmethod
+    def parse(cls, value: Segment | Mapping[str, Any] | None) -> Segment | None:
+        """A segment from a tool argument; any problem is an InputError naming the criterion."""
+        if value is None or isinstance(value, Segment):
+            return value
+        try:
+            return cls.model_validate(value)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = f"segment.{error['loc'][0]}" if error["loc"] else "segment"
+            raise InputError(where, error["msg"].removeprefix("Value error, ")) from None
+
+    def matcher(self) -> Callable[[Session], bool]:
+        """A fast test of everything but `returning`, which needs the whole window (see `Scan`)."""
+        checks: list[Callable[[Session], bool]] = []
+        for name in DIMENSIONS:
+            wanted = getattr(self, name)
+            if wanted is not None:
+                checks.append(_dimension_check(name, _folded(wanted)))
+        for key, wanted in (self.fields or {}).items():
+            checks.append(_field_check(key, _folded(wanted)))
+        if self.visited is not None:
+            visited = _Pages(_as_list(self.visited)).all_in
+            checks.append(lambda s: visited(s.pages))
+        if self.not_visited is not None:
+            not_visited = _Pages(_as_list(self.not_visited)).any_in
+            checks.append(lambda s: not not_visited(s.pages))
+        if self.landing_page is not None:
+            landing = _Pages(_as_list(self.landing_page)).match
+            checks.append(lambda s: bool(s.pages) and landing(s.pages[0]))
+        if self.exit_page is not None:
+            exit_ = _Pages(_as_list(self.exit_page)).match
+            checks.append(lambda s: bool(s.pages) and exit_(s.pages[-1]))
+        if self.min_duration is not None or self.max_duration is not None:
+            low, high = self.min_duration or 0.0, math.inf if self.max_duration is None else self.max_duration
+            checks.append(lambda s: s.duration is not None and low <= s.duration <= high)
+        if self.min_pageviews is not None:
+            least = self.min_pageviews
+            checks.append(lambda s: _page_views(s) >= least)
+        if self.bounced is not None:
+            bounced = self.bounced
+            checks.append(lambda s: (_page_views(s) <= 1) is bounced)
+        if not checks:
+            return _always
+        if len(checks) == 1:
+            return checks[0]
+        return lambda s: all(check(s) for check in checks)
+
+    def describe(self) -> str:
+        """`country=Turkey,Germany · visited /checkout · returning visitors`: values cleaned and bounded."""
+        parts = []
+        for name in DIMENSIONS:
+            wanted = getattr(self, name)
+            if wanted is not None:
+                parts.append(f"{name}={_list_text(wanted)}")
+        parts += [f"{_field_name(key)}={_list_text(wanted)}" for key, wanted in (self.fields or {}).items()]
+        for label, patterns in (
+            ("visited", self.visited),
+            ("not visited", self.not_visited),
+            ("landing", self.landing_page),
+            ("exit", self.exit_page),
+        ):
+            if patterns is not None:
+                parts.append(f"{label} {_list_text(patterns)}")
+        if self.min_duration is not None:
+            parts.append(f"duration ≥ {fmt_duration(self.min_duration)}")
+        if self.max_duration is not None:
+            parts.append(f"duration ≤ {fmt_duration(self.max_duration)}")
+        if self.min_pageviews is not None:
+            parts.append(f"≥ {self.min_pageviews} page views")
+        if self.bounced is not None:
+            parts.append("bounced" if self.bounced else "not bounced")
+        if self.returning is not None:
+            parts.append("returning visitors" if self.returning else "first-time visitors")
+        return " · ".join(parts) or "all sessions"
+
+
+def _list_text(values: Values) -> str:
+    return ",".join(elide(_label(v), 40) for v in _as_list(values)[:10]) + ("…" if len(_as_list(values)) > 10 else "")
+
+
+def _page_views(s: Session) -> int:
+    return len(s.pages) if s.page_views is None else s.page_views
+
+
+def _always(s: Session) -> bool:
+    return True
+
+
+def _dimension_check(name: str, wanted: frozenset[str]) -> Callable[[Session], bool]:
+    def check(s: Session) -> bool:
+        value = getattr(s, name)
+        return (value.strip().casefold() if value else _NONE_FOLDED) in wanted
+
+    return check
+
+
+def _field_check(key: str, wanted: frozenset[str]) -> Callable[[Session], bool]:
+    def check(s: Session) -> bool:
+        value = s.fields.get(key)
+        return (value.strip().casefold() if value else _NONE_FOLDED) in wanted
+
+    return check
+
+
+# ---------------------------------------------------------------------------------------------------
 # Scanning.
 
 
 class Scan:
-    """What every streaming analysis shares: dedupe by session id, counting sessions per visitor.
+    """What every streaming analysis shares: dedupe by session id, sessions per visitor, the segment.
 
-    Subclasses implement `_consume(batch)` over the new, unique sessions of one page."""
+    Subclasses implement `_consume(batch)` over the new, unique, matching sessions of one page, and call
+    `_close()` before reading their results.
 
-    def __init__(self) -> None:
+    `returning` is a property of the visitor over the whole window, known for sure only when the scan
+    ends. A matching session whose visitor has been seen once so far is therefore held back: for
+    `returning=True` it is released as soon as the visitor's second session arrives (matching or not),
+    for `returning=False` it is released at the end unless one did. Held sessions are the only ones kept
+    in memory, at most one per visitor; a segment without `returning` holds nothing."""
+
+    def __init__(self, segment: Segment | None = None) -> None:
         self._seen: set[str] = set()
         self._visits: dict[str, int] = {}  # sessions per visitor id, over everything scanned
         self.duplicates = 0
+        self.segment = segment
+        self._match = segment.matcher() if segment else None
+        self._returning = segment.returning if segment else None
+        self._held: dict[str, Session] = {}  # visitor id -> a matching session awaiting `returning`
+        self._closed = False
+        self.matched = 0  # sessions handed to `_consume`
 
     @property
     def scanned(self) -> int:
         return len(self._seen)
 
     def add(self, sessions: Iterable[Session]) -> None:
-        seen, visits = self._seen, self._visits
+        if self._closed:
+            raise RuntimeError("this scan has been summarised; start a new one")
+        seen, visits, match, returning = self._seen, self._visits, self._match, self._returning
         batch: list[Session] = []
         for s in sessions:
             sid = s.id
@@ -306,9 +549,37 @@ class Scan:
                 continue
             seen.add(sid)
             vid = s.visitor_id
+            n = 0
             if vid is not None:
-                visits[vid] = visits.get(vid, 0) + 1
-            batch.append(s)
+                n = visits.get(vid, 0) + 1
+                visits[vid] = n
+                if n == 2 and vid in self._held:  # the visitor turns out to be returning
+                    first = self._held.pop(vid)
+                    if returning:
+                        batch.append(first)
+            if match is None:
+                batch.append(s)
+            elif not match(s):
+                continue
+            elif returning is None:
+                batch.append(s)
+            elif n == 1:  # too early to tell
+                self._held[vid] = s  # type: ignore[index]  # n == 1 implies a visitor id
+            elif (n > 1) is returning:  # n == 0: no visitor id, so not returning
+                batch.append(s)
+        self._take(batch)
+
+    def _close(self) -> None:
+        """End of input: sessions still held belong to visitors seen once, who are not returning."""
+        if not self._closed:
+            self._closed = True
+            held = list(self._held.values())
+            self._held.clear()
+            if self._returning is False:
+                self._take(held)
+
+    def _take(self, batch: list[Session]) -> None:
+        self.matched += len(batch)
         self._consume(batch)
 
     def _consume(self, batch: list[Session]) -> None:
@@ -328,6 +599,7 @@ class Scan:
             note = f"{note} {dup}" if note else dup
         return Coverage(
             scanned=scanned,
+            matched=None if self.segment is None else self.matched,
             duplicates=self.duplicates,
             total=total,
             complete=not partial_reason and (total is None or scanned >= total),
@@ -355,11 +627,12 @@ class _Durations:
 class Digest(Scan):
     """Totals, breakdowns, pages, time series and example sessions of one window, streamed."""
 
-    def __init__(self, window: Window, *, top: int = 10) -> None:
-        super().__init__()
+    def __init__(self, window: Window, *, top: int = 10, segment: Segment | None = None) -> None:
+        super().__init__(segment)
         self.window = window
         self.top = _check_top(top)
-        self._sessions = 0
+        # Visitors of matching sessions; without a segment, every visitor scanned is one.
+        self._members: set[str] | None = None if segment is None else set()
         self._page_views = 0
         self._events = 0
         self._bounces = 0
@@ -381,7 +654,7 @@ class Digest(Scan):
     @property
     def count(self) -> int:
         """Sessions digested (unique, and matching the segment if there is one)."""
-        return self._sessions
+        return self.matched
 
     def _consume(self, batch: list[Session]) -> None:
         bounced_dims = tuple(t.bounced for t in self._dims)
@@ -447,7 +720,8 @@ class Digest(Scan):
                 add_id(s.id)
             if pv >= most_views and (pv > most_views or s.id < most_id):
                 most_views, most_id = pv, s.id
-        self._sessions += len(batch)
+        if self._members is not None:
+            self._members.update(s.visitor_id for s in batch if s.visitor_id is not None)
         self._page_views += page_views
         self._events += events
         self._bounces += bounces
@@ -459,13 +733,16 @@ class Digest(Scan):
     # --- summary: all the sorting and text work, over distinct values ----------------------------
 
     def summary(self, *, website_id: str, total: int | None, partial_reason: str | None = None) -> Summary:
-        sessions, top = self._sessions, self.top
+        """The digest; it ends the scan (no `add` after it)."""
+        self._close()
+        sessions, top = self.matched, self.top
         fields = self._field_tallies()
         broken_down = sum(1 for key, _ in fields if key in UTM_KEYS) + FIELD_KEYS
         pages = self._dims[4]
         return Summary(
             website_id=website_id,
             window=WindowInfo.of(self.window),
+            segment=self.segment.describe() if self.segment else None,
             coverage=self.coverage(total, partial_reason),
             totals=self._totals(),
             breakdowns=[
@@ -492,9 +769,11 @@ class Digest(Scan):
         )
 
     def _totals(self) -> Totals:
-        sessions = self._sessions
-        visitors = len(self._visits)
-        returning = sum(1 for n in self._visits.values() if n > 1)
+        sessions = self.matched
+        visits = self._visits
+        members = visits.keys() if self._members is None else self._members
+        visitors = len(members)
+        returning = sum(1 for v in members if visits[v] > 1)
         ordered = sorted(chain(self._bounce_durations.seconds, self._stay_durations.seconds))
         return Totals(
             sessions=sessions,
@@ -528,13 +807,13 @@ class Digest(Scan):
         groups = tally.folded(_label)
         having = sum(g[0] for g in groups.values())
         missing = groups.setdefault(NONE, [0, 0])  # an empty value reads as missing too
-        missing[0] += self._sessions - having
+        missing[0] += self.matched - having
         missing[1] += self._bounces - sum(tally.bounced.values())
         if not missing[0]:
             del groups[NONE]
         values = len(groups) - (NONE in groups)
         id_like = bool(_ID_KEY.search(key)) or (values >= _ID_MIN_DISTINCT and 2 * values >= having)
-        return _breakdown(_field_name(key), groups, self._sessions, self.top, id_like=id_like)
+        return _breakdown(_field_name(key), groups, self.matched, self.top, id_like=id_like)
 
     def _viewed(self) -> dict[str, list[int]]:
         groups: dict[str, list[int]] = {}

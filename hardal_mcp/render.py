@@ -146,6 +146,9 @@ def render_summary(s: Summary) -> str:
     lines = [f"Sessions of {cell(s.website_id, 80)} · {window_text(s.window)}"]
     state = f"complete, {_count(cov.scanned, 'session')} read" if cov.complete else "PARTIAL"
     lines.append(f"coverage: {state}" + (f" · {cov.note}" if cov.note else ""))
+    if s.segment is not None:
+        # Written by the model's own arguments, not by visitors: cleaned, separators kept.
+        lines.append(f"segment: {clean(s.segment, 600)} · {cov.matched or 0:,} of {cov.scanned:,} sessions match")
     lines.append(
         f"totals: {_count(t.sessions, 'session')} · {_count(t.visitors, 'visitor')} "
         f"({t.returning:,} returning, {t.returning_pct:.1f}%) · {t.page_views:,} page views "

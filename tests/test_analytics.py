@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hardal_mcp.analytics import Breakdown, Digest, Summary, fmt_duration, quantile
+from hardal_mcp.analytics import Breakdown, Digest, Segment, Summary, fmt_duration, quantile
 from hardal_mcp.errors import InputError
 from hardal_mcp.models import Session
 from hardal_mcp.params import Window
@@ -386,3 +386,200 @@ def test_order_and_paging_do_not_matter(sessions: list[Session], rnd: random.Ran
     twice = digest_of([sessions, shuffled])
     assert twice.coverage.duplicates == len(sessions)
     assert twice.model_copy(update={"coverage": once.coverage}) == once
+
+
+# --- segments ------------------------------------------------------------------------------------
+
+
+def segment_ids(**criteria: Any) -> list[str]:
+    """Ids of the HAND sessions a segment keeps, through a whole digest (so `returning` works too)."""
+    digest = Digest(WEEK, top=50, segment=Segment.parse(criteria))
+    digest.add(HAND)
+    s = digest.summary(website_id="d", total=None)
+    assert s.coverage.scanned == 10
+    assert s.coverage.matched == s.totals.sessions
+    kept = {e.v for e in by_key(s.pages)["path"].top}
+    return sorted(sid for sid, path in HAND_PATHS.items() if path in kept)
+
+
+HAND_PATHS = {  # every HAND session has its own path label, so a path top list names the sessions kept
+    "s1": "/", "s2": "/ → /products → /cart → …", "s3": "/blog → /", "s4": "/blog", "s5": "/ → /products → /products",
+    "s6": "/about → /", "s7": "/ → /a → /b → …", "s8": "/pricing", "s9": "(none)", "s10": "/blog → /pricing",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("criteria", "expected"),
+    [
+        ({}, ["s1", "s10", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"]),
+        ({"country": "turkey"}, ["s1", "s2", "s7", "s8"]),
+        ({"country": ["Germany", "France"]}, ["s10", "s3", "s4", "s9"]),
+        ({"country": "(none)"}, ["s6"]),
+        ({"device": ["mobile", "TABLET"]}, ["s10", "s3", "s4", "s6", "s8"]),
+        ({"browser": "chrome", "os": "android"}, ["s6", "s8"]),
+        ({"fields": {"utm_source": "google"}}, ["s1", "s2", "s7"]),
+        ({"fields": {"utm_medium": "(none)", "utm_source": ["twitter", "newsletter"]}}, ["s10", "s3", "s5", "s8"]),
+        ({"visited": ["/checkout"]}, ["s2", "s7"]),
+        ({"visited": ["/products", "/cart"]}, ["s2"]),  # all of them
+        ({"visited": "/products*"}, ["s2", "s5"]),
+        ({"visited": ["/prod"]}, []),  # no wildcard: the whole page must be equal
+        ({"not_visited": ["/blog*", "/"]}, ["s8", "s9"]),
+        ({"landing_page": "/blog"}, ["s10", "s3", "s4"]),
+        ({"landing_page": "*"}, ["s1", "s10", "s2", "s3", "s4", "s5", "s6", "s7", "s8"]),  # s9 has no pages
+        ({"exit_page": ["/checkout", "/pri*"]}, ["s10", "s2", "s7", "s8"]),
+        ({"min_duration": 60}, ["s10", "s2", "s3", "s5", "s7"]),  # s6 has no duration
+        ({"max_duration": 30}, ["s1", "s4", "s8"]),
+        ({"min_duration": 60, "max_duration": 120, "country": "germany"}, ["s10", "s3"]),
+        ({"min_pageviews": 3}, ["s2", "s5", "s7"]),  # s6: 2 pages, no count
+        ({"bounced": True}, ["s1", "s4", "s8", "s9"]),
+        ({"bounced": False, "device": "desktop"}, ["s2", "s5", "s7"]),
+        # returning: v1 (s1, s2) and v2 (s3, s10) have two sessions; s9 has no visitor id
+        ({"returning": True}, ["s1", "s10", "s2", "s3"]),
+        ({"returning": False}, ["s4", "s5", "s6", "s7", "s8", "s9"]),
+        ({"returning": True, "device": "mobile"}, ["s10", "s3"]),
+        # v1 returns with s2, which is no bounce: the visitor counts over the whole window
+        ({"returning": True, "bounced": True}, ["s1"]),
+    ],
+)
+def test_segments(criteria: dict[str, Any], expected: list[str]) -> None:
+    assert segment_ids(**criteria) == expected
+
+
+def test_segment_digest_reports_matched_of_scanned() -> None:
+    digest = Digest(WEEK, segment=Segment(returning=True, bounced=True))
+    digest.add(HAND[:1])  # s1: its visitor is not known to return yet, so it is held
+    assert digest.count == 0
+    digest.add(HAND[1:])  # s2 shows v1 returns: s1 is released
+    assert digest.count == 1
+    s = digest.summary(website_id="d", total=10)
+    assert (s.coverage.scanned, s.coverage.matched, s.coverage.complete) == (10, 1, True)
+    assert (s.totals.sessions, s.totals.visitors, s.totals.returning) == (1, 1, 1)
+    assert s.segment == "bounced · returning visitors"
+    with pytest.raises(RuntimeError):
+        digest.add(HAND)
+
+
+def test_segment_description() -> None:
+    seg = Segment(
+        country=["Turkey", "Germany"],
+        fields={"utm_source": "google"},
+        visited=["/checkout"],
+        not_visited="/cart",
+        landing_page="/blog/*",
+        min_duration=30,
+        max_duration=600,
+        min_pageviews=2,
+        bounced=False,
+        returning=False,
+    )
+    assert seg.describe() == (
+        "country=Turkey,Germany · utm_source=google · visited /checkout · not visited /cart · landing /blog/* · "
+        "duration ≥ 30s · duration ≤ 10m00s · ≥ 2 page views · not bounced · first-time visitors"
+    )
+    assert Segment().describe() == "all sessions"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "page", "expected"),
+    [
+        ("/blog/*", "/blog/a", True),
+        ("/blog/*", "/blog", False),
+        ("/blog/*", "/blog/", True),
+        ("*", "", True),
+        ("/a*b*c", "/aXbYc", True),
+        ("/a*b*c", "/abc", True),
+        ("/a*b*c", "/acb", False),
+        ("ab*ba", "aba", False),  # head and tail may not overlap
+        ("*.pdf", "/files/x.pdf", True),
+        ("/p?x=*", "/p?x=1&y=2", True),
+        ("/p?x=*", "/p", False),
+        ("*a*a*a*a*a*a*a*a*a*b", "a" * 5000, False),  # linear: no backtracking blow-up
+    ],
+)
+def test_page_patterns(pattern: str, page: str, expected: bool) -> None:
+    seg = Segment(visited=[pattern])
+    assert seg.matcher()(session("x", pages=[page])) is expected
+
+
+@pytest.mark.parametrize(
+    ("criteria", "parameter"),
+    [
+        ({"visited": [""]}, "segment.visited"),
+        ({"visited": ["  "]}, "segment.visited"),
+        ({"not_visited": ["/" + "x" * 200]}, "segment.not_visited"),
+        ({"landing_page": "/*" * 11}, "segment.landing_page"),
+        ({"exit_page": []}, "segment.exit_page"),
+        ({"country": []}, "segment.country"),
+        ({"device": ["x"] * 51}, "segment.device"),
+        ({"fields": {}}, "segment.fields"),
+        ({"colour": "red"}, "segment.colour"),
+        ({"min_duration": -1}, "segment.min_duration"),
+        ({"min_pageviews": "many"}, "segment.min_pageviews"),
+        ({"bounced": "perhaps"}, "segment.bounced"),
+        ({"min_duration": 60, "max_duration": 30}, "segment"),
+    ],
+)
+def test_malformed_segments(criteria: dict[str, Any], parameter: str) -> None:
+    with pytest.raises(InputError) as caught:
+        Segment.parse(criteria)
+    assert caught.value.parameter == parameter
+    assert "Value error" not in str(caught.value)
+
+
+def test_segment_parse_passes_segments_and_none_through() -> None:
+    seg = Segment(bounced=True)
+    assert Segment.parse(seg) is seg
+    assert Segment.parse(None) is None
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+SEGMENT_KEYS = [*list(Segment.model_fields), "bogus"]
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.sampled_from(SEGMENT_KEYS), JSON, max_size=5))
+def test_arbitrary_segments_raise_only_input_errors(criteria: dict[str, Any]) -> None:
+    try:
+        seg = Segment.parse(criteria)
+    except InputError:
+        return
+    assert seg is not None
+    seg.matcher()(session("x", pages=["/a"], fields={"k": "v"}))
+    seg.describe()
+
+
+SEGMENTS = st.builds(
+    Segment,
+    country=st.none() | st.sampled_from(["Turkey", "(none)", "germany"]),
+    device=st.none() | st.lists(st.sampled_from(["desktop", "Mobile"]), min_size=1, max_size=2),
+    visited=st.none() | st.lists(st.sampled_from(["/", "/a", "/c*", "*"]), min_size=1, max_size=2),
+    not_visited=st.none() | st.just(["/checkout"]),
+    min_duration=st.none() | st.floats(0, 3000),
+    bounced=st.none() | st.booleans(),
+    returning=st.none() | st.booleans(),
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(SESSIONS, SEGMENTS, st.randoms(use_true_random=False))
+def test_segment_properties(sessions: list[Session], segment: Segment, rnd: random.Random) -> None:
+    whole = digest_of([sessions])
+    digest = Digest(WEEK, top=2, segment=segment)
+    digest.add(sessions)
+    part = digest.summary(website_id="d", total=None)
+    assert part.coverage.matched == part.totals.sessions <= whole.totals.sessions
+    assert part.totals.visitors <= whole.totals.visitors
+    assert part.totals.bounces <= whole.totals.bounces
+    shuffled = list(sessions)
+    rnd.shuffle(shuffled)
+    again = Digest(WEEK, top=2, segment=segment)
+    for one in shuffled:  # one session per page: `returning` decided as late as possible
+        again.add([one])
+    assert again.summary(website_id="d", total=None) == part
+    # without `returning`, the segment is exactly the matcher's choice
+    if segment.returning is None:
+        assert part.totals.sessions == sum(map(segment.matcher(), sessions))

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from hardal_mcp.analytics import Digest, Summary
+from hardal_mcp.analytics import Digest, Segment, Summary
 from hardal_mcp.models import Session
 from hardal_mcp.params import Window
 from hardal_mcp.render import (
@@ -441,3 +441,12 @@ def test_hourly_and_long_series() -> None:
 )
 def test_window_text_matches_window_describe(window: Window) -> None:
     assert window_text(WindowInfo.of(window)) == window.describe()
+
+
+def test_segment_line() -> None:
+    digest = Digest(WEEK, segment=Segment(device="mobile", returning=True))
+    digest.add(synthetic(500))
+    s = digest.summary(website_id="demo", total=500)
+    line = render_summary(s).splitlines()[2]
+    assert line == f"segment: device=mobile · returning visitors · {s.coverage.matched:,} of 500 sessions match"
+    assert 0 < (s.coverage.matched or 0) < 500
