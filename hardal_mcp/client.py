@@ -230,10 +230,17 @@ class HardalClient:
                     f"({self.retry.attempts} attempts). Try again, or narrow the time window."
                 )
                 wait = self.retry.backoff(attempt)
-            except httpx2.HTTPError as exc:
+            except (httpx2.ConnectError, httpx2.UnsupportedProtocol) as exc:
                 failure = NetworkError(
                     f"Could not reach Hardal at {self.settings.base_url} ({type(exc).__name__}) after "
                     f"{attempt + 1} attempt(s). Check HARDAL_BASE_URL and the network, then try again."
+                )
+                wait = self.retry.backoff(attempt)
+            except httpx2.HTTPError as exc:  # reached, but the exchange broke off (e.g. a connection dropped mid-body)
+                failure = NetworkError(
+                    f"The connection to Hardal at {self.settings.base_url} broke off before the answer was complete "
+                    f"({type(exc).__name__}), {attempt + 1} attempt(s). Try again in a minute; if it persists, check "
+                    "the network or proxy between this server and Hardal."
                 )
                 wait = self.retry.backoff(attempt)
             else:

@@ -1,0 +1,606 @@
+"""What a user gets when Hardal, its proxies or the network misbehave: every fault of the sandbox, end to end
+through a real MCP client (in memory, or over loopback HTTP where the fault needs a real socket).
+
+Each test faults one website id and then checks that the same client session still gets a normal answer
+for another one. The sandbox counts requests per website id and records what it served: that is the
+ground truth the answers are compared with.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from statistics import mean
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import anyio
+import httpx2
+import pytest
+import uvicorn
+from mcp.client import Client
+from starlette.applications import Starlette
+
+from hardal_mcp.config import Settings
+from hardal_mcp.sandbox import SandboxConfig, create_app
+from hardal_mcp.sandbox import faults as f
+from hardal_mcp.sandbox.app import SiteTraffic, traffic
+from hardal_mcp.sandbox.data import Session, Site
+from hardal_mcp.sandbox.query import Window, resolve_window
+from hardal_mcp.server import build_server
+
+KEY = "hk_live_SECRET_4711_c0ffee_do_not_leak"
+SESSIONS_PER_DAY = 120
+PAGE = 100
+# A closed window in the past: its sessions never change during a run (about 360 of them: 4 pages).
+END = date.today() - timedelta(days=10)
+START = END - timedelta(days=2)
+WINDOW = {"start_date": START.isoformat(), "end_date": END.isoformat()}
+ISTANBUL = ZoneInfo("Europe/Istanbul")
+HEALTHY = "healthy"  # a website id without faults: the "next call" after each fault goes there
+# Retry backoff is 0.5 s doubling, full jitter, 4 attempts: at most 0.5 + 1 + 2 s of sleeps per request.
+MAX_BACKOFF = 3.5
+SLACK = 1.0  # scheduling and processing headroom for timing bounds
+
+
+def settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "api_key": KEY,
+        "website_id": HEALTHY,
+        "base_url": "http://sandbox.test",
+        "timeout": 0.3,
+        "tool_timeout": 10,
+        "page_size": PAGE,
+        "rate_limit": 100_000,  # the client limiter is tested elsewhere; here it would only slow things
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+def sandbox_config(faults: Mapping[str, f.Fault]) -> SandboxConfig:
+    return SandboxConfig(sessions_per_day=SESSIONS_PER_DAY, api_key=KEY, faults=faults)
+
+
+@asynccontextmanager
+async def connect(faults: Mapping[str, f.Fault], **overrides: Any) -> AsyncIterator[tuple[Client, Starlette]]:
+    """An MCP client, in memory, to hardal-mcp, which talks in process to a sandbox with these faults."""
+    app = create_app(sandbox_config(faults))
+    server = build_server(settings(**overrides), transport=httpx2.ASGITransport(app=app))
+    async with Client(server) as client:
+        yield client, app
+
+
+def text_of(result: Any) -> str:
+    return "\n".join(block.text for block in result.content if block.type == "text")
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> tuple[Any, float]:
+    started = time.monotonic()
+    result = await client.call_tool(tool, arguments)
+    return result, time.monotonic() - started
+
+
+async def summarize(client: Client, site: str, **arguments: Any) -> tuple[dict[str, Any], str, float]:
+    result, elapsed = await call(client, "summarize_sessions", website_id=site, **WINDOW, **arguments)
+    assert not result.is_error, text_of(result)
+    return result.structured_content, text_of(result), elapsed
+
+
+async def assert_serves(client: Client) -> None:
+    """The server is still up: a normal call on a healthy website succeeds in the same session."""
+    result = await client.call_tool("list_sessions", {"website_id": HEALTHY, **WINDOW, "limit": 3})
+    assert not result.is_error, text_of(result)
+    assert result.structured_content["page"]["returned"] == 3
+
+
+def window_sessions(site: str) -> list[Session]:
+    """The sandbox's own answer: every session of WINDOW for this website, newest first."""
+    now = datetime.now(UTC)
+    start, end = resolve_window("custom", WINDOW["start_date"], WINDOW["end_date"], ISTANBUL, now)
+    window = Window(Site(0, site, SESSIONS_PER_DAY), start, end, now)
+    return window.page(0, window.total)
+
+
+def unique_ids(record: SiteTraffic) -> set[str]:
+    return {s.id for s in record.served}
+
+
+# --- Loopback: faults that need a real socket --------------------------------------------------------
+
+
+@dataclass
+class Loopback:
+    url: str
+    app: Starlette
+
+
+@contextmanager
+def serve_in_thread(config: SandboxConfig) -> Iterator[Loopback]:
+    """The sandbox under uvicorn on a loopback port, in a thread of this process (so its traffic is visible)."""
+    app = create_app(config)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="critical", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the loopback sandbox did not start")
+        time.sleep(0.01)
+    try:
+        yield Loopback(f"http://127.0.0.1:{port}", app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+LOOPBACK_FAULTS: dict[str, f.Fault] = {
+    "slow-once": f.Slow(delay=1.0, times=1),
+    "slow-always": f.Slow(delay=1.0),
+    "drop-once": f.Drop(times=1),
+    "drop-always": f.Drop(),
+}
+
+
+@pytest.fixture(scope="module")
+def loopback() -> Iterator[Loopback]:
+    with serve_in_thread(sandbox_config(LOOPBACK_FAULTS)) as served:
+        yield served
+
+
+@asynccontextmanager
+async def connect_loopback(served: Loopback, **overrides: Any) -> AsyncIterator[Client]:
+    server = build_server(settings(base_url=served.url, **overrides))
+    async with Client(server) as client:
+        yield client
+
+
+# --- Transient faults are absorbed ------------------------------------------------------------------
+
+TRANSIENT = {
+    "429-twice": f.ErrorStatus(status=429, times=2),
+    "500-once": f.ErrorStatus(status=500, times=1),
+    "502-once": f.ErrorStatus(status=502, times=1),
+    "503-twice": f.ErrorStatus(status=503, times=2),
+    "504-once": f.ErrorStatus(status=504, times=1),
+    "proxy-502-once": f.ProxyPage(times=1),
+    "truncated-once": f.Truncated(times=1),
+    "wrong-shape-once": f.WrongShape(times=1),
+}
+
+
+@pytest.mark.parametrize("site", list(TRANSIENT))
+async def test_transient_faults_are_retried_and_absorbed(site: str) -> None:
+    fault = TRANSIENT[site]
+    assert fault.times is not None
+    async with connect({site: fault}) as (client, app):
+        result, elapsed = await call(client, "list_sessions", website_id=site, **WINDOW, limit=50)
+        assert not result.is_error, text_of(result)
+        record = traffic(app).site(site)
+        assert record.requests == fault.times + 1
+        assert [h.status for h in record.hits][-1] == 200
+        # The answer is the page the sandbox finally served, as if nothing had happened.
+        assert [s["id"] for s in result.structured_content["sessions"]] == [s.id for s in record.served]
+        assert [s.id for s in record.served] == [s.id for s in window_sessions(site)[:50]]
+        assert elapsed < MAX_BACKOFF + SLACK
+        await assert_serves(client)
+
+
+@pytest.mark.parametrize("http_date", [False, True], ids=["seconds", "http-date"])
+async def test_retry_after_is_obeyed(http_date: bool) -> None:
+    site = "ratelimited"
+    fault = f.ErrorStatus(status=429, retry_after=1, http_date=http_date, times=1)
+    async with connect({site: fault}) as (client, app):
+        result, elapsed = await call(client, "list_sessions", website_id=site, **WINDOW, limit=5)
+        assert not result.is_error, text_of(result)
+        first, retry = traffic(app).site(site).hits
+        assert first.status == 429
+        assert retry.status == 200
+        assert first.retry_at is not None
+        assert retry.at >= first.retry_at, f"retried {first.retry_at - retry.at:.3f} s sooner than asked"
+        assert retry.at - first.at >= 1.0
+        assert elapsed < 2 + MAX_BACKOFF / 7 + SLACK  # an HTTP-date asks for up to 2 s (whole seconds)
+        await assert_serves(client)
+
+
+# --- Persistent faults end in an actionable error, in bounded time -----------------------------------
+
+PERSISTENT = {
+    "503-always": (f.ErrorStatus(status=503), ["HTTP 503", "Try again in a minute"]),
+    "500-always": (f.ErrorStatus(status=500), ["HTTP 500", "Try again"]),
+    "429-always": (f.ErrorStatus(status=429), ["HTTP 429", "rate limit", "Try again", "HARDAL_RATE_LIMIT"]),
+    "proxy-502-always": (f.ProxyPage(), ["HTTP 502", "Try again"]),
+    "truncated-always": (f.Truncated(), ["not JSON", "try again"]),
+    "wrong-shape-always": (f.WrongShape(), ["without a `sessions` list", "try again"]),
+}
+
+
+@pytest.mark.parametrize("site", list(PERSISTENT))
+async def test_persistent_faults_end_in_an_actionable_error(site: str) -> None:
+    fault, words = PERSISTENT[site]
+    async with connect({site: fault}) as (client, app):
+        result, elapsed = await call(client, "list_sessions", website_id=site, **WINDOW)
+        assert result.is_error
+        text = text_of(result)
+        for word in words:
+            assert word.lower() in text.lower(), (word, text)
+        assert "<html" not in text.lower()
+        assert "nginx" not in text
+        assert traffic(app).site(site).requests == 4  # RetryPolicy.attempts, no more
+        assert elapsed < MAX_BACKOFF + SLACK
+        await assert_serves(client)
+
+
+async def test_a_long_retry_after_is_reported_not_waited_out() -> None:
+    site = "ratelimited-long"
+    async with connect({site: f.ErrorStatus(status=429, retry_after=120)}) as (client, app):
+        result, elapsed = await call(client, "summarize_sessions", website_id=site, **WINDOW)
+        assert result.is_error
+        assert "429" in text_of(result)
+        assert "Try again in 120 s" in text_of(result)
+        assert traffic(app).site(site).requests == 1
+        assert elapsed < SLACK
+        await assert_serves(client)
+
+
+async def test_a_failure_after_the_first_page_gives_a_partial_digest() -> None:
+    site = "fails-later"
+    async with connect({site: f.ErrorStatus(status=503, after=1)}) as (client, _app):
+        summary, text, elapsed = await summarize(client, site)
+        coverage = summary["coverage"]
+        assert coverage["complete"] is False
+        assert coverage["scanned"] == summary["totals"]["sessions"] == PAGE
+        assert "503" in coverage["note"]
+        assert "PARTIAL" in text
+        assert elapsed < MAX_BACKOFF + SLACK
+        await assert_serves(client)
+
+
+# --- Faults that need a real socket: timeouts and dropped connections ---------------------------------
+
+
+async def test_one_slow_answer_is_retried(loopback: Loopback) -> None:
+    async with connect_loopback(loopback) as client:
+        result, elapsed = await call(client, "list_sessions", website_id="slow-once", **WINDOW, limit=10)
+        assert not result.is_error, text_of(result)
+        assert result.structured_content["page"]["returned"] == 10
+        assert traffic(loopback.app).requests("slow-once") == 2
+        assert elapsed < 0.3 + 0.5 + SLACK
+        await assert_serves(client)
+
+
+async def test_persistently_slow_answers_end_in_an_error_naming_the_timeout(loopback: Loopback) -> None:
+    async with connect_loopback(loopback) as client:
+        result, elapsed = await call(client, "list_sessions", website_id="slow-always", **WINDOW)
+        assert result.is_error
+        assert "HARDAL_TIMEOUT=0.3 s" in text_of(result)
+        assert "narrow the time window" in text_of(result)
+        assert traffic(loopback.app).requests("slow-always") == 4
+        assert elapsed < 4 * 0.3 + MAX_BACKOFF + SLACK
+        await assert_serves(client)
+
+
+async def test_a_connection_dropped_mid_body_is_retried(loopback: Loopback) -> None:
+    async with connect_loopback(loopback) as client:
+        result, elapsed = await call(client, "list_sessions", website_id="drop-once", **WINDOW, limit=10)
+        assert not result.is_error, text_of(result)
+        assert result.structured_content["page"]["returned"] == 10
+        assert traffic(loopback.app).requests("drop-once") == 2
+        assert elapsed < 0.5 + SLACK
+        await assert_serves(client)
+
+
+async def test_connections_always_dropped_end_in_an_actionable_error(loopback: Loopback) -> None:
+    async with connect_loopback(loopback) as client:
+        result, elapsed = await call(client, "list_sessions", website_id="drop-always", **WINDOW)
+        assert result.is_error
+        text = text_of(result)
+        assert "4 attempt" in text
+        assert "try again" in text.lower()
+        assert "connection" in text.lower()
+        assert traffic(loopback.app).requests("drop-always") == 4
+        assert elapsed < MAX_BACKOFF + SLACK
+        await assert_serves(client)
+
+
+# --- The overall deadline, and cancellation -----------------------------------------------------------
+
+
+async def test_the_tool_deadline_gives_a_partial_digest_marked_partial() -> None:
+    site = "slow-after-first"
+    # Each request may take 5 s, but the whole call only 1 s: the deadline, not the timeout, stops it.
+    async with connect({site: f.Slow(delay=3, after=1)}, timeout=5, tool_timeout=1) as (client, _app):
+        summary, text, elapsed = await summarize(client, site)
+        coverage = summary["coverage"]
+        assert coverage["complete"] is False
+        assert coverage["scanned"] == summary["totals"]["sessions"] == PAGE
+        assert coverage["total"] == len(window_sessions(site))
+        assert "HARDAL_TOOL_TIMEOUT" in coverage["note"]
+        assert "PARTIAL" in text
+        assert "HARDAL_TOOL_TIMEOUT" in text
+        assert 1 <= elapsed < 1 + SLACK
+        await assert_serves(client)
+
+
+async def test_an_abandoned_call_stops_its_upstream_requests() -> None:
+    site = "slow-pages"
+    async with connect({site: f.Slow(delay=0.5, after=1)}, timeout=5, tool_timeout=60, page_size=20) as (client, app):
+        record = traffic(app).site(site)
+        with anyio.move_on_after(0.8) as scope:  # the SDK sends notifications/cancelled
+            await client.call_tool("summarize_sessions", {"website_id": site, **WINDOW})
+        assert scope.cancelled_caught
+        assert 2 <= record.requests < len(window_sessions(site)) // 20  # mid-scan
+        seen = record.requests
+        await anyio.sleep(1.5)  # three more rounds of slow pages, had the scan gone on
+        assert record.requests == seen
+        assert any(hit.status == 0 for hit in record.hits)  # in-flight requests were abandoned, not finished
+        await assert_serves(client)
+        assert record.requests == seen
+
+
+# --- Paging faults: scans end, and never count a session twice ----------------------------------------
+
+
+async def test_empty_pages_while_has_more_end_the_scan_marked_incomplete() -> None:
+    site = "empty-pages"
+    async with connect({site: f.EmptyPages()}) as (client, app):
+        summary, text, _ = await summarize(client, site)
+        record = traffic(app).site(site)
+        assert summary["totals"]["sessions"] == len(unique_ids(record)) == PAGE
+        assert record.requests == -(-len(window_sessions(site)) // PAGE)  # each planned page once
+        assert summary["coverage"]["complete"] is False
+        assert "PARTIAL" in text
+        await assert_serves(client)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="service.scan: with no total, an empty page that says hasMore ends the walk silently; "
+    "the digest claims complete (proposed change in the fault-matrix report)",
+)
+async def test_empty_pages_without_a_total_end_the_scan_marked_incomplete() -> None:
+    site = "empty-pages-no-total"
+    async with connect({site: f.EmptyPages(hide_total=True)}) as (client, app):
+        summary, _, _ = await summarize(client, site)
+        assert traffic(app).site(site).requests == 2
+        assert summary["totals"]["sessions"] == PAGE
+        assert summary["coverage"]["complete"] is False
+
+
+@pytest.mark.parametrize("hide_total", [False, True], ids=["with-total", "without-total"])
+async def test_a_lying_has_more_does_not_loop(hide_total: bool) -> None:
+    site = "lying-has-more"
+    async with connect({site: f.LyingHasMore(hide_total=hide_total)}) as (client, app):
+        summary, _, _ = await summarize(client, site)
+        truth = window_sessions(site)
+        record = traffic(app).site(site)
+        assert summary["totals"]["sessions"] == len(truth) == len(record.served) == len(unique_ids(record))
+        assert unique_ids(record) == {s.id for s in truth}
+        # Reading stops at the count (or at the first short page when there is no count), however it lies.
+        assert record.requests == -(-len(truth) // PAGE) + (not hide_total and len(truth) % PAGE == 0)
+        assert summary["coverage"]["complete"] is True
+        await assert_serves(client)
+
+
+async def test_a_shrinking_total_ends_the_scan_without_double_counting() -> None:
+    site = "shrinking"
+    async with connect({site: f.ShiftingTotal(step=-40)}) as (client, app):
+        summary, text, _ = await summarize(client, site)
+        record = traffic(app).site(site)
+        truth = window_sessions(site)
+        assert summary["totals"]["sessions"] == len(unique_ids(record)) == len(record.served) < len(truth)
+        assert summary["coverage"]["total"] == len(truth)  # as the first page said
+        assert summary["coverage"]["complete"] is False
+        assert "PARTIAL" in text
+        assert record.requests == -(-len(truth) // PAGE)
+        await assert_serves(client)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="service.scan plans its pages from the first page's total and ignores a larger total reported "
+    "later: the digest claims complete while the window grew (proposed change in the fault-matrix report)",
+)
+async def test_a_growing_total_is_read_to_the_end_or_marked_incomplete() -> None:
+    site = "growing"
+    fault = f.ShiftingTotal(step=60, start=0.5)
+    async with connect({site: fault}) as (client, app):
+        summary, _, _ = await summarize(client, site)
+        record = traffic(app).site(site)
+        grew_to = fault.visible(len(window_sessions(site)), record.requests - 1)  # what the last page said
+        assert summary["totals"]["sessions"] == grew_to or summary["coverage"]["complete"] is False
+
+
+async def test_a_growing_total_ends_the_scan_without_double_counting() -> None:
+    site = "growing"
+    async with connect({site: f.ShiftingTotal(step=60, start=0.5)}) as (client, app):
+        summary, _, _ = await summarize(client, site)
+        record = traffic(app).site(site)
+        assert summary["totals"]["sessions"] == len(unique_ids(record)) == len(record.served)
+        assert summary["coverage"]["total"] == round(len(window_sessions(site)) / 2)  # as the first page said
+        assert record.requests <= 3
+        await assert_serves(client)
+
+
+async def test_sessions_inserted_at_the_head_are_counted_once() -> None:
+    site = "busy"
+    async with connect({site: f.HeadInserts(per_request=7)}) as (client, app):
+        summary, text, _ = await summarize(client, site)
+        record = traffic(app).site(site)
+        ids = unique_ids(record)
+        repeats = len(record.served) - len(ids)
+        assert repeats > 0  # offsets shifted between pages: the same sessions came twice
+        assert summary["totals"]["sessions"] == len(ids)
+        assert summary["coverage"]["duplicates"] == repeats
+        assert f"{repeats} repeated session" in text
+        # Shifted offsets push the oldest sessions past the pages planned from the first total: if any
+        # was missed, the digest must not claim to be complete.
+        if not {s.id for s in window_sessions(site)} <= ids:
+            assert summary["coverage"]["complete"] is False
+            assert "PARTIAL" in text
+        assert summary["totals"]["visitors"] == len({s.visitor_id for s in record.served})
+        await assert_serves(client)
+
+
+# --- Schema drift -------------------------------------------------------------------------------------
+
+
+def readable(session: Session, field: str) -> bool:
+    unreadable = f.DRIFT_UNREADABLE[f.drift_variant(session.id)]
+    return "*" not in unreadable and field not in unreadable
+
+
+async def test_schema_drift_keeps_every_readable_field() -> None:
+    site = "drifting"
+    async with connect({site: f.Drift()}) as (client, app):
+        summary, _, _ = await summarize(client, site)
+        served = {s.id: s for s in traffic(app).site(site).served}
+        assert len(served) == len(window_sessions(site))
+        kept = [s for s in served.values() if readable(s, "id")]
+        variants = Counter(f.drift_variant(s) for s in served)
+        assert all(variants[v] for v in f.DRIFT_VARIANTS), variants  # every kind of drift was met
+
+        totals = summary["totals"]
+        assert totals["sessions"] == len(kept) == len(served) - variants["no_id"]
+        assert totals["page_views"] == sum(len(s.pages) for s in kept)  # an unreadable count falls back to pages
+        assert totals["events"] == sum(s.events for s in kept)
+        assert totals["visitors"] == len({s.visitor_id for s in kept if readable(s, "visitorId")})
+        durations = [s.duration for s in kept if readable(s, "duration")]
+        assert totals["duration"]["unknown"] == len(kept) - len(durations)
+        assert totals["duration"]["mean"] == pytest.approx(mean(durations), abs=0.051)  # "3m", 180, "180s" alike
+
+        breakdowns = {b["key"]: b for b in summary["breakdowns"]}
+        for key, attr in (("country", "country"), ("device", "device"), ("browser", "browser")):
+            expected = Counter(getattr(s, attr) if readable(s, attr) else "(none)" for s in kept)
+            for entry in breakdowns[key]["top"]:
+                assert entry["n"] == expected[entry["v"]], (key, entry)
+        utm = Counter(s.fields.get("utm_source", "(none)") if readable(s, "fields") else "(none)" for s in kept)
+        for entry in breakdowns["utm_source"]["top"]:
+            assert entry["n"] == utm[entry["v"]], entry
+        assert summary["series"]["no_start"] == 0
+        assert sum(summary["series"]["counts"]) == len(kept)
+        await assert_serves(client)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="service.scan drops the parser's count of unreadable items: the digest blames a window change "
+    "instead of saying that items could not be read (proposed change in the fault-matrix report)",
+)
+async def test_schema_drift_unreadable_items_are_counted_not_lost_silently() -> None:
+    site = "drifting"
+    async with connect({site: f.Drift()}) as (client, app):
+        summary, _text, _ = await summarize(client, site)
+        dropped = sum(1 for s in traffic(app).site(site).served if not readable(s, "id"))
+        note = summary["coverage"]["note"] or ""
+        assert dropped > 0
+        assert "window changed" not in note
+        assert re.search(rf"\b{dropped}\b[^.]*(unreadable|could not be read)", note), note
+
+
+async def test_schema_drift_in_a_listed_page() -> None:
+    site = "drifting"
+    async with connect({site: f.Drift()}) as (client, app):
+        result, _ = await call(client, "list_sessions", website_id=site, **WINDOW, limit=50)
+        assert not result.is_error, text_of(result)
+        served = traffic(app).site(site).served
+        rows = {r["id"]: r for r in result.structured_content["sessions"]}
+        assert list(rows) == [s.id for s in served if readable(s, "id")]
+        for s in served:
+            if not readable(s, "id"):
+                continue
+            row = rows[s.id]
+            assert row["pages"] == list(s.pages)
+            assert row["events"] == s.events
+            assert row["visitor_id"] == (s.visitor_id if readable(s, "visitorId") else None)
+            assert row["duration_s"] == (s.duration if readable(s, "duration") else None)
+            assert row["page_views"] == (len(s.pages) if readable(s, "pageViews") else None)
+            assert row["country"] == (s.country if readable(s, "country") else None)
+            assert row["browser"] == (s.browser if readable(s, "browser") else None)
+            assert datetime.fromisoformat(row["started_at"]).timestamp() == s.started
+            if readable(s, "fields"):
+                assert s.fields.items() <= row["fields"].items()
+        await assert_serves(client)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="service.list_sessions: next_offset = offset + readable rows, not + rows sent, so the next page "
+    "repeats as many sessions as were dropped (proposed change in the fault-matrix report)",
+)
+async def test_schema_drift_paging_by_next_offset_repeats_nothing() -> None:
+    site = "drifting"
+    async with connect({site: f.Drift()}) as (client, _):
+        ids: list[str] = []
+        offset: int | None = 0
+        while offset is not None:
+            result, _ = await call(client, "list_sessions", website_id=site, **WINDOW, limit=50, offset=offset)
+            ids += [s["id"] for s in result.structured_content["sessions"]]
+            offset = result.structured_content["page"]["next_offset"]
+        assert len(ids) == len(set(ids))
+
+
+# --- The API key never leaks, whatever goes wrong ---------------------------------------------------------
+
+LEAK_FAULTS: dict[str, f.Fault] = {
+    "leak-429": f.ErrorStatus(status=429, echo_auth=True),
+    "leak-429-retry-after": f.ErrorStatus(status=429, retry_after=1, times=1, echo_auth=True),
+    "leak-429-retry-date": f.ErrorStatus(status=429, retry_after=1, http_date=True, times=1, echo_auth=True),
+    "leak-429-long": f.ErrorStatus(status=429, retry_after=120, echo_auth=True),
+    "leak-500-burst": f.ErrorStatus(status=500, times=1, echo_auth=True),
+    "leak-503": f.ErrorStatus(status=503, echo_auth=True),
+    "leak-504": f.ErrorStatus(status=504, echo_auth=True),
+    "leak-proxy": f.ProxyPage(echo_auth=True),
+    "leak-slow": f.Slow(delay=1.0, echo_auth=True),
+    "leak-slow-after-first": f.Slow(delay=1.0, after=1, echo_auth=True),
+    "leak-drop": f.Drop(echo_auth=True),
+    "leak-truncated": f.Truncated(echo_auth=True),
+    "leak-wrong-shape": f.WrongShape(echo_auth=True),
+    "leak-drift": f.Drift(echo_auth=True),
+    "leak-empty": f.EmptyPages(echo_auth=True),
+    "leak-shrinking": f.ShiftingTotal(step=-40, echo_auth=True),
+    "leak-growing": f.ShiftingTotal(step=60, start=0.5, echo_auth=True),
+    "leak-lying": f.LyingHasMore(hide_total=True, echo_auth=True),
+    "leak-inserts": f.HeadInserts(echo_auth=True),
+}
+LEAK_SITES = [*LEAK_FAULTS, "leak-none"]  # and one without a fault
+
+
+async def test_the_api_key_never_leaks_whatever_the_fault(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    seen: list[str] = []
+    with serve_in_thread(sandbox_config(LEAK_FAULTS)) as served:
+        async with connect_loopback(served) as client:
+
+            async def run(tool: str, arguments: dict[str, Any]) -> None:
+                result = await client.call_tool(tool, arguments)
+                seen.append(repr(result.content))
+                seen.append(repr(result.structured_content))
+
+            async with anyio.create_task_group() as group:
+                for site in LEAK_SITES:
+                    sample = window_sessions(site)[0].id
+                    group.start_soon(run, "summarize_sessions", {"website_id": site, **WINDOW})
+                    group.start_soon(run, "list_sessions", {"website_id": site, **WINDOW, "limit": 200})
+                    group.start_soon(run, "get_session_activity", {"website_id": site, "session_id": sample})
+            await assert_serves(client)
+        for site in LEAK_SITES:
+            assert traffic(served.app).requests(site) >= 3  # every tool reached the sandbox
+    assert len(seen) == 2 * 3 * len(LEAK_SITES)
+    logged = [caplog.text] + [record.getMessage() for record in caplog.records]
+    logged += [repr(record.args) for record in caplog.records]
+    for text in seen + logged:
+        assert KEY not in text
+        assert "SECRET_4711" not in text  # not even a piece of it
