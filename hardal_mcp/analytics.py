@@ -17,11 +17,12 @@ from __future__ import annotations
 import math
 import re
 from array import array
-from bisect import bisect_right
+from bisect import bisect_right, insort
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from itertools import chain
+from operator import attrgetter
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -216,23 +217,32 @@ class _Tally:
         return out
 
     def folded(self, label: Callable[[Any], str], casefold: bool = False) -> dict[str, list[int]]:
-        """{shown text: [sessions, bounces]}, merging raw values that show the same (cleaned, optionally
-        case-folded) text. A case-folded group is shown in its most frequent spelling."""
-        groups: dict[str, list[Any]] = {}
-        for raw in self.bounced.keys() | self.stayed.keys():
-            b = self.bounced.get(raw, 0)
-            n = b + self.stayed.get(raw, 0)
-            text = label(raw)
-            key = text.casefold() if casefold else text
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [n, b, text, n]
-                continue
-            group[0] += n
-            group[1] += b
-            if (-n, text) < (-group[3], group[2]):
-                group[2], group[3] = text, n
-        return {g[2]: [g[0], g[1]] for g in groups.values()}
+        """{shown text: [sessions, bounces]}."""
+        bounced, stayed = self.bounced, self.stayed
+        return _merge(
+            ((raw, (bounced.get(raw, 0) + stayed.get(raw, 0), bounced.get(raw, 0))) for raw in bounced.keys() | stayed),
+            label,
+            casefold,
+        )
+
+
+def _merge(
+    items: Iterable[tuple[Any, Sequence[int]]], label: Callable[[Any], str], casefold: bool = False
+) -> dict[str, list[int]]:
+    """Sum the count vectors of raw values that show the same (cleaned, optionally case-folded) text. A
+    merged group is shown in the spelling with the largest first count (ties: the smallest text)."""
+    groups: dict[str, list[Any]] = {}  # key -> [counts, shown text, its first count]
+    for raw, counts in items:
+        text = label(raw)
+        key = text.casefold() if casefold else text
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [list(counts), text, counts[0]]
+            continue
+        group[0] = [a + b for a, b in zip(group[0], counts, strict=True)]
+        if (-counts[0], text) < (-group[2], group[1]):
+            group[1], group[2] = text, counts[0]
+    return {text: counts for counts, text, _ in groups.values()}
 
 
 def _breakdown(key: str, groups: Mapping[str, Sequence[int]], whole: int, top: int, id_like: bool = False) -> Breakdown:
@@ -419,9 +429,9 @@ class Segment(BaseModel):
         for name in DIMENSIONS:
             wanted = getattr(self, name)
             if wanted is not None:
-                checks.append(_dimension_check(name, _folded(wanted)))
+                checks.append(_value_check(attrgetter(name), _folded(wanted)))
         for key, wanted in (self.fields or {}).items():
-            checks.append(_field_check(key, _folded(wanted)))
+            checks.append(_value_check(_field_value(key), _folded(wanted)))
         if self.visited is not None:
             visited = _Pages(_as_list(self.visited)).all_in
             checks.append(lambda s: visited(s.pages))
@@ -490,18 +500,19 @@ def _always(s: Session) -> bool:
     return True
 
 
-def _dimension_check(name: str, wanted: frozenset[str]) -> Callable[[Session], bool]:
+def _field_value(key: str) -> Callable[[Session], str | None]:
+    return lambda s: s.fields.get(key)
+
+
+def value_of(name: str) -> Callable[[Session], str | None]:
+    """A session's country, device, browser or os; any other name is a `fields` key."""
+    return attrgetter(name) if name in DIMENSIONS else _field_value(name)
+
+
+def _value_check(value: Callable[[Session], str | None], wanted: frozenset[str]) -> Callable[[Session], bool]:
     def check(s: Session) -> bool:
-        value = getattr(s, name)
-        return (value.strip().casefold() if value else _NONE_FOLDED) in wanted
-
-    return check
-
-
-def _field_check(key: str, wanted: frozenset[str]) -> Callable[[Session], bool]:
-    def check(s: Session) -> bool:
-        value = s.fields.get(key)
-        return (value.strip().casefold() if value else _NONE_FOLDED) in wanted
+        v = value(s)
+        return (v.strip().casefold() if v else _NONE_FOLDED) in wanted
 
     return check
 
@@ -816,10 +827,7 @@ class Digest(Scan):
         return _breakdown(_field_name(key), groups, self.matched, self.top, id_like=id_like)
 
     def _viewed(self) -> dict[str, list[int]]:
-        groups: dict[str, list[int]] = {}
-        for page, n in self._views.items():
-            groups.setdefault(_label(page), [0])[0] += n
-        return groups
+        return _merge(((page, (n,)) for page, n in self._views.items()), _label)
 
     def _examples(self) -> list[Example]:
         """Sessions worth opening, each chosen deterministically (ties go to the smallest id)."""
@@ -847,3 +855,164 @@ def _seconds(value: float | None) -> float | None:
 
 def _field_name(key: str) -> str:
     return elide(_label(key), 40)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Funnels
+
+
+MAX_STEPS = 10
+EXAMPLES = 3
+OTHER = "(other)"
+
+
+class FunnelStep(BaseModel):
+    page: str = Field(description="Step pattern")
+    sessions: int = Field(description="Sessions reaching it, in order")
+    from_prev_pct: float | None = None
+    from_start_pct: float = Field(description="Of sessions reaching step 1, %")
+
+
+class FunnelGroup(BaseModel):
+    v: str
+    sessions: int
+    steps: list[int] = Field(description="Sessions reaching each step")
+    conversion_pct: float = Field(description="Last step / step 1, %")
+
+
+class FunnelResult(BaseModel):
+    website_id: str
+    window: WindowInfo
+    segment: str | None = None
+    coverage: Coverage
+    sessions: int = Field(description="Sessions considered")
+    steps: list[FunnelStep]
+    worst_step: int | None = Field(description="Step (1-based) losing the largest share of the step before")
+    dropped: list[str] = Field(description="Sessions that reached the step before worst_step but not it")
+    breakdown: str | None = None
+    groups: list[FunnelGroup] = Field(description="Top groups by sessions reaching step 1, then (other)")
+
+
+def _page_matcher(pattern: str) -> Callable[[str], bool]:
+    return _Glob(pattern) if "*" in pattern else pattern.__eq__
+
+
+def _keep_smallest(ids: list[str], sid: str) -> None:
+    """A few example ids, the smallest seen: the same whatever order sessions arrive in."""
+    if len(ids) < EXAMPLES or sid < ids[-1]:
+        insort(ids, sid)
+        del ids[EXAMPLES:]
+
+
+class Funnel(Scan):
+    """How many sessions visit `steps` in order (other pages in between allowed), streamed.
+
+    A session reaches step k when steps 1..k match pages of its path in that order; matching each step at
+    its earliest possible page is exact for such subsequence tests. One page satisfies one step."""
+
+    def __init__(
+        self,
+        window: Window,
+        steps: Sequence[str],
+        *,
+        breakdown: str | None = None,
+        top: int = 5,
+        segment: Segment | None = None,
+    ) -> None:
+        super().__init__(segment)
+        if not 2 <= len(steps) <= MAX_STEPS:
+            raise InputError("steps", f"give 2 to {MAX_STEPS} page patterns, in the order visitors take them.")
+        try:
+            for step in steps:
+                _check_patterns(step)
+        except ValueError as exc:
+            raise InputError("steps", str(exc)) from None
+        if breakdown is not None and not 0 < len(breakdown) <= 64:
+            raise InputError("breakdown", "give country, device, browser, os or a field key such as utm_source.")
+        self.window = window
+        self.steps = list(steps)
+        self.breakdown = breakdown
+        self.top = _check_top(top)
+        self._matchers = tuple(_page_matcher(p) for p in steps)
+        self._group_of = value_of(breakdown) if breakdown else None
+        self._reached = [0] * (len(steps) + 1)  # sessions by number of steps reached
+        self._groups: dict[str | None, list[int]] = {}  # group value -> the same, per group
+        self._dropped: list[list[str]] = [[] for _ in steps]  # [k]: reached k steps, missed step k+1
+
+    def _consume(self, batch: list[Session]) -> None:
+        matchers, last = self._matchers, len(self._matchers)
+        reached, groups, group_of = self._reached, self._groups, self._group_of
+        for s in batch:
+            k = 0
+            for page in s.pages:
+                if matchers[k](page):
+                    k += 1
+                    if k == last:
+                        break
+            reached[k] += 1
+            if group_of is not None:
+                g = group_of(s)
+                counts = groups.get(g)
+                if counts is None:
+                    counts = groups[g] = [0] * (last + 1)
+                counts[k] += 1
+            if 0 < k < last:
+                _keep_smallest(self._dropped[k], s.id)
+
+    def result(self, *, website_id: str, total: int | None, partial_reason: str | None = None) -> FunnelResult:
+        self._close()
+        reach = _cumulative(self._reached)
+        steps = [
+            FunnelStep(
+                page=elide(_label(pattern), _VALUE_CHARS),
+                sessions=n,
+                from_prev_pct=None if i == 0 else pct(n, reach[i]),
+                from_start_pct=pct(n, reach[1]),
+            )
+            for i, (pattern, n) in enumerate(zip(self.steps, reach[1:], strict=True))
+        ]
+        worst = max(
+            (i for i in range(2, len(reach)) if reach[i - 1]),
+            key=lambda i: (1 - reach[i] / reach[i - 1], reach[i - 1] - reach[i], -i),
+            default=None,
+        )
+        return FunnelResult(
+            website_id=website_id,
+            window=WindowInfo.of(self.window),
+            segment=self.segment.describe() if self.segment else None,
+            coverage=self.coverage(total, partial_reason),
+            sessions=reach[0],
+            steps=steps,
+            worst_step=worst,
+            dropped=[clean(sid, 128) for sid in self._dropped[worst - 1]] if worst else [],
+            breakdown=_field_name(self.breakdown) if self.breakdown else None,
+            groups=self._top_groups(),
+        )
+
+    def _top_groups(self) -> list[FunnelGroup]:
+        if self._group_of is None:
+            return []
+        merged = _merge(
+            ((raw, _cumulative(counts)) for raw, counts in self._groups.items()),
+            _label,
+            casefold=self.breakdown in DIMENSIONS,
+        )
+        ranked = sorted(merged.items(), key=lambda item: (-item[1][1], -item[1][0], item[0]))
+        shown = ranked[: self.top]
+        rest = [counts for _, counts in ranked[self.top :]]
+        if rest:
+            shown.append((OTHER, [sum(column) for column in zip(*rest, strict=True)]))
+        return [
+            FunnelGroup(v=elide(v, _VALUE_CHARS), sessions=c[0], steps=c[1:], conversion_pct=pct(c[-1], c[1]))
+            for v, c in shown
+        ]
+
+
+def _cumulative(by_steps_reached: Sequence[int]) -> list[int]:
+    """[sessions, reaching step 1, …, reaching the last step] from sessions by number of steps reached."""
+    out = [0] * len(by_steps_reached)
+    running = 0
+    for k in range(len(by_steps_reached) - 1, -1, -1):
+        running += by_steps_reached[k]
+        out[k] = running
+    return out

@@ -13,7 +13,21 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from .analytics import ARROW, DIMENSIONS, NONE, UTM_KEYS, Breakdown, Entry, Series, Summary, fmt_duration, path_step
+from .analytics import (
+    ARROW,
+    DIMENSIONS,
+    NONE,
+    UTM_KEYS,
+    Breakdown,
+    Coverage,
+    Entry,
+    FunnelResult,
+    Series,
+    Summary,
+    fmt_duration,
+    path_step,
+    pct,
+)
 from .results import ActivityResult, SessionsResult, WindowInfo
 from .sanitize import clean, elide
 
@@ -142,13 +156,7 @@ def _series_lines(series: Series, timezone: str) -> list[str]:
 def render_summary(s: Summary) -> str:
     """A digest a model reads at a glance: the same few dozen lines whatever the number of sessions."""
     t, d = s.totals, s.totals.duration
-    cov = s.coverage
-    lines = [f"Sessions of {cell(s.website_id, 80)} · {window_text(s.window)}"]
-    state = f"complete, {_count(cov.scanned, 'session')} read" if cov.complete else "PARTIAL"
-    lines.append(f"coverage: {state}" + (f" · {cov.note}" if cov.note else ""))
-    if s.segment is not None:
-        # Written by the model's own arguments, not by visitors: cleaned, separators kept.
-        lines.append(f"segment: {clean(s.segment, 600)} · {cov.matched or 0:,} of {cov.scanned:,} sessions match")
+    lines = _head("Sessions", s.website_id, s.window, s.coverage, s.segment)
     lines.append(
         f"totals: {_count(t.sessions, 'session')} · {_count(t.visitors, 'visitor')} "
         f"({t.returning:,} returning, {t.returning_pct:.1f}%) · {t.page_views:,} page views "
@@ -167,12 +175,55 @@ def render_summary(s: Summary) -> str:
     lines += [_breakdown_line(b, labels.get(b.key)) for b in s.pages]
     lines += _series_lines(s.series, s.window.timezone)
     lines += [f"example {cell(e.id, 128)}: {cell(e.why, 200)}" for e in s.examples]
+    return _fit_digest(lines)
+
+
+def _head(title: str, website_id: str, window: WindowInfo, cov: Coverage, segment: str | None) -> list[str]:
+    """What every digest starts with: what it is of, how much of the window it covers, which sessions."""
+    lines = [f"{title} of {cell(website_id, 80)} · {window_text(window)}"]
+    state = f"complete, {_count(cov.scanned, 'session')} read" if cov.complete else "PARTIAL"
+    lines.append(f"coverage: {state}" + (f" · {cov.note}" if cov.note else ""))
+    if segment is not None:
+        # Written by the model's own arguments, not by visitors: cleaned, separators kept.
+        lines.append(f"segment: {clean(segment, 600)} · {cov.matched or 0:,} of {cov.scanned:,} sessions match")
+    return lines
+
+
+def _fit_digest(lines: list[str]) -> str:
+    """A digest's lines within the budget; its lines are bounded, so this cuts only in extreme cases."""
     body = lines[1:]
 
     def footer(kept: int) -> str:
         return "" if kept == len(body) else f"({len(body) - kept} lines cut to fit the output budget)"
 
     return fit_lines(lines[:1], body, footer)[0]
+
+
+def render_funnel(f: FunnelResult) -> str:
+    """Steps with the sessions reaching each, the biggest drop-off, and the breakdown groups."""
+    lines = _head("Funnel", f.website_id, f.window, f.coverage, f.segment)
+    entered = f.steps[0].sessions
+    lines.append(f"{_count(f.sessions, 'session')} · {entered:,} reached step 1 ({pct(entered, f.sessions):.1f}%)")
+    for i, step in enumerate(f.steps, 1):
+        line = f"step {i} {cell(step.page, 100)}: {step.sessions:,}"
+        if i == 2:
+            line += f" ({step.from_start_pct:.1f}% of step 1)"
+        elif i > 2:
+            line += f" ({step.from_start_pct:.1f}% of step 1 · {step.from_prev_pct:.1f}% of step {i - 1})"
+        if i == f.worst_step:
+            before = f.steps[i - 2].sessions
+            lost = before - step.sessions
+            line += f" · biggest drop-off: {lost:,} of {before:,} left ({pct(lost, before):.1f}%)"
+            if f.dropped:
+                line += f", e.g. {' · '.join(map(cell, f.dropped))}"
+        lines.append(line)
+    for g in f.groups:
+        counts = " → ".join(f"{n:,}" for n in g.steps)
+        lines.append(
+            f"by {cell(f.breakdown, 40)}: {cell(g.v, 100)} · {_count(g.sessions, 'session')}: {counts} "
+            f"({g.conversion_pct:.1f}% of step 1 convert)"
+        )
+    return _fit_digest(lines)
 
 
 # ---------------------------------------------------------------------------------------------------

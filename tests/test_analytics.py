@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import random
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
@@ -10,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hardal_mcp.analytics import Breakdown, Digest, Segment, Summary, fmt_duration, quantile
+from hardal_mcp.analytics import Breakdown, Digest, Funnel, FunnelResult, Segment, Summary, fmt_duration, quantile
 from hardal_mcp.errors import InputError
 from hardal_mcp.models import Session
 from hardal_mcp.params import Window
@@ -583,3 +585,106 @@ def test_segment_properties(sessions: list[Session], segment: Segment, rnd: rand
     # without `returning`, the segment is exactly the matcher's choice
     if segment.returning is None:
         assert part.totals.sessions == sum(map(segment.matcher(), sessions))
+
+
+# --- funnels -------------------------------------------------------------------------------------
+
+
+def funnel_of(steps: list[str], sessions: list[Session] = HAND, **options: Any) -> FunnelResult:
+    funnel = Funnel(WEEK, steps, **options)
+    funnel.add(sessions)
+    return funnel.result(website_id="d", total=None)
+
+
+def test_funnel_by_hand() -> None:
+    # "/" then "/checkout": s1 s3 s5 s6 reach step 1 only, s2 and s7 both; s4 s8 s9 s10 never see "/"
+    f = funnel_of(["/", "/checkout"], breakdown="device", top=2)
+    assert f.sessions == 10
+    assert [(s.page, s.sessions, s.from_prev_pct, s.from_start_pct) for s in f.steps] == [
+        ("/", 6, None, 100.0),
+        ("/checkout", 2, 33.3, 33.3),
+    ]
+    assert f.worst_step == 2
+    assert f.dropped == ["s1", "s3", "s5"]  # the smallest ids of s1 s3 s5 s6
+    # Desktop s1 s2 s5 s7 s9; Mobile s3 s4 s8 s10 (one spelled "mobile"); Tablet s6 folds into (other)
+    assert [(g.v, g.sessions, g.steps, g.conversion_pct) for g in f.groups] == [
+        ("Desktop", 5, [4, 2], 50.0),
+        ("Mobile", 4, [1, 0], 0.0),
+        ("(other)", 1, [1, 0], 0.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("steps", "reach"),
+    [
+        (["/checkout", "/"], [2, 0]),  # order matters: s2 and s7 end on /checkout
+        (["/products", "/products"], [2, 1]),  # one page is one step: only s5 views it twice
+        (["/blog*", "/pricing"], [3, 1]),  # s3 s4 s10 land on the blog, s10 goes on to /pricing
+        (["/", "/products", "/cart", "/checkout"], [6, 2, 1, 1]),  # s2 all the way; s5 stops at /products
+        (["*", "*", "*"], [9, 6, 3]),  # sessions with at least 1, 2, 3 pages
+    ],
+)
+def test_funnel_steps(steps: list[str], reach: list[int]) -> None:
+    assert [s.sessions for s in funnel_of(steps).steps] == reach
+
+
+def test_funnel_with_a_field_breakdown_and_a_segment() -> None:
+    f = funnel_of(["/", "/checkout"], breakdown="utm_source", segment=Segment(country="turkey"))
+    # Turkey: s1 (google, step 1), s2 (google, both), s7 (google, both), s8 (twitter, none)
+    assert f.sessions == 4
+    assert f.coverage.matched == 4
+    assert [(g.v, g.steps) for g in f.groups] == [("google", [3, 2]), ("twitter", [0, 0])]
+    assert f.segment == "country=turkey"
+
+
+def test_funnel_without_entries() -> None:
+    f = funnel_of(["/nowhere", "/else"])
+    assert [s.sessions for s in f.steps] == [0, 0]
+    assert f.worst_step is None
+    assert f.dropped == []
+
+
+@pytest.mark.parametrize(
+    ("steps", "options", "parameter"),
+    [
+        (["/only"], {}, "steps"),
+        ([f"/{i}" for i in range(11)], {}, "steps"),
+        (["/a", ""], {}, "steps"),
+        (["/a", "*" * 11], {}, "steps"),
+        (["/a", "/b"], {"breakdown": ""}, "breakdown"),
+        (["/a", "/b"], {"top": 0}, "top"),
+    ],
+)
+def test_funnel_input_errors(steps: list[str], options: dict[str, Any], parameter: str) -> None:
+    with pytest.raises(InputError) as caught:
+        Funnel(WEEK, steps, **options)
+    assert caught.value.parameter == parameter
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    SESSIONS,
+    st.lists(st.sampled_from(["/", "/a", "/b", "/c*", "*", "/checkout"]), min_size=2, max_size=5),
+    st.sampled_from([None, "device", "country", "plan"]),
+    st.randoms(use_true_random=False),
+)
+def test_funnel_properties(
+    sessions: list[Session], steps: list[str], breakdown: str | None, rnd: random.Random
+) -> None:
+    f = funnel_of(steps, sessions, breakdown=breakdown, top=2)
+    reach = [s.sessions for s in f.steps]
+    assert all(a >= b for a, b in itertools.pairwise(reach))  # never increases
+    assert reach[0] <= f.sessions == len(sessions)
+    if breakdown and sessions:
+        assert sum(g.sessions for g in f.groups) == f.sessions
+        assert [sum(column) for column in zip(*(g.steps for g in f.groups), strict=True)] == reach
+    shuffled = list(sessions)
+    rnd.shuffle(shuffled)
+    assert funnel_of(steps, shuffled, breakdown=breakdown, top=2) == f
+
+
+@settings(max_examples=200)
+@given(st.lists(st.text(max_size=250), max_size=12), st.none() | st.text(max_size=70))
+def test_arbitrary_funnels_raise_only_input_errors(steps: list[str], breakdown: str | None) -> None:
+    with contextlib.suppress(InputError):
+        funnel_of(steps, HAND, breakdown=breakdown)

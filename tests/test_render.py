@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from hardal_mcp.analytics import Digest, Segment, Summary
+from hardal_mcp.analytics import Digest, Funnel, Segment, Summary
 from hardal_mcp.models import Session
 from hardal_mcp.params import Window
 from hardal_mcp.render import (
@@ -16,6 +16,7 @@ from hardal_mcp.render import (
     fit_lines,
     path_text,
     render_activity,
+    render_funnel,
     render_sessions,
     render_summary,
     window_text,
@@ -450,3 +451,23 @@ def test_segment_line() -> None:
     line = render_summary(s).splitlines()[2]
     assert line == f"segment: device=mobile · returning visitors · {s.coverage.matched:,} of 500 sessions match"
     assert 0 < (s.coverage.matched or 0) < 500
+
+
+def test_funnel_text() -> None:
+    funnel = Funnel(WEEK, ["/", "/checkout"], breakdown="device", top=1)
+    funnel.add(
+        [
+            Session.model_validate({"id": "a", "device": "Desktop", "pages": ["/", "/x", "/checkout"]}),
+            Session.model_validate({"id": "b", "device": "Desktop", "pages": ["/"]}),
+            Session.model_validate({"id": "c", "device": HOSTILE, "pages": ["/"]}),
+            Session.model_validate({"id": "d", "device": "Mobile", "pages": ["/x"]}),
+        ]
+    )
+    text = render_funnel(funnel.result(website_id="demo", total=4))
+    assert text.splitlines()[2:] == [
+        "4 sessions · 3 reached step 1 (75.0%)",
+        "step 1 /: 3",
+        "step 2 /checkout: 1 (33.3% of step 1) · biggest drop-off: 2 of 3 left (66.7%), e.g. b · c",
+        "by device: Desktop · 2 sessions: 2 → 1 (50.0% of step 1 convert)",
+        "by device: (other) · 2 sessions: 1 → 0 (0.0% of step 1 convert)",
+    ]
