@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from statistics import mean
 from typing import Any
@@ -25,12 +22,11 @@ from zoneinfo import ZoneInfo
 import anyio
 import httpx2
 import pytest
-import uvicorn
 from mcp.client import Client
 from starlette.applications import Starlette
 
 from hardal_mcp.config import Settings
-from hardal_mcp.sandbox import SandboxConfig, create_app
+from hardal_mcp.sandbox import Running, SandboxConfig, create_app, serve_in_thread
 from hardal_mcp.sandbox import faults as f
 from hardal_mcp.sandbox.app import SiteTraffic, traffic
 from hardal_mcp.sandbox.data import Session, Site
@@ -113,37 +109,7 @@ def unique_ids(record: SiteTraffic) -> set[str]:
     return {s.id for s in record.served}
 
 
-# --- Loopback: faults that need a real socket --------------------------------------------------------
-
-
-@dataclass
-class Loopback:
-    url: str
-    app: Starlette
-
-
-@contextmanager
-def serve_in_thread(config: SandboxConfig) -> Iterator[Loopback]:
-    """The sandbox under uvicorn on a loopback port, in a thread of this process (so its traffic is visible)."""
-    app = create_app(config)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="critical", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the loopback sandbox did not start")
-        time.sleep(0.01)
-    try:
-        yield Loopback(f"http://127.0.0.1:{port}", app)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+# --- Loopback: faults that need a real socket -------------------------------------------------------
 
 
 LOOPBACK_FAULTS: dict[str, f.Fault] = {
@@ -155,13 +121,13 @@ LOOPBACK_FAULTS: dict[str, f.Fault] = {
 
 
 @pytest.fixture(scope="module")
-def loopback() -> Iterator[Loopback]:
+def loopback() -> Iterator[Running]:
     with serve_in_thread(sandbox_config(LOOPBACK_FAULTS)) as served:
         yield served
 
 
 @asynccontextmanager
-async def connect_loopback(served: Loopback, **overrides: Any) -> AsyncIterator[Client]:
+async def connect_loopback(served: Running, **overrides: Any) -> AsyncIterator[Client]:
     server = build_server(settings(base_url=served.url, **overrides))
     async with Client(server) as client:
         yield client
@@ -271,7 +237,7 @@ async def test_a_failure_after_the_first_page_gives_a_partial_digest() -> None:
 # --- Faults that need a real socket: timeouts and dropped connections ---------------------------------
 
 
-async def test_one_slow_answer_is_retried(loopback: Loopback) -> None:
+async def test_one_slow_answer_is_retried(loopback: Running) -> None:
     async with connect_loopback(loopback) as client:
         result, elapsed = await call(client, "list_sessions", website_id="slow-once", **WINDOW, limit=10)
         assert not result.is_error, text_of(result)
@@ -281,7 +247,7 @@ async def test_one_slow_answer_is_retried(loopback: Loopback) -> None:
         await assert_serves(client)
 
 
-async def test_persistently_slow_answers_end_in_an_error_naming_the_timeout(loopback: Loopback) -> None:
+async def test_persistently_slow_answers_end_in_an_error_naming_the_timeout(loopback: Running) -> None:
     async with connect_loopback(loopback) as client:
         result, elapsed = await call(client, "list_sessions", website_id="slow-always", **WINDOW)
         assert result.is_error
@@ -292,7 +258,7 @@ async def test_persistently_slow_answers_end_in_an_error_naming_the_timeout(loop
         await assert_serves(client)
 
 
-async def test_a_connection_dropped_mid_body_is_retried(loopback: Loopback) -> None:
+async def test_a_connection_dropped_mid_body_is_retried(loopback: Running) -> None:
     async with connect_loopback(loopback) as client:
         result, elapsed = await call(client, "list_sessions", website_id="drop-once", **WINDOW, limit=10)
         assert not result.is_error, text_of(result)
@@ -302,7 +268,7 @@ async def test_a_connection_dropped_mid_body_is_retried(loopback: Loopback) -> N
         await assert_serves(client)
 
 
-async def test_connections_always_dropped_end_in_an_actionable_error(loopback: Loopback) -> None:
+async def test_connections_always_dropped_end_in_an_actionable_error(loopback: Running) -> None:
     async with connect_loopback(loopback) as client:
         result, elapsed = await call(client, "list_sessions", website_id="drop-always", **WINDOW)
         assert result.is_error
@@ -604,3 +570,6 @@ async def test_the_api_key_never_leaks_whatever_the_fault(caplog: pytest.LogCapt
     for text in seen + logged:
         assert KEY not in text
         assert "SECRET_4711" not in text  # not even a piece of it
+    # Not vacuous: the faults did quote the key back, the client redacted it, and DEBUG records were captured.
+    assert any("Bearer [key]" in text for text in seen)
+    assert any(record.levelno == logging.DEBUG for record in caplog.records)

@@ -6,6 +6,7 @@ activity consistency, rate limiting, and the analytic effects its synthetic data
 
 from __future__ import annotations
 
+import email.utils
 import json
 import math
 import re
@@ -25,9 +26,19 @@ from zoneinfo import ZoneInfo
 import httpx2
 import pytest
 
-from hardal_mcp.sandbox import DEMO_API_KEY, DEMO_WEBSITE_ID, SandboxConfig, create_app
+from hardal_mcp.sandbox import (
+    DEMO_API_KEY,
+    DEMO_WEBSITE_ID,
+    PRESETS,
+    SandboxConfig,
+    create_app,
+    serve_in_thread,
+    traffic,
+)
+from hardal_mcp.sandbox import faults as f
 from hardal_mcp.sandbox.app import SlidingWindowLimiter
 from hardal_mcp.sandbox.data import Site, find_session
+from hardal_mcp.sandbox.query import Window, resolve_window
 
 # A Wednesday, 18:00 in Istanbul; New York switched to daylight time three days earlier (9 March).
 NOW = datetime(2025, 3, 12, 15, 0, tzinfo=UTC)
@@ -551,3 +562,205 @@ def test_serve_listens_on_loopback_and_keeps_stdout_clean() -> None:
         stdout, stderr = proc.communicate(timeout=10)
     assert stdout == b""  # uvicorn's access log goes to stderr too, so stdout stays usable for MCP stdio
     assert b"GET /api/websites/demo/sessions" in stderr
+
+
+# --- Faults -----------------------------------------------------------------------------------------------
+
+
+def faulty(faults: dict[str, f.Fault]) -> SandboxConfig:
+    return SandboxConfig(sessions_per_day=50, now=NOW, faults=faults)
+
+
+def sessions_of(site: str) -> str:
+    return f"/api/websites/{site}/sessions"
+
+
+WEEK: dict[str, str | int] = {"timeframe": "last7days", "limit": 100}
+
+
+def test_no_faults_by_default_and_faults_are_checked() -> None:
+    assert SandboxConfig().faults == {}
+    assert SandboxConfig().fault_for("demo") is None
+    for name, fault in PRESETS.items():
+        assert isinstance(fault, f.Fault), name
+    config = faulty({"flaky": f.Slow(), "*": f.Drift()})
+    assert config.fault_for("flaky") == f.Slow()
+    assert config.fault_for("other") == f.Drift()
+    with pytest.raises(TypeError):
+        config.faults["x"] = f.Slow()  # type: ignore[index]
+    with pytest.raises(ValueError, match="website id"):
+        faulty({"../x": f.Slow()})
+    with pytest.raises(ValueError, match="Fault"):
+        faulty({"x": "slow"})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="status"):
+        f.ErrorStatus(status=200)
+    with pytest.raises(ValueError, match="times"):
+        f.Slow(times=-1)
+
+
+async def test_a_fault_acts_on_its_requests_of_its_website_only() -> None:
+    app = create_app(faulty({"flaky": f.ErrorStatus(status=503, times=2, after=1), "*": f.Slow(delay=0)}))
+    async with httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=app), base_url="http://sandbox.test", headers=AUTH
+    ) as client:
+        statuses = [(await client.get(sessions_of("flaky"), params=WEEK)).status_code for _ in range(4)]
+        assert statuses == [200, 503, 503, 200]
+        assert (await client.get(f"{sessions_of('flaky')}/sess_20250312_0_abcd/activity")).status_code == 404
+        assert (await client.get(sessions_of("steady"), params=WEEK)).status_code == 200
+        assert (await client.get(sessions_of("flaky"), headers={"Authorization": "Bearer no"})).status_code == 401
+    record = traffic(app)
+    assert record.requests("flaky") == 6  # both routes, counted on arrival, auth failures too
+    assert [h.status for h in record.site("flaky").hits] == [200, 503, 503, 200, 404, 401]
+    assert [h.route for h in record.site("flaky").hits][-2:] == ["activity", "sessions"]
+    assert len(record.site("flaky").served) == 200  # the two answered pages
+    assert record.requests("steady") == 1
+    assert record.requests("never") == 0
+
+
+async def test_error_status_bodies_and_retry_after_forms() -> None:
+    config = faulty({
+        "plain": f.ErrorStatus(status=429),
+        "seconds": f.ErrorStatus(status=429, retry_after=1.2),
+        "date": f.ErrorStatus(status=503, retry_after=1, http_date=True),
+        "echo": f.ErrorStatus(status=500, echo_auth=True),
+    })  # fmt: skip
+    async with sandbox(config) as client:
+        plain = await client.get(sessions_of("plain"))
+        assert_error(plain, 429, "Rate limit exceeded")
+        assert "retry-after" not in plain.headers
+        before = time.time()
+        seconds = await client.get(sessions_of("seconds"))
+        assert_error(seconds, 429)
+        assert seconds.headers["retry-after"] == "2"  # whole seconds, rounded up
+        dated = await client.get(sessions_of("date"))
+        assert_error(dated, 503, "Internal server error")
+        when = email.utils.parsedate_to_datetime(dated.headers["retry-after"]).timestamp()
+        assert before + 1 <= when <= time.time() + 2
+        echo = await client.get(sessions_of("echo"))
+        assert_error(echo, 500, f"Bearer {DEMO_API_KEY}")
+
+
+async def test_bodies_that_break_a_client() -> None:
+    config = faulty({"proxy": f.ProxyPage(status=504, echo_auth=True), "cut": f.Truncated(keep=0.3),
+                     "shape": f.WrongShape()})  # fmt: skip
+    async with sandbox(config) as client:
+        page = await client.get(sessions_of("proxy"))
+        assert page.status_code == 504
+        assert page.headers["content-type"].startswith("text/html")
+        assert "<h1>504 Gateway Time-out</h1>" in page.text
+        assert DEMO_API_KEY in page.text
+        whole = await client.get(SESSIONS, params=WEEK)
+        cut = await client.get(sessions_of("cut"), params=WEEK)
+        assert cut.status_code == 200
+        assert int(cut.headers["content-length"]) == len(cut.content) < len(whole.content)
+        with pytest.raises(json.JSONDecodeError):
+            cut.json()
+        shape = await get_json(client, sessions_of("shape"), **WEEK)
+        assert set(shape) == {"results", "count"}
+        assert shape["count"] == len(shape["results"]) == 100
+        activity = await get_json(client, f"{sessions_of('shape')}/{shape['results'][0]['id']}/activity")
+        assert set(activity) == {"results", "count"}
+
+
+async def test_slow_answers_come_late() -> None:
+    async with sandbox(faulty({"slow": f.Slow(delay=0.3, after=1)})) as client:
+        started = time.monotonic()
+        await get_json(client, sessions_of("slow"), **WEEK)
+        quick = time.monotonic() - started
+        await get_json(client, sessions_of("slow"), **WEEK)
+        assert quick < 0.3 <= time.monotonic() - started - quick
+
+
+def test_a_dropped_connection_breaks_off_mid_body() -> None:
+    with serve_in_thread(faulty({"drop": f.Drop(keep_bytes=40, times=1)})) as served:
+        url = f"{served.url}{sessions_of('drop')}"
+        with pytest.raises(httpx2.RemoteProtocolError):
+            httpx2.get(url, headers=AUTH, params=WEEK)
+        assert httpx2.get(url, headers=AUTH, params=WEEK).status_code == 200
+        assert [h.status for h in traffic(served.app).site("drop").hits] == [200, 200]
+
+
+async def test_schema_drift_varies_per_session_and_is_fixed_per_id() -> None:
+    async with sandbox(faulty({})) as client:
+        plain = (await get_json(client, sessions_of("drifting"), timeframe="last7days", limit=1000))["sessions"]
+    async with sandbox(faulty({"drifting": f.Drift(echo_auth=True)})) as client:
+        drifted = (await get_json(client, sessions_of("drifting"), timeframe="last7days", limit=1000))["sessions"]
+    variants: Counter[str] = Counter()
+    for original, s in zip(plain, drifted, strict=True):
+        variant = f.drift_variant(original["id"])
+        variants[variant] += 1
+        if variant == "no_id":
+            assert s["id"] is None
+            continue
+        assert s["id"] == original["id"]
+        if variant == "documented":
+            assert s == original
+        elif variant == "snake_case":
+            assert {"visitor_id", "started_at", "page_views"} <= s.keys()
+            assert s["duration"] == seconds(original["duration"])
+        elif variant == "unit_durations":
+            assert re.fullmatch(r"(\d+h)?(\d+m)?(\d+s)?", s["duration"])
+            assert isinstance(s["pageViews"], str)
+            assert isinstance(s["events"], float)
+        elif variant == "extra_keys":
+            assert {"engagement", "tags", "isBot", "debug"} <= s.keys()
+            assert DEMO_API_KEY in s["debug"]
+        elif variant == "nulls":
+            assert s["browser"] is s["fields"] is s["duration"] is None
+        elif variant == "missing":
+            assert not {"visitorId", "country", "duration", "fields"} & s.keys()
+        elif variant == "retyped":
+            assert s["country"] == [original["country"]]
+    assert set(variants) == set(f.DRIFT_VARIANTS)
+    assert f.drift_variant("sess_x") == f.drift_variant("sess_x")
+
+
+def week_total(site: str) -> int:
+    start, end = resolve_window("last7days", None, None, ISTANBUL, NOW)
+    return Window(Site(0, site, 50), start, end, NOW).total
+
+
+async def test_paging_faults() -> None:
+    config = faulty({
+        "empty": f.EmptyPages(hide_total=True),
+        "lying": f.LyingHasMore(),
+        "shrinking": f.ShiftingTotal(step=-100),
+        "growing": f.ShiftingTotal(step=100, start=0.5),
+        "busy": f.HeadInserts(per_request=3),
+    })  # fmt: skip
+    async with sandbox(config) as client:
+        first = await get_json(client, sessions_of("empty"), **WEEK)
+        later = await get_json(client, sessions_of("empty"), **WEEK, offset=100)
+        assert len(first["sessions"]) == 100
+        assert later["sessions"] == []
+        assert later["pagination"]["hasMore"] is True
+        assert "total" not in later["pagination"]
+
+        total = week_total("lying")
+        beyond = await get_json(client, sessions_of("lying"), **WEEK, offset=total)
+        assert beyond["sessions"] == []
+        assert beyond["pagination"]["hasMore"] is True
+        assert beyond["pagination"]["total"] == total
+
+        total = week_total("shrinking")
+        totals = [(await get_json(client, sessions_of("shrinking"), **WEEK))["pagination"]["total"] for _ in range(3)]
+        assert totals == [total, total - 100, total - 200]
+        tail = await get_json(client, sessions_of("shrinking"), **WEEK, offset=total - 350)
+        assert tail["pagination"]["total"] == total - 300
+        assert len(tail["sessions"]) == 50  # the oldest 300 are gone
+
+        total = week_total("growing")
+        totals = [(await get_json(client, sessions_of("growing"), **WEEK))["pagination"]["total"] for _ in range(2)]
+        assert totals == [round(total / 2), round(total / 2) + 100]
+
+        total = week_total("busy")
+        pages = [await get_json(client, sessions_of("busy"), **WEEK, offset=o) for o in (0, 100)]
+        assert [p["pagination"]["total"] for p in pages] == [total + 3, total + 6]
+        first_ids = [s["id"] for s in pages[0]["sessions"]]
+        second_ids = [s["id"] for s in pages[1]["sessions"]]
+        assert second_ids[:3] == first_ids[-3:]  # three more new sessions pushed these onto the next page
+        starts = [datetime.fromisoformat(s["startedAt"]) for s in pages[0]["sessions"]]
+        assert starts == sorted(starts, reverse=True)
+        assert starts[0] <= NOW
+        plain = await all_sessions(client, timeframe="last7days")  # another site: ids never collide
+        assert not set(first_ids[:3]) & {s["id"] for s in plain}

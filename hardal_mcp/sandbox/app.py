@@ -8,9 +8,11 @@ import hmac
 import json
 import math
 import re
+import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -403,3 +405,37 @@ def serve(host: str = "127.0.0.1", port: int = 8787, config: SandboxConfig = _DE
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
     uvicorn.run(create_app(config), host=host, port=port, log_config=log_config)
+
+
+@dataclass(frozen=True)
+class Running:
+    """A sandbox served by :func:`serve_in_thread`."""
+
+    url: str
+    app: Starlette
+
+
+@contextmanager
+def serve_in_thread(config: SandboxConfig = _DEFAULT_CONFIG, host: str = "127.0.0.1") -> Iterator[Running]:
+    """Serve the sandbox with uvicorn on a free port, in a thread of this process, until the block ends.
+
+    For tests and benchmarks that need a real socket (timeouts, dropped connections) and still want to read
+    :func:`traffic`. uvicorn logs only critical messages and leaves the logging configuration alone."""
+    app = create_app(config)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=0, log_config=None, log_level="critical", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, name="hardal-sandbox", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("the sandbox did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield Running(f"http://{host}:{port}", app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
