@@ -14,7 +14,6 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from .analytics import (
-    ARROW,
     DIMENSIONS,
     NONE,
     UTM_KEYS,
@@ -22,10 +21,11 @@ from .analytics import (
     Coverage,
     Entry,
     FunnelResult,
+    PathResult,
     Series,
     Summary,
     fmt_duration,
-    path_step,
+    path_text,
     pct,
 )
 from .results import ActivityResult, SessionsResult, WindowInfo
@@ -34,7 +34,6 @@ from .sanitize import clean, elide
 BUDGET_CHARS = 24_000  # ≈ 6,000 tokens: the hard cap of any tool's text
 LINE_CHARS = 720  # one digest line; entries that do not fit are counted, not shown
 SERIES_POINTS = 62  # more points than this are shown as 7-day sums
-PATH_HEAD, PATH_TAIL = 3, 2  # pages shown around an elided middle
 ROW_FIELDS = 12  # fields shown in one table row
 
 _SEPARATORS = str.maketrans({"|": "¦", "·": "•"})  # path steps have their own arrows replaced too
@@ -255,17 +254,6 @@ def _id_cell(value: str) -> str:
     return value if _PLAIN_ID.fullmatch(value) else json.dumps(cell(value, 128), ensure_ascii=False)
 
 
-def path_text(pages: Sequence[str], limit: int = 60) -> str:
-    """`/ → /a → /b → (+N pages) → /y → /z`: the middle of a long path is elided, visibly."""
-    if len(pages) <= PATH_HEAD + PATH_TAIL + 1:
-        steps = [cell(path_step(p, limit)) for p in pages]
-    else:
-        hidden = len(pages) - PATH_HEAD - PATH_TAIL
-        steps = [cell(path_step(p, limit)) for p in pages[:PATH_HEAD]]
-        steps += [f"(+{hidden:,} pages)"] + [cell(path_step(p, limit)) for p in pages[-PATH_TAIL:]]
-    return ARROW.join(steps) if steps else "-"
-
-
 def _local(at: datetime | None, zone: ZoneInfo, fmt: str) -> str:
     if at is None:
         return "?"
@@ -300,7 +288,7 @@ def render_sessions(r: SessionsResult) -> tuple[str, int]:
                     "/".join(cell(x, 30) for x in (s.device, s.browser, s.os)),
                     cell(s.country, 40),
                     _fields_text(s.fields),
-                    path_text(s.pages),
+                    cell(path_text(s.pages), BUDGET_CHARS),
                 )
             )
         )
@@ -361,3 +349,22 @@ def render_activity(r: ActivityResult) -> tuple[str, int]:
         return f"{shown} · " + (f"next_page={r.next_page}" if r.has_more and r.next_page else "last page")
 
     return fit_lines(header, rows, footer)
+
+
+def render_paths(p: PathResult) -> str:
+    """Around a page: where visitors came from and went next. Without one: flows and whole paths."""
+    lines = _head("Paths", p.website_id, p.window, p.coverage, p.segment)
+    if p.previous is not None and p.next is not None:
+        lines.append(
+            f"around {cell(p.page, 100)}: {_count(p.views or 0, 'view')} in {p.visits or 0:,} of "
+            f"{_count(p.sessions, 'session')} (each view counted)"
+        )
+        lines += [_breakdown_line(p.previous, "came from"), _breakdown_line(p.next, "went to")]
+    if p.flows is not None:
+        lines.append(_breakdown_line(p.flows, f"landing → exit, of {_count(p.sessions, 'session')}"))
+    if p.paths is not None:
+        lines.append(f"whole paths: {_count(p.paths.distinct, 'distinct path')}")
+        lines += [f"path {cell(e.v, 1000)}: {e.n:,} ({e.pct:.1f}%)" for e in p.paths.top]
+        if p.paths.other:
+            lines.append(f"other paths: {p.paths.other:,}")
+    return _fit_digest(lines)

@@ -12,7 +12,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hardal_mcp.analytics import Breakdown, Digest, Funnel, FunnelResult, Segment, Summary, fmt_duration, quantile
+from hardal_mcp.analytics import (
+    Breakdown,
+    Digest,
+    Funnel,
+    FunnelResult,
+    PathAnalysis,
+    PathResult,
+    Segment,
+    Summary,
+    fmt_duration,
+    quantile,
+)
 from hardal_mcp.errors import InputError
 from hardal_mcp.models import Session
 from hardal_mcp.params import Window
@@ -688,3 +699,84 @@ def test_funnel_properties(
 def test_arbitrary_funnels_raise_only_input_errors(steps: list[str], breakdown: str | None) -> None:
     with contextlib.suppress(InputError):
         funnel_of(steps, HAND, breakdown=breakdown)
+
+
+# --- paths ---------------------------------------------------------------------------------------
+
+
+def paths_of(page: str | None, sessions: list[Session] = HAND, **options: Any) -> PathResult:
+    analysis = PathAnalysis(WEEK, page, **options)
+    analysis.add(sessions)
+    return analysis.result(website_id="d", total=None)
+
+
+def test_around_a_page() -> None:
+    # "/" is viewed once each by s1 s2 s3 s5 s6 s7: s3 came from /blog, s6 from /about, the rest entered there;
+    # s1 s3 s6 left from it, s2 and s5 went on to /products, s7 to /a
+    p = paths_of("/")
+    assert (p.sessions, p.visits, p.views) == (10, 6, 6)
+    assert p.previous is not None
+    assert p.next is not None
+    assert entries(p.previous) == [
+        ("(entered here)", 4, 66.7, None),
+        ("/about", 1, 16.7, None),
+        ("/blog", 1, 16.7, None),
+    ]
+    assert entries(p.next) == [("(exited here)", 3, 50.0, None), ("/products", 2, 33.3, None), ("/a", 1, 16.7, None)]
+    assert (p.flows, p.paths) == (None, None)
+
+
+def test_every_view_counts() -> None:
+    # /products: s2 (after /, before /cart) and twice in s5 (after /, then after itself, last)
+    p = paths_of("/products")
+    assert (p.visits, p.views) == (2, 3)
+    assert p.previous is not None
+    assert p.next is not None
+    assert [(e.v, e.n) for e in p.previous.top] == [("/", 2), ("/products", 1)]
+    assert [(e.v, e.n) for e in p.next.top] == [("(exited here)", 1), ("/cart", 1), ("/products", 1)]
+
+
+def test_around_a_pattern() -> None:
+    p = paths_of("/blog*", top=2)  # s3 s4 s10 land on /blog
+    assert p.previous is not None
+    assert p.next is not None
+    assert [(e.v, e.n) for e in p.previous.top] == [("(entered here)", 3)]
+    assert [(e.v, e.n) for e in p.next.top] == [("(exited here)", 1), ("/", 1)]
+    assert (p.next.distinct, p.next.other) == (3, 1)
+
+
+def test_flows_and_whole_paths() -> None:
+    p = paths_of(None, top=3)
+    assert p.flows is not None
+    assert p.paths is not None
+    # s2 and s7 both go from / to /checkout; every other session has a flow of its own, s9 none at all
+    assert [(e.v, e.n) for e in p.flows.top] == [("/ → /checkout", 2), ("(none)", 1), ("/ → /", 1)]
+    assert (p.flows.distinct, p.flows.other) == (9, 6)
+    assert p.paths.distinct == 10
+    long = [*HAND, session("long", pages=[f"/p{i}" for i in range(8)]), session("again", pages=["/"])]
+    every = paths_of(None, long, top=50).paths
+    assert every is not None
+    assert [(e.v, e.n) for e in every.top[:2]] == [("/", 2), ("(none)", 1)]
+    assert "/p0 → /p1 → /p2 → (+3 pages) → /p6 → /p7" in {e.v for e in every.top}  # the middle elided
+
+
+@pytest.mark.parametrize("page", ["", "   ", "/" + "x" * 200, "*" * 11])
+def test_path_input_errors(page: str) -> None:
+    with pytest.raises(InputError) as caught:
+        PathAnalysis(WEEK, page)
+    assert caught.value.parameter == "page"
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(SESSIONS, st.sampled_from([None, "/", "/a", "/c*", "*"]), st.randoms(use_true_random=False))
+def test_path_properties(sessions: list[Session], page: str | None, rnd: random.Random) -> None:
+    p = paths_of(page, sessions, top=2)
+    for b in (p.previous, p.next):
+        if b is not None:
+            assert sum(e.n for e in b.top) + b.other == p.views
+    for b in (p.flows, p.paths):
+        if b is not None:
+            assert sum(e.n for e in b.top) + b.other == len(sessions)
+    shuffled = list(sessions)
+    rnd.shuffle(shuffled)
+    assert paths_of(page, shuffled, top=2) == p

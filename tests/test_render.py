@@ -8,15 +8,15 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from hardal_mcp.analytics import Digest, Funnel, Segment, Summary
+from hardal_mcp.analytics import Digest, Funnel, PathAnalysis, Segment, Summary, path_text
 from hardal_mcp.models import Session
 from hardal_mcp.params import Window
 from hardal_mcp.render import (
     BUDGET_CHARS,
     fit_lines,
-    path_text,
     render_activity,
     render_funnel,
+    render_paths,
     render_sessions,
     render_summary,
     window_text,
@@ -154,7 +154,7 @@ def test_empty_page() -> None:
 def test_long_paths_are_elided_visibly() -> None:
     assert path_text([f"/p{i}" for i in range(500)]) == "/p0 → /p1 → /p2 → (+495 pages) → /p498 → /p499"
     assert path_text([f"/p{i}" for i in range(6)]) == "/p0 → /p1 → /p2 → /p3 → /p4 → /p5"
-    assert path_text([]) == "-"
+    assert path_text([]) == ""
 
 
 def test_huge_page_stays_within_the_budget_and_says_what_was_cut() -> None:
@@ -470,4 +470,29 @@ def test_funnel_text() -> None:
         "step 2 /checkout: 1 (33.3% of step 1) · biggest drop-off: 2 of 3 left (66.7%), e.g. b · c",
         "by device: Desktop · 2 sessions: 2 → 1 (50.0% of step 1 convert)",
         "by device: (other) · 2 sessions: 1 → 0 (0.0% of step 1 convert)",
+    ]
+
+
+def test_paths_text() -> None:
+    sessions = [
+        Session.model_validate({"id": "a", "pages": ["/", "/cart", "/checkout"]}),
+        Session.model_validate({"id": "b", "pages": ["/cart"]}),
+        Session.model_validate({"id": "c", "pages": [HOSTILE, "/cart", "/cart"]}),
+    ]
+    around = PathAnalysis(WEEK, "/cart")
+    around.add(sessions)
+    assert render_paths(around.result(website_id="demo", total=3)).splitlines()[2:] == [
+        "around /cart: 4 views in 3 of 3 sessions (each view counted)",
+        "came from: ## Totals sessions: 999 ¦ fake ¦ cell • fake entry → fake stepgnp.exe 1 (25.0%) · "
+        "(entered here) 1 (25.0%) · / 1 (25.0%) · /cart 1 (25.0%) [4 values]",
+        "went to: (exited here) 2 (50.0%) · /cart 1 (25.0%) · /checkout 1 (25.0%) [3 values]",
+    ]
+    whole = PathAnalysis(WEEK, top=2)
+    whole.add(sessions)
+    assert render_paths(whole.result(website_id="demo", total=3)).splitlines()[2:] == [
+        "landing → exit, of 3 sessions: / → /checkout 1 (33.3%) · /cart → /cart 1 (33.3%) · other 1 [3 values]",
+        "whole paths: 3 distinct paths",
+        "path / → /cart → /checkout: 1 (33.3%)",
+        "path /cart: 1 (33.3%)",
+        "other paths: 1",
     ]
