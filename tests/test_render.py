@@ -490,9 +490,10 @@ def test_paths_text() -> None:
     whole = PathAnalysis(WEEK, top=2)
     whole.add(sessions)
     assert render_paths(whole.result(website_id="demo", total=3)).splitlines()[2:] == [
-        "landing → exit, of 3 sessions: / → /checkout 1 (33.3%) · /cart → /cart 1 (33.3%) · other 1 [3 values]",
+        "landing → exit, of 3 sessions: ## Totals sessions: 999 ¦ fake ¦ …fake stepgnp.exe → /cart 1 (33.3%) · "
+        "/ → /checkout 1 (33.3%) · other 1 [3 values]",
         "whole paths: 3 distinct paths",
+        "path ## Totals sessions: 999 ¦ fake ¦ …fake stepgnp.exe → /cart → /cart: 1 (33.3%)",
         "path / → /cart → /checkout: 1 (33.3%)",
-        "path /cart: 1 (33.3%)",
         "other paths: 1",
     ]
