@@ -16,8 +16,11 @@ from zoneinfo import ZoneInfo
 from .analytics import (
     DIMENSIONS,
     NONE,
+    RATES,
     UTM_KEYS,
     Breakdown,
+    Change,
+    Comparison,
     Coverage,
     Entry,
     FunnelResult,
@@ -166,8 +169,9 @@ def render_summary(s: Summary) -> str:
         lines.append(f"duration: {known}" + (f" · {d.unknown:,} without a duration" if d.unknown else ""))
     else:
         lines.append(f"duration: unknown for all {_count(d.unknown, 'session')}")
-    # A field key is visitor-typed too: a fixed word before it keeps it from posing as a section.
-    lines += [_breakdown_line(b, None if b.key in DIMENSIONS else f"field {cell(b.key, 40)}") for b in s.breakdowns]
+    lines += [
+        _breakdown_line(b, _field_label(b.key) if i >= len(DIMENSIONS) else None) for i, b in enumerate(s.breakdowns)
+    ]
     if s.other_fields:
         lines.append(f"other field keys: {', '.join(cell(k, 40) for k in s.other_fields)}")
     labels = {"viewed": "most viewed (page views)", "path": "paths (first 3 pages)"}
@@ -175,6 +179,11 @@ def render_summary(s: Summary) -> str:
     lines += _series_lines(s.series, s.window.timezone)
     lines += [f"example {cell(e.id, 128)}: {cell(e.why, 200)}" for e in s.examples]
     return _fit_digest(lines)
+
+
+def _field_label(key: str) -> str:
+    """A field key is visitor-typed too: a fixed word before it keeps it from posing as a section."""
+    return f"field {cell(key, 40)}"
 
 
 def _head(title: str, website_id: str, window: WindowInfo, cov: Coverage, segment: str | None) -> list[str]:
@@ -367,4 +376,54 @@ def render_paths(p: PathResult) -> str:
         lines += [f"path {cell(e.v, 1000)}: {e.n:,} ({e.pct:.1f}%)" for e in p.paths.top]
         if p.paths.other:
             lines.append(f"other paths: {p.paths.other:,}")
+    return _fit_digest(lines)
+
+
+_SECONDS = ("duration_mean", "duration_median", "duration_p90")
+
+
+def _signed(value: float, text: str) -> str:
+    return f"{'+' if value >= 0 else '−'}{text}"
+
+
+def _change_text(c: Change) -> str:
+    """`sessions 10,234 vs 9,876 (+358, +3.6%)`; rates change in points, durations in time."""
+    label = c.name.replace("_pct", " rate").replace("_", " ")
+    if c.now is None or c.before is None or c.delta is None:
+        return f"{label} {'?' if c.now is None else c.now:,} vs {'?' if c.before is None else c.before:,}"
+    relative = "" if c.delta_pct is None else f", {_signed(c.delta_pct, f'{abs(c.delta_pct):.1f}%')}"
+    if c.name in _SECONDS:
+        change = _signed(c.delta, fmt_duration(abs(c.delta)))
+        return f"{label} {fmt_duration(c.now)} vs {fmt_duration(c.before)} ({change}{relative})"
+    if c.name.endswith("_pct"):
+        return f"{label} {c.now:.1f}% vs {c.before:.1f}% ({_signed(c.delta, f'{abs(c.delta):.1f} pts')})"
+    if c.name in RATES:
+        return f"{label} {c.now:.2f} vs {c.before:.2f} ({_signed(c.delta, f'{abs(c.delta):.2f}')}{relative})"
+    return f"{label} {c.now:,} vs {c.before:,} ({_signed(c.delta, f'{abs(c.delta):,}')}{relative})"
+
+
+def render_comparison(c: Comparison) -> str:
+    """Every total against the previous period, then per breakdown the values that moved most."""
+    lines = [
+        f"Comparison of {cell(c.website_id, 80)} · now {window_text(c.current)} · before {window_text(c.previous)}",
+        "complete: both periods read in full" if c.complete else "PARTIAL: not every session of both periods read",
+    ]
+    lines += [f"note: {clean(n, 600)}" for n in c.notes]
+    if c.segment is not None:
+        lines.append(f"segment: {clean(c.segment, 600)}")
+    groups = [c.totals[:4], c.totals[4:9], c.totals[9:]]  # visitors · activity and bounce · durations
+    lines += ["totals: " + " · ".join(map(_change_text, group)) for group in groups if group]
+    for i, b in enumerate(c.breakdowns + c.pages):
+        parts = [
+            f"{cell(m.v, 100)} {_signed(m.delta, f'{abs(m.delta):,}')} ({m.now:,} vs {m.before:,}, "
+            f"share {_signed(m.share_delta, f'{abs(m.share_delta):.1f}')} pts)"
+            for m in b.movers
+        ]
+        drivers = [
+            f"{cell(m.v, 100)} {_signed(m.bounce_effect or 0, f'{abs(m.bounce_effect or 0):.1f}')} pts"
+            for m in b.bounce_drivers
+        ]
+        label = b.key if i < len(DIMENSIONS) or i >= len(c.breakdowns) else _field_label(b.key)
+        text = " · ".join(parts) or "no exact change among the listed values"
+        lines.append(f"{label}: {text}" + (f" · bounce-rate change from: {' · '.join(drivers)}" if drivers else ""))
     return _fit_digest(lines)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from hardal_mcp.analytics import (
     Breakdown,
+    Comparison,
     Digest,
     Funnel,
     FunnelResult,
@@ -21,6 +22,7 @@ from hardal_mcp.analytics import (
     PathResult,
     Segment,
     Summary,
+    compare,
     fmt_duration,
     quantile,
 )
@@ -780,3 +782,106 @@ def test_path_properties(sessions: list[Session], page: str | None, rnd: random.
     shuffled = list(sessions)
     rnd.shuffle(shuffled)
     assert paths_of(page, shuffled, top=2) == p
+
+
+# --- comparison ----------------------------------------------------------------------------------
+
+
+def summary_of(sessions: list[Session], window: Window = WEEK, top: int = 50, **options: Any) -> Summary:
+    digest = Digest(window, top=top, **options)
+    digest.add(sessions)
+    return digest.summary(website_id="d", total=len(sessions))
+
+
+def test_compare_totals() -> None:
+    # before: s1..s5: 5 sessions, visitors v1-v4 (v1 twice), 11 page views, 21 events, bounces s1 s4,
+    # durations 0 30 60 120 300 (mean 102, median 60, p90 = 120 + 0.6 * 180 = 228)
+    c = compare(summary_of(HAND), summary_of(HAND[:5], WEEK.previous()))
+    assert c.previous.start == "2026-11-13"
+    assert c.previous.end == "2026-11-19"
+    assert c.complete
+    assert c.notes == []
+    assert [(t.name, t.now, t.before, t.delta, t.delta_pct) for t in c.totals] == [
+        ("sessions", 10, 5, 5, 100.0),
+        ("visitors", 7, 4, 3, 75.0),
+        ("returning", 2, 1, 1, 100.0),
+        ("returning_pct", 28.6, 25.0, 3.6, 14.4),
+        ("page_views", 22, 11, 11, 100.0),
+        ("events", 45, 21, 24, 114.3),
+        ("bounces", 4, 2, 2, 100.0),
+        ("bounce_pct", 40.0, 40.0, 0.0, 0.0),
+        ("pages_per_session", 2.2, 2.2, 0.0, 0.0),
+        ("duration_mean", 140.0, 102.0, 38.0, 37.3),
+        ("duration_median", 60.0, 60.0, 0.0, 0.0),
+        ("duration_p90", 360.0, 228.0, 132.0, 57.9),
+    ]
+
+
+def movers(c: Comparison, key: str) -> tuple[list[tuple[str, int, int, int, float]], list[tuple[str, float | None]]]:
+    b = next(b for b in c.breakdowns + c.pages if b.key == key)
+    return [(m.v, m.now, m.before, m.delta, m.share_delta) for m in b.movers], [
+        (m.v, m.bounce_effect) for m in b.bounce_drivers
+    ]
+
+
+def test_compare_breakdowns() -> None:
+    c = compare(summary_of(HAND), summary_of(HAND[:5], WEEK.previous()))
+    # devices before: Desktop s1 s2 s5 (bounce s1), Mobile s3 s4 (bounce s4), no Tablet; all listed, so
+    # Tablet's 0 is exact. Each group's bounces / all sessions is unchanged: no bounce driver.
+    assert movers(c, "device") == (
+        [("Desktop", 5, 3, 2, -10.0), ("Mobile", 4, 2, 2, 0.0), ("Tablet", 1, 0, 1, 10.0)],
+        [],
+    )
+    # countries before: Turkey s1 s2 (bounce s1), Germany s3 s4 (bounce s4), United States s5
+    # bounce effect = bounces now / 10 - bounces before / 5: Germany 1/10 - 1/5, France 1/10 - 0
+    assert movers(c, "country") == (
+        [("Turkey", 4, 2, 2, 0.0), ("(none)", 1, 0, 1, 10.0), ("France", 1, 0, 1, 10.0)],
+        [("France", 10.0), ("Germany", -10.0)],
+    )
+    assert [b.key for b in c.breakdowns] == [
+        "country",
+        "device",
+        "browser",
+        "os",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+    ]
+    assert [b.key for b in c.pages] == ["landing", "exit"]
+
+
+def test_compare_skips_values_hidden_in_other() -> None:
+    # top 3 now: Turkey 4, Germany 3, (none) 1 (France and United States in `other`);
+    # before: Turkey 2, Germany 2, United States 1 (nothing in `other`, so (none) had 0)
+    c = compare(summary_of(HAND, top=3), summary_of(HAND[:5], WEEK.previous(), top=3))
+    assert movers(c, "country")[0] == [("Turkey", 4, 2, 2, 0.0), ("(none)", 1, 0, 1, 10.0), ("Germany", 3, 2, 1, -10.0)]
+
+
+def test_compare_a_field_new_this_period() -> None:
+    now = [session("a", fields={"plan": "pro"}), session("b", fields={"plan": "free"}), session("c")]
+    before = [session("x"), session("y")]
+    c = compare(summary_of(now), summary_of(before, WEEK.previous()))
+    # every session before had no plan; equal changes in sessions rank by the change of share
+    assert movers(c, "plan")[0] == [("(none)", 1, 2, -1, -66.7), ("free", 1, 0, 1, 33.3), ("pro", 1, 0, 1, 33.3)]
+
+
+def test_compare_notes() -> None:
+    partial = Digest(WEEK.previous(), segment=Segment(bounced=True))
+    partial.add(HAND[:3])
+    before = partial.summary(website_id="d", total=50, partial_reason="max_sessions=3 reached")
+    c = compare(summary_of(HAND, Window("custom", date(2026, 11, 20), date(2026, 11, 25), "Europe/Istanbul")), before)
+    assert not c.complete
+    assert c.notes == [
+        "before: Covers 3 of 50 sessions: max_sessions=3 reached.",
+        "the two periods were read with different segments",
+        "the periods differ in length (6 vs 7 days)",
+    ]
+
+
+@settings(max_examples=50, suppress_health_check=[HealthCheck.too_slow])
+@given(SESSIONS)
+def test_comparing_a_period_with_itself_shows_no_change(sessions: list[Session]) -> None:
+    s = summary_of(sessions, top=3)
+    c = compare(s, s)
+    assert all(t.delta in (0, None) for t in c.totals)
+    assert all(b.movers == [] and b.bounce_drivers == [] for b in c.breakdowns + c.pages)

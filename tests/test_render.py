@@ -8,13 +8,14 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from hardal_mcp.analytics import Digest, Funnel, PathAnalysis, Segment, Summary, path_text
+from hardal_mcp.analytics import Digest, Funnel, PathAnalysis, Segment, Summary, compare, path_text
 from hardal_mcp.models import Session
 from hardal_mcp.params import Window
 from hardal_mcp.render import (
     BUDGET_CHARS,
     fit_lines,
     render_activity,
+    render_comparison,
     render_funnel,
     render_paths,
     render_sessions,
@@ -497,3 +498,26 @@ def test_paths_text() -> None:
         "path / → /cart → /checkout: 1 (33.3%)",
         "other paths: 1",
     ]
+
+
+def test_comparison_text() -> None:
+    now = [Session.model_validate({"id": f"n{i}", "device": "Mobile" if i % 2 else "Desktop", "pageViews": i % 3,
+                                   "duration": 60 + i}) for i in range(12)]  # fmt: skip
+    before = [Session.model_validate({"id": f"b{i}", "device": "Desktop", "pageViews": 2, "duration": 50})
+              for i in range(8)]  # fmt: skip
+    c = compare(summary_of(now, top=5), summary_of(before, WEEK.previous(), top=5))
+    lines = render_comparison(c).splitlines()
+    assert lines[0] == (
+        "Comparison of demo · now last7days: 2026-11-20 → 2026-11-26 (Europe/Istanbul, 7 days) · "
+        "before 2026-11-13 → 2026-11-19 (Europe/Istanbul, 7 days)"
+    )
+    assert lines[1] == "complete: both periods read in full"
+    assert lines[2].startswith("totals: sessions 12 vs 8 (+4, +50.0%) · visitors 0 vs 0 (+0)")
+    # now: pageViews 0,1,2,0,…: 8 of 12 bounce; before none did
+    assert "bounce rate 66.7% vs 0.0% (+66.7 pts)" in lines[3]
+    assert lines[4].startswith("totals: duration mean 1m06s vs 50s (+16s, +31.0%)")  # 65.5 s vs 50 s
+    device = next(line for line in lines if line.startswith("device: "))
+    assert device == (
+        "device: Mobile +6 (6 vs 0, share +50.0 pts) · Desktop −2 (6 vs 8, share −50.0 pts) · "
+        "bounce-rate change from: Desktop +33.3 pts · Mobile +33.3 pts"
+    )
