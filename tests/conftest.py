@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -39,10 +40,12 @@ def sandbox_transport(config: SandboxConfig | None = None) -> httpx2.ASGITranspo
     return httpx2.ASGITransport(app=create_app(config or SandboxConfig(sessions_per_day=120)))
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[Client]:
-    """An MCP client talking in memory to hardal-mcp, which talks to the sandbox in process."""
-    server = build_server(make_settings(), transport=sandbox_transport())
+@asynccontextmanager
+async def connect(settings: Settings | None = None, config: SandboxConfig | None = None) -> AsyncIterator[Client]:
+    """An MCP client talking in memory to hardal-mcp, which talks to the sandbox in process.
+
+    A context manager, not a fixture: the client's task group must be entered and left in one task."""
+    server = build_server(settings or make_settings(), transport=sandbox_transport(config))
     async with Client(server) as mcp_client:
         yield mcp_client
 

@@ -12,7 +12,7 @@ from mcp.client.stdio import StdioServerParameters
 
 from hardal_mcp.server import build_server
 
-from .conftest import ROOT, WINDOW, Served, free_port, make_settings, sandbox_transport, spawn, stop
+from .conftest import ROOT, WINDOW, Served, connect, free_port, make_settings, sandbox_transport, spawn, stop
 
 TOOL_NAMES = {"list_sessions", "summarize_sessions", "get_session_activity"}
 
@@ -33,73 +33,90 @@ async def all_sessions(client: Client, **window: str) -> list[dict[str, Any]]:
     return sessions
 
 
-async def test_lists_three_read_only_tools(client: Client) -> None:
-    tools = (await client.list_tools()).tools
-    assert {t.name for t in tools} == TOOL_NAMES
-    for tool in tools:
-        assert tool.annotations is not None
-        assert tool.annotations.read_only_hint is True
-        assert tool.annotations.idempotent_hint is True
-        assert tool.output_schema is not None
-        assert tool.description
-        for name, prop in tool.input_schema["properties"].items():
-            assert prop.get("description"), f"{tool.name}.{name} has no description"
+async def test_lists_three_read_only_tools() -> None:
+    async with connect() as client:
+        tools = (await client.list_tools()).tools
+        assert {t.name for t in tools} == TOOL_NAMES
+        for tool in tools:
+            assert tool.annotations is not None
+            assert tool.annotations.read_only_hint is True
+            assert tool.annotations.idempotent_hint is True
+            assert tool.output_schema is not None
+            assert tool.description
+            for name, prop in tool.input_schema["properties"].items():
+                assert prop.get("description"), f"{tool.name}.{name} has no description"
 
 
-async def test_list_sessions_page_has_every_field_and_pagination(client: Client) -> None:
-    result = await client.call_tool("list_sessions", {**WINDOW, "limit": 5})
-    assert not result.is_error, text_of(result)
-    data = result.structured_content
-    assert data["window"] == {
-        "timeframe": "custom",
-        "start": WINDOW["start_date"],
-        "end": WINDOW["end_date"],
-        "timezone": "Europe/Istanbul",
-    }
-    assert data["page"]["returned"] == 5 == len(data["sessions"])
-    assert data["page"]["offset"] == 0
-    assert data["page"]["next_offset"] == 5
-    assert data["page"]["has_more"] is True
-    assert data["page"]["total"] > 100
-    first = data["sessions"][0]
-    for field in ("id", "visitor_id", "started_at", "duration_s", "page_views", "events", "pages", "device", "country"):
-        assert first[field] not in (None, ""), field
-    assert first["started_at"].endswith("+03:00")
-    text = text_of(result)
-    assert first["id"] in text
-    assert WINDOW["start_date"] in text and "Europe/Istanbul" in text
-    assert "next_offset=5" in text.replace(" ", "")
+async def test_list_sessions_page_has_every_field_and_pagination() -> None:
+    async with connect() as client:
+        result = await client.call_tool("list_sessions", {**WINDOW, "limit": 5})
+        assert not result.is_error, text_of(result)
+        data = result.structured_content
+        assert data["window"] == {
+            "timeframe": "custom",
+            "start": WINDOW["start_date"],
+            "end": WINDOW["end_date"],
+            "timezone": "Europe/Istanbul",
+        }
+        assert data["page"]["returned"] == 5 == len(data["sessions"])
+        assert data["page"]["offset"] == 0
+        assert data["page"]["next_offset"] == 5
+        assert data["page"]["has_more"] is True
+        assert data["page"]["total"] > 100
+        first = data["sessions"][0]
+        for field in (
+            "id",
+            "visitor_id",
+            "started_at",
+            "duration_s",
+            "page_views",
+            "events",
+            "pages",
+            "device",
+            "country",
+        ):
+            assert first[field] not in (None, ""), field
+        assert first["started_at"].endswith("+03:00")
+        text = text_of(result)
+        assert first["id"] in text
+        assert WINDOW["start_date"] in text
+        assert "Europe/Istanbul" in text
+        assert "next_offset=5" in text.replace(" ", "")
 
 
-async def test_paging_reaches_every_session_once(client: Client) -> None:
-    sessions = await all_sessions(client, **WINDOW)
-    ids = [s["id"] for s in sessions]
-    assert len(ids) == len(set(ids))
-    first = await client.call_tool("list_sessions", {**WINDOW, "limit": 1})
-    assert len(ids) == first.structured_content["page"]["total"]
-    starts = [s["started_at"] for s in sessions]
-    assert starts == sorted(starts, reverse=True)
+async def test_paging_reaches_every_session_once() -> None:
+    async with connect() as client:
+        sessions = await all_sessions(client, **WINDOW)
+        ids = [s["id"] for s in sessions]
+        assert len(ids) == len(set(ids))
+        first = await client.call_tool("list_sessions", {**WINDOW, "limit": 1})
+        assert len(ids) == first.structured_content["page"]["total"]
+        starts = [s["started_at"] for s in sessions]
+        assert starts == sorted(starts, reverse=True)
 
 
-async def test_session_activity_matches_the_session(client: Client) -> None:
-    listed = await client.call_tool("list_sessions", {**WINDOW, "limit": 50})
-    session = max(listed.structured_content["sessions"], key=lambda s: s["page_views"])
-    result = await client.call_tool("get_session_activity", {"session_id": session["id"]})
-    assert not result.is_error, text_of(result)
-    data = result.structured_content
-    assert data["session_id"] == session["id"]
-    assert data["total_events"] == session["events"]
-    views = [e["url"] for e in data["events"] if e["type"] == "pageview"]
-    assert views == session["pages"][: len(views)]
-    times = [e["at"] for e in data["events"]]
-    assert times == sorted(times)  # oldest first by default
-    assert session["pages"][0] in text_of(result)
+async def test_session_activity_matches_the_session() -> None:
+    async with connect() as client:
+        listed = await client.call_tool("list_sessions", {**WINDOW, "limit": 50})
+        session = max(listed.structured_content["sessions"], key=lambda s: s["page_views"])
+        result = await client.call_tool("get_session_activity", {"session_id": session["id"]})
+        assert not result.is_error, text_of(result)
+        data = result.structured_content
+        assert data["session_id"] == session["id"]
+        assert data["total_events"] == session["events"]
+        views = [e["url"] for e in data["events"] if e["type"] == "pageview"]
+        assert views == session["pages"][: len(views)]
+        times = [e["at"] for e in data["events"]]
+        assert times == sorted(times)  # oldest first by default
+        assert session["pages"][0] in text_of(result)
 
 
-async def test_unknown_session_is_an_actionable_error(client: Client) -> None:
-    result = await client.call_tool("get_session_activity", {"session_id": "sess_nope"})
-    assert result.is_error
-    assert "sess_nope" in text_of(result) and "404" in text_of(result)
+async def test_unknown_session_is_an_actionable_error() -> None:
+    async with connect() as client:
+        result = await client.call_tool("get_session_activity", {"session_id": "sess_nope"})
+        assert result.is_error
+        assert "sess_nope" in text_of(result)
+        assert "404" in text_of(result)
 
 
 @pytest.mark.parametrize(
@@ -116,10 +133,11 @@ async def test_unknown_session_is_an_actionable_error(client: Client) -> None:
         ({"offset": -1}, "offset"),
     ],
 )
-async def test_bad_arguments_name_the_parameter(client: Client, arguments: dict[str, Any], names: str) -> None:
-    result = await client.call_tool("list_sessions", arguments)
-    assert result.is_error
-    assert names in text_of(result)
+async def test_bad_arguments_name_the_parameter(arguments: dict[str, Any], names: str) -> None:
+    async with connect() as client:
+        result = await client.call_tool("list_sessions", arguments)
+        assert result.is_error
+        assert names in text_of(result)
 
 
 async def test_missing_key_does_not_crash_and_names_the_variable() -> None:
@@ -140,7 +158,8 @@ async def test_rejected_key_names_the_variable_and_never_echoes_it() -> None:
     async with Client(server) as client:
         result = await client.call_tool("list_sessions", {})
     assert result.is_error
-    assert "HARDAL_API_KEY" in text_of(result) and "401" in text_of(result)
+    assert "HARDAL_API_KEY" in text_of(result)
+    assert "401" in text_of(result)
     assert "wrong-key-4711" not in text_of(result)
 
 
