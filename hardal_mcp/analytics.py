@@ -1,8 +1,10 @@
 """Pure, streaming aggregation of the sessions of one window. No I/O.
 
-A scan is fed pages of parsed sessions as they arrive and keeps counters, never the sessions: per-session
-work is a handful of dict updates (≈1-2 µs), everything costly (sorting, folding, cleaning visitor-typed
-text) happens once in `summary()`, over distinct values rather than sessions.
+A scan is fed pages of parsed sessions as they arrive and keeps counters, never the sessions (but see
+`Scan` for a `returning` segment): per-session work is a few dict updates (≈3-4 µs for a digest), and
+everything costly (sorting, folding, cleaning visitor-typed text) happens once at the end, over distinct
+values rather than sessions. Digest, Funnel and PathAnalysis share that scan; `compare` works on two
+finished summaries.
 
 Definitions used throughout:
 - a session's page views are `page_views`, or the length of `pages` when upstream omits the count;
@@ -61,8 +63,8 @@ _ID_MIN_DISTINCT = 50  # ...and so are keys with mostly unique values, once ther
 
 class Entry(BaseModel):
     v: str = Field(description="Value; (none) = missing")
-    n: int = Field(description="Sessions (page views for `viewed`)")
-    pct: float = Field(description="Share of all sessions (of page views for `viewed`), %")
+    n: int = Field(description="Sessions; views in `viewed`, `previous`, `next`")
+    pct: float = Field(description="Share of the sessions (views) counted, %")
     bounces: int | None = None
     bounce_pct: float | None = None
 
@@ -499,7 +501,8 @@ class Segment(BaseModel):
 
 
 def _list_text(values: Values) -> str:
-    return ",".join(elide(_label(v), 40) for v in _as_list(values)[:10]) + ("…" if len(_as_list(values)) > 10 else "")
+    items = _as_list(values)
+    return ",".join(elide(_label(v), 40) for v in items[:10]) + ("…" if len(items) > 10 else "")
 
 
 def _page_views(s: Session) -> int:
@@ -540,8 +543,8 @@ class Scan:
     `returning` is a property of the visitor over the whole window, known for sure only when the scan
     ends. A matching session whose visitor has been seen once so far is therefore held back: for
     `returning=True` it is released as soon as the visitor's second session arrives (matching or not),
-    for `returning=False` it is released at the end unless one did. Held sessions are the only ones kept
-    in memory, at most one per visitor; a segment without `returning` holds nothing."""
+    for `returning=False` it is released at the end unless one did. These are the only sessions a scan
+    keeps, at most one per visitor (≈2 KB each); a segment without `returning` holds none."""
 
     def __init__(self, segment: Segment | None = None) -> None:
         self._seen: set[str] = set()

@@ -885,3 +885,12 @@ def test_comparing_a_period_with_itself_shows_no_change(sessions: list[Session])
     c = compare(s, s)
     assert all(t.delta in (0, None) for t in c.totals)
     assert all(b.movers == [] and b.bounce_drivers == [] for b in c.breakdowns + c.pages)
+
+
+@settings(max_examples=200)
+@given(st.none() | st.text(max_size=250), st.integers(-5, 60))
+def test_arbitrary_path_questions_raise_only_input_errors(page: str | None, top: int) -> None:
+    try:
+        paths_of(page, HAND, top=top)
+    except InputError:
+        pass
