@@ -23,6 +23,7 @@ from bisect import bisect_right, insort
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 from itertools import chain
 from operator import attrgetter
 from typing import Annotated, Any, Literal, NamedTuple
@@ -180,6 +181,7 @@ def _path(key: tuple[str | None, ...]) -> tuple[str | None, ...]:
     return key[:4]
 
 
+@lru_cache(maxsize=4096)  # paths repeat their pages: a summary asks for the same few hundred many times
 def path_step(page: str, limit: int) -> str:
     """One page of a path as shown: cleaned, elided, and unable to fake a step of its own."""
     return elide(_label(page), limit).replace("→", "⇢")
@@ -219,14 +221,16 @@ class _Tally:
     def sessions(self) -> int:
         return sum(self.bounced.values()) + sum(self.stayed.values())
 
-    def mapped(self, key: Callable[[Any], Any]) -> _Tally:
-        """The tally of a coarser value derived from each raw value."""
-        out = _Tally()
-        for source, target in ((self.bounced, out.bounced), (self.stayed, out.stayed)):
-            for raw, n in source.items():
-                k = key(raw)
-                target[k] = target.get(k, 0) + n
-        return out
+    def mapped(self, *keys: Callable[[Any], Any]) -> tuple[_Tally, ...]:
+        """The tallies of coarser values derived from each raw value, one per key function, in one pass."""
+        outs = tuple(_Tally() for _ in keys)
+        for side in ("bounced", "stayed"):
+            targets = [(key, getattr(out, side)) for key, out in zip(keys, outs, strict=True)]
+            for raw, n in getattr(self, side).items():
+                for key, target in targets:
+                    k = key(raw)
+                    target[k] = target.get(k, 0) + n
+        return outs
 
     def folded(self, label: Callable[[Any], str], casefold: bool = False) -> dict[str, list[int]]:
         """{shown text: [sessions, bounces]}."""
@@ -762,7 +766,7 @@ class Digest(Scan):
         sessions, top = self.matched, self.top
         fields = self._field_tallies()
         broken_down = sum(1 for key, _ in fields if key in UTM_KEYS) + FIELD_KEYS
-        pages = self._dims[4]
+        landing, exit_, path = self._dims[4].mapped(_landing, _exit, _path)
         return Summary(
             website_id=website_id,
             window=WindowInfo.of(self.window),
@@ -777,10 +781,10 @@ class Digest(Scan):
             + [self._field_breakdown(key, tally) for key, tally in fields[:broken_down]],
             other_fields=[_field_name(key) for key, _ in fields[broken_down:][:LISTED_FIELD_KEYS]],
             pages=[
-                _breakdown("landing", pages.mapped(_landing).folded(_label), sessions, top),
-                _breakdown("exit", pages.mapped(_exit).folded(_label), sessions, top),
+                _breakdown("landing", landing.folded(_label), sessions, top),
+                _breakdown("exit", exit_.folded(_label), sessions, top),
                 _breakdown("viewed", self._viewed(), self._views.total(), top),
-                _breakdown("path", pages.mapped(_path).folded(_path_label), sessions, top),
+                _breakdown("path", path.folded(_path_label), sessions, top),
             ],
             series=Series(
                 unit=self._clock.unit,
