@@ -122,7 +122,7 @@ def _breakdown_line(b: Breakdown, label: str | None = None) -> str:
     return f"{name}: {' · '.join(parts)}{tail}"
 
 
-def _series_lines(series: Series, timezone: str) -> list[str]:
+def _series_line(series: Series, timezone: str) -> str:
     counts = series.counts
     start = datetime.fromisoformat(series.start)
     if series.unit == "hour":
@@ -152,7 +152,7 @@ def _series_lines(series: Series, timezone: str) -> list[str]:
         extra.append(f"{series.no_start:,} without a start time")
     if series.outside:
         extra.append(f"{series.outside:,} starting outside the window")
-    return [f"{title} ({timezone}): {' · '.join(points)}" + (f" · not shown: {', '.join(extra)}" if extra else "")]
+    return f"{title} ({timezone}): {' · '.join(points)}" + (f" · not shown: {', '.join(extra)}" if extra else "")
 
 
 def render_summary(s: Summary) -> str:
@@ -176,7 +176,7 @@ def render_summary(s: Summary) -> str:
         lines.append(f"other field keys: {', '.join(cell(k, 40) for k in s.other_fields)}")
     labels = {"viewed": "most viewed (page views)", "path": "paths (first 3 pages)"}
     lines += [_breakdown_line(b, labels.get(b.key)) for b in s.pages]
-    lines += _series_lines(s.series, s.window.timezone)
+    lines.append(_series_line(s.series, s.window.timezone))
     lines += [f"example {cell(e.id, 128)}: {cell(e.why, 200)}" for e in s.examples]
     return _fit_digest(lines)
 
