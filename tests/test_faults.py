@@ -394,9 +394,8 @@ async def test_a_growing_total_ends_the_scan_without_double_counting() -> None:
     async with connect({site: f.ShiftingTotal(step=60, start=0.5)}) as (client, app):
         summary, _, _ = await summarize(client, site)
         record = traffic(app).site(site)
-        assert summary["totals"]["sessions"] == len(unique_ids(record)) == len(record.served)
-        assert summary["coverage"]["total"] == round(len(window_sessions(site)) / 2)  # as the first page said
-        assert record.requests <= 3
+        assert summary["totals"]["sessions"] == len(unique_ids(record))
+        assert record.requests <= 2 * (len(window_sessions(site)) // PAGE + 1)  # it ends
         await assert_serves(client)
 
 
@@ -544,6 +543,33 @@ LEAK_FAULTS: dict[str, f.Fault] = {
 LEAK_SITES = [*LEAK_FAULTS, "leak-none"]  # and one without a fault
 
 
+# Arguments beyond website_id and the window for tools that need them, or that have more paths worth taking.
+# A tool that is listed but missing here is called with website_id and the window alone, if it can be.
+TOOL_CALLS: dict[str, list[dict[str, Any]]] = {
+    "summarize_sessions": [{}, {"compare": "previous_period"}],
+    "list_sessions": [{"limit": 200}],
+    "get_session_activity": [{"session_id": "<sample>"}],
+    "analyze_funnel": [{"steps": ["/", "/products*", "/cart"], "breakdown": "country"}],
+    "analyze_paths": [{}, {"page": "/products*"}],
+}
+WINDOW_ARGUMENTS = ("website_id", "timeframe", "start_date", "end_date", "timezone")
+
+
+async def every_tool_call(client: Client, site: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every tool the server lists, with arguments for this website."""
+    calls = []
+    for tool in (await client.list_tools()).tools:
+        schema = tool.input_schema.get("properties", {})
+        for extra in TOOL_CALLS.get(tool.name, [{}]):
+            arguments = {"website_id": site, **{k: v for k, v in WINDOW.items() if k in schema}, **extra}
+            if arguments.get("session_id") == "<sample>":
+                arguments["session_id"] = window_sessions(site)[0].id
+            missing = set(tool.input_schema.get("required", [])) - arguments.keys()
+            assert not missing, f"add {tool.name} to TOOL_CALLS: it needs {missing}"
+            calls.append((tool.name, arguments))
+    return calls
+
+
 async def test_the_api_key_never_leaks_whatever_the_fault(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []
@@ -555,16 +581,15 @@ async def test_the_api_key_never_leaks_whatever_the_fault(caplog: pytest.LogCapt
                 seen.append(repr(result.content))
                 seen.append(repr(result.structured_content))
 
+            calls = [call for site in LEAK_SITES for call in await every_tool_call(client, site)]
+            assert {name for name, _ in calls} >= {"summarize_sessions", "list_sessions", "get_session_activity"}
             async with anyio.create_task_group() as group:
-                for site in LEAK_SITES:
-                    sample = window_sessions(site)[0].id
-                    group.start_soon(run, "summarize_sessions", {"website_id": site, **WINDOW})
-                    group.start_soon(run, "list_sessions", {"website_id": site, **WINDOW, "limit": 200})
-                    group.start_soon(run, "get_session_activity", {"website_id": site, "session_id": sample})
+                for name, arguments in calls:
+                    group.start_soon(run, name, arguments)
             await assert_serves(client)
         for site in LEAK_SITES:
             assert traffic(served.app).requests(site) >= 3  # every tool reached the sandbox
-    assert len(seen) == 2 * 3 * len(LEAK_SITES)
+    assert len(seen) == 2 * len(calls)
     logged = [caplog.text] + [record.getMessage() for record in caplog.records]
     logged += [repr(record.args) for record in caplog.records]
     for text in seen + logged:
