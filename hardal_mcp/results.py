@@ -56,6 +56,9 @@ class PageInfo(BaseModel):
 class SessionsResult(BaseModel):
     website_id: str
     window: WindowInfo
+    segment: str | None = Field(default=None, description="Filter applied; the page holds matches only")
+    scanned: int | None = Field(default=None, description="With a segment: sessions examined for this page")
+    note: str | None = None
     page: PageInfo
     sessions: list[SessionRow]
     omitted: int = Field(default=0, description="Rows of this page cut to stay in the output budget")

@@ -6,20 +6,30 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import anyio
 import anyio.abc
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
-from .analytics import Digest, Summary
+from .analytics import (
+    Comparison,
+    Digest,
+    Funnel,
+    FunnelResult,
+    PathAnalysis,
+    PathResult,
+    Segment,
+    Summary,
+)
+from .analytics import compare as compare_periods
 from .client import HardalClient
 from .config import Settings, env_name
-from .errors import AuthError, InputError, NetworkError, UpstreamError
+from .errors import AuthError, HardalError, InputError, NetworkError, UpstreamError
 from .models import ActivityEvent, Session, SessionsPage
 from .params import Window, check_id, check_timezone, resolve_window
-from .render import render_activity, render_sessions, render_summary
+from .render import render_activity, render_comparison, render_funnel, render_paths, render_sessions, render_summary
 from .results import ActivityResult, ActivityRow, PageInfo, SessionRow, SessionsResult, WindowInfo
 from .sanitize import clean
 
@@ -40,6 +50,45 @@ class Scope:
     window: Window
     target_signal_id: str | None = None
     is_hybrid: bool = False
+
+
+@dataclass(slots=True)
+class Listing:
+    """Sessions found for one list_sessions answer, each with its position in the window."""
+
+    total: int | None
+    offset: int
+    rows: list[tuple[int, Session]]
+    end: int | None  # where the next page starts; None at the end of the window
+    segment: str | None = None
+    scanned: int = 0
+    note: str | None = None
+
+
+class SummaryResult(Summary):
+    comparison: Comparison | None = Field(default=None, description="With compare: change from the previous period")
+
+
+class _Combined:
+    """One progress stream for scans that run side by side (a period and the one before it)."""
+
+    def __init__(self, progress: Progress | None, parts: int) -> None:
+        self.progress = progress
+        self.done = [0.0] * parts
+        self.goals: list[float | None] = [None] * parts
+
+    def part(self, i: int) -> Progress | None:
+        if self.progress is None:
+            return None
+        report = self.progress
+
+        async def update(done: float, goal: float | None, message: str) -> None:
+            self.done[i], self.goals[i] = done, goal
+            known = [g for g in self.goals if g is not None]
+            total = sum(known) if len(known) == len(self.goals) else None
+            await report(sum(self.done), total, f"{sum(self.done):,.0f} sessions read")
+
+        return update
 
 
 @dataclass(slots=True)
@@ -93,54 +142,159 @@ class Hardal:
 
     # -- tools ---------------------------------------------------------------------------------------
 
-    async def list_sessions(self, scope: Scope, *, limit: int, offset: int) -> tuple[SessionsResult, str]:
-        page = await self.within_deadline(
-            self.client.sessions(
-                self.key(),
-                scope.website_id,
-                scope.window,
-                limit=limit,
-                offset=offset,
-                target_signal_id=scope.target_signal_id,
-                is_hybrid=scope.is_hybrid,
-            )
-        )
-        rows = [session_row(s) for s in page.sessions]
-        total = page.pagination.total if page.pagination else None
+    async def list_sessions(
+        self, scope: Scope, *, limit: int, offset: int, segment: Segment | None = None, max_scan: int = 5000
+    ) -> tuple[SessionsResult, str]:
+        """A plain page of the API; with a segment, the next `limit` matches found from `offset` on."""
+        if segment is not None:
+            return await self._matching_sessions(scope, segment, limit=limit, offset=offset, max_scan=max_scan)
+        page = await self.within_deadline(self._page(scope, self.key(), offset, limit))
         has_more = _has_more(page, offset, limit)
-        result = SessionsResult(
-            website_id=scope.website_id,
-            window=WindowInfo.of(scope.window),
-            page=PageInfo(
-                total=total,
-                offset=offset,
-                returned=len(rows),
-                next_offset=offset + len(page.sessions) if has_more else None,
-                has_more=has_more,
-            ),
-            sessions=rows,
+        listing = Listing(
+            total=page.pagination.total if page.pagination else None,
+            offset=offset,
+            rows=[(offset + i, s) for i, s in enumerate(page.sessions)],
+            end=offset + len(page.sessions) + page.dropped if has_more else None,
         )
-        text, cut = render_sessions(result)
-        if cut:
-            kept = len(rows) - cut
-            result = result.model_copy(
-                update={
-                    "sessions": rows[:kept],
-                    "omitted": cut,
-                    "page": result.page.model_copy(
-                        update={"returned": kept, "next_offset": offset + kept, "has_more": True}
-                    ),
-                }
+        return self._sessions_answer(scope, listing)
+
+    async def _matching_sessions(
+        self, scope: Scope, segment: Segment, *, limit: int, offset: int, max_scan: int
+    ) -> tuple[SessionsResult, str]:
+        key, size, deadline = self.key(), self.settings.page_size, self.deadline()
+        matches = segment.matcher()
+        visits: dict[str, int] | None = None
+        if segment.returning is not None:  # a property of the whole window: count visitors first
+            visits = await self._visits(scope, deadline)
+        listing = Listing(total=None, offset=offset, rows=[], end=None, segment=segment.describe())
+        position = offset
+        page_start = offset - offset % size  # aligned with summarize's pages, so they come from the cache
+        seen: set[str] = set()
+        more_pages, page_end = True, position
+        with anyio.CancelScope(deadline=deadline) as limit_scope:
+            while more_pages and len(listing.rows) < limit and listing.scanned < max_scan:
+                page = await self._page(scope, key, page_start, size)
+                if page.pagination is not None and page.pagination.total is not None:
+                    listing.total = page.pagination.total
+                for i, s in enumerate(page.sessions):
+                    if page_start + i < position:
+                        continue
+                    if len(listing.rows) >= limit or listing.scanned >= max_scan:
+                        break
+                    position = page_start + i + 1
+                    listing.scanned += 1
+                    if s.id in seen:
+                        continue
+                    seen.add(s.id)
+                    if matches(s) and (visits is None or _is_returning(s, visits) is segment.returning):
+                        listing.rows.append((page_start + i, s))
+                page_end = page_start + len(page.sessions)
+                more_pages = bool(page.sessions) and _has_more(page, page_start, size)
+                page_start += size
+        if limit_scope.cancelled_caught:
+            listing.note = f"the {self.settings.tool_timeout:g} s time limit was reached; continue from next_offset"
+        listing.end = None if not more_pages and position >= page_end else position
+        return self._sessions_answer(scope, listing)
+
+    def _sessions_answer(self, scope: Scope, listing: Listing) -> tuple[SessionsResult, str]:
+        """Render the rows; if the text would exceed the budget, keep fewer rows and continue after them."""
+        rows = [session_row(s) for _, s in listing.rows]
+        for _ in range(2):
+            result = SessionsResult(
+                website_id=scope.website_id,
+                window=WindowInfo.of(scope.window),
+                segment=listing.segment,
+                scanned=listing.scanned if listing.segment else None,
+                note=listing.note,
+                page=PageInfo(
+                    total=listing.total,
+                    offset=listing.offset,
+                    returned=len(rows),
+                    next_offset=listing.end,
+                    has_more=listing.end is not None,
+                ),
+                sessions=rows,
+                omitted=len(listing.rows) - len(rows),
             )
+            text, cut = render_sessions(result)
+            if not cut:
+                break
+            rows = rows[: len(rows) - cut]
+            listing.end = listing.rows[len(rows)][0]  # resume at the first row left out
         return result, text
 
     async def summarize(
-        self, scope: Scope, *, max_sessions: int, top: int, progress: Progress | None = None
-    ) -> tuple[Summary, str]:
-        digest = Digest(scope.window, top=top)
-        stats = await self.scan(scope, max_sessions, digest.add, progress, self.deadline())
-        summary = digest.summary(website_id=scope.website_id, total=stats.total, partial_reason=stats.partial_reason)
-        return summary, render_summary(summary)
+        self,
+        scope: Scope,
+        *,
+        max_sessions: int,
+        top: int,
+        segment: Segment | None = None,
+        compare: bool = False,
+        progress: Progress | None = None,
+    ) -> tuple[SummaryResult, str]:
+        deadline = self.deadline()
+        windows = [scope] + ([replace(scope, window=scope.window.previous())] if compare else [])
+        digests = [Digest(s.window, top=top, segment=segment) for s in windows]
+        stats = [ScanStats() for _ in windows]
+        report = _Combined(progress, len(windows))
+
+        failures: list[HardalError] = []
+
+        async def run(i: int, group: anyio.abc.TaskGroup) -> None:
+            try:
+                stats[i] = await self.scan(windows[i], max_sessions, digests[i].add, report.part(i), deadline)
+            except HardalError as exc:  # one period failing fails the answer; say why, not "ExceptionGroup"
+                failures.append(exc)
+                group.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as group:
+            for i in range(len(windows)):
+                group.start_soon(run, i, group)
+        if failures:
+            raise failures[0]
+        summaries = [
+            d.summary(website_id=scope.website_id, total=st.total, partial_reason=st.partial_reason)
+            for d, st in zip(digests, stats, strict=True)
+        ]
+        result = SummaryResult.model_validate(
+            {**summaries[0].model_dump(), "comparison": compare_periods(*summaries) if compare else None}
+        )
+        text = render_summary(summaries[0])
+        if result.comparison is not None:
+            text += "\n\n" + render_comparison(result.comparison)
+        return result, text
+
+    async def funnel(
+        self,
+        scope: Scope,
+        steps: list[str],
+        *,
+        breakdown: str | None,
+        top: int,
+        segment: Segment | None,
+        max_sessions: int,
+        progress: Progress | None = None,
+    ) -> tuple[FunnelResult, str]:
+        analysis = Funnel(scope.window, steps, breakdown=breakdown, top=top, segment=segment)
+        stats = await self.scan(scope, max_sessions, analysis.add, progress, self.deadline())
+        result = analysis.result(website_id=scope.website_id, total=stats.total, partial_reason=stats.partial_reason)
+        return result, render_funnel(result)
+
+    async def paths(
+        self,
+        scope: Scope,
+        page: str | None,
+        *,
+        top: int,
+        segment: Segment | None,
+        max_sessions: int,
+        progress: Progress | None = None,
+    ) -> tuple[PathResult, str]:
+        analysis = PathAnalysis(scope.window, page, top=top, segment=segment)
+        stats = await self.scan(scope, max_sessions, analysis.add, progress, self.deadline())
+        result = analysis.result(website_id=scope.website_id, total=stats.total, partial_reason=stats.partial_reason)
+        return result, render_paths(result)
 
     async def session_activity(
         self,
@@ -213,15 +367,7 @@ class Hardal:
         seen = 0
 
         async def fetch(offset: int) -> SessionsPage:
-            return await self.client.sessions(
-                key,
-                scope.website_id,
-                scope.window,
-                limit=size,
-                offset=offset,
-                target_signal_id=scope.target_signal_id,
-                is_hybrid=scope.is_hybrid,
-            )
+            return await self._page(scope, key, offset, size)
 
         async def take(page: SessionsPage) -> None:
             nonlocal seen
@@ -274,6 +420,31 @@ class Hardal:
             log.info("partial scan of %s: %s", scope.website_id, stats.partial_reason)
         return stats
 
+    async def _page(self, scope: Scope, key: SecretStr, offset: int, limit: int) -> SessionsPage:
+        return await self.client.sessions(
+            key,
+            scope.website_id,
+            scope.window,
+            limit=limit,
+            offset=offset,
+            target_signal_id=scope.target_signal_id,
+            is_hybrid=scope.is_hybrid,
+        )
+
+    async def _visits(self, scope: Scope, deadline: float) -> dict[str, int]:
+        """Sessions per visitor over the whole window (what `returning` means)."""
+        seen: set[str] = set()
+        visits: dict[str, int] = {}
+
+        def count(batch: list[Session]) -> None:
+            for s in batch:
+                if s.id not in seen and s.visitor_id is not None:
+                    seen.add(s.id)
+                    visits[s.visitor_id] = visits.get(s.visitor_id, 0) + 1
+
+        await self.scan(scope, MAX_SESSIONS_CAP, count, deadline=deadline)
+        return visits
+
     def deadline(self) -> float:
         return anyio.current_time() + self.settings.tool_timeout
 
@@ -324,6 +495,10 @@ def _has_more(page: SessionsPage, offset: int, limit: int) -> bool:
     if pagination is not None and pagination.has_more is not None:
         return pagination.has_more
     return True
+
+
+def _is_returning(s: Session, visits: dict[str, int]) -> bool:
+    return s.visitor_id is not None and visits.get(s.visitor_id, 0) > 1
 
 
 def session_row(s: Session) -> SessionRow:

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from .analytics import Summary
+from .analytics import FunnelResult, PathResult, Segment
 from .errors import HardalError
 from .params import Timeframe
 from .results import ActivityResult, SessionsResult
-from .service import MAX_SESSIONS_CAP, Hardal
+from .service import MAX_SESSIONS_CAP, Hardal, SummaryResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +27,22 @@ class AppState:
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 
 WebsiteId = Annotated[str | None, Field(description="Signal id; default HARDAL_WEBSITE_ID", max_length=128)]
-TimeframeArg = Annotated[Timeframe | None, Field(description="Default last7days; custom when start_date is given")]
-StartDate = Annotated[str | None, Field(description="YYYY-MM-DD, for custom", max_length=32)]
-EndDate = Annotated[str | None, Field(description="YYYY-MM-DD, default today", max_length=32)]
+TimeframeArg = Annotated[Timeframe | None, Field(description="Default last7days; custom if start_date given")]
+StartDate = Annotated[str | None, Field(description="YYYY-MM-DD", max_length=32)]
+EndDate = Annotated[str | None, Field(description="YYYY-MM-DD; default today", max_length=32)]
 TimezoneArg = Annotated[str | None, Field(description="IANA zone; default HARDAL_TIMEZONE", max_length=64)]
-TargetSignal = Annotated[str | None, Field(description="Read another authorized signal's data", max_length=128)]
+TargetSignal = Annotated[str | None, Field(description="Read another authorized signal", max_length=128)]
 Hybrid = Annotated[bool, Field(description="Hybrid/self-hosted signal")]
+SegmentArg = Annotated[
+    dict[str, Any] | None,
+    Field(
+        description="Filter, all keys ANDed: country, device, browser, os (value or list, any case); "
+        'fields {"utm_source":"google"}; visited, not_visited, landing_page, exit_page (page patterns, * '
+        "wildcard); min_duration, max_duration (s); min_pageviews; bounced, returning (bool)"
+    ),
+]
+MaxSessions = Annotated[int, Field(ge=1, le=MAX_SESSIONS_CAP, description="Sessions to read at most")]
+Top = Annotated[int, Field(ge=1, le=50, description="Entries per list")]
 
 
 async def list_sessions(
@@ -42,18 +53,20 @@ async def list_sessions(
     end_date: EndDate = None,
     timezone: TimezoneArg = None,
     limit: Annotated[int, Field(ge=1, le=200, description="Sessions per page")] = 20,
-    offset: Annotated[int, Field(ge=0, le=10_000_000, description="Sessions to skip; use next_offset")] = 0,
+    offset: Annotated[int, Field(ge=0, le=10_000_000, description="Position to start at; use next_offset")] = 0,
+    segment: SegmentArg = None,
+    max_scan: Annotated[int, Field(ge=1, le=50_000, description="With segment: sessions to examine at most")] = 5000,
     target_signal_id: TargetSignal = None,
     is_hybrid: Hybrid = False,
 ) -> Annotated[CallToolResult, SessionsResult]:
-    """One page of sessions, newest first, with every field: visitor, start, duration, pages in order,
-    device/browser/OS, country, UTM and custom fields. Use to inspect individual visits after
-    summarize_sessions; continue with next_offset."""
+    """Individual sessions, newest first, every field: visitor, start, duration, pages in order,
+    device/browser/OS, country, UTM/custom fields. With segment, only matches. Continue with next_offset."""
     hardal = _hardal(ctx)
 
     async def run() -> tuple[SessionsResult, str]:
         scope = hardal.scope(website_id, timeframe, start_date, end_date, timezone, target_signal_id, is_hybrid)
-        return await hardal.list_sessions(scope, limit=limit, offset=offset)
+        chosen = Segment.parse(segment)
+        return await hardal.list_sessions(scope, limit=limit, offset=offset, segment=chosen, max_scan=max_scan)
 
     return await _answer(run())
 
@@ -65,38 +78,122 @@ async def summarize_sessions(
     start_date: StartDate = None,
     end_date: EndDate = None,
     timezone: TimezoneArg = None,
-    max_sessions: Annotated[
-        int, Field(ge=1, le=MAX_SESSIONS_CAP, description="Sessions to read at most; the digest says if partial")
-    ] = 20_000,
-    top: Annotated[int, Field(ge=1, le=50, description="Entries per breakdown")] = 10,
+    segment: SegmentArg = None,
+    compare: Annotated[
+        Literal["previous_period"] | None, Field(description="Also digest the equal period before; report changes")
+    ] = None,
+    max_sessions: MaxSessions = 20_000,
+    top: Top = 10,
     target_signal_id: TargetSignal = None,
     is_hybrid: Hybrid = False,
-) -> Annotated[CallToolResult, Summary]:
-    """Start here. Reads every session in the window and returns one fixed-size digest: totals (sessions,
-    visitors, bounce rate, duration), top countries/devices/browsers/OS/UTM and custom fields, landing,
-    exit and top pages, common paths, sessions per day (or hour), coverage, and session ids to drill into."""
+) -> Annotated[CallToolResult, SummaryResult]:
+    """Start here. One fixed-size digest of every session in the window: totals (visitors, bounce,
+    duration), top countries/devices/browsers/OS/UTM/fields, landing/exit/top pages, paths, per-day
+    trend, coverage, ids to drill into. compare="previous_period" explains what changed."""
     hardal = _hardal(ctx)
 
-    async def run() -> tuple[Summary, str]:
+    async def run() -> tuple[SummaryResult, str]:
         scope = hardal.scope(website_id, timeframe, start_date, end_date, timezone, target_signal_id, is_hybrid)
-        return await hardal.summarize(scope, max_sessions=max_sessions, top=top, progress=ctx.report_progress)
+        return await hardal.summarize(
+            scope,
+            max_sessions=max_sessions,
+            top=top,
+            segment=Segment.parse(segment),
+            compare=compare is not None,
+            progress=ctx.report_progress,
+        )
+
+    return await _answer(run())
+
+
+async def analyze_funnel(
+    ctx: Context[AppState],
+    steps: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=200)]],
+        Field(
+            min_length=2, max_length=10, description='Page patterns in order, * wildcard: ["/", "/cart", "/checkout*"]'
+        ),
+    ],
+    breakdown: Annotated[
+        str | None, Field(description="country, device, browser, os or a field key (utm_source)", max_length=64)
+    ] = None,
+    website_id: WebsiteId = None,
+    timeframe: TimeframeArg = None,
+    start_date: StartDate = None,
+    end_date: EndDate = None,
+    timezone: TimezoneArg = None,
+    segment: SegmentArg = None,
+    max_sessions: MaxSessions = 20_000,
+    top: Top = 5,
+    target_signal_id: TargetSignal = None,
+    is_hybrid: Hybrid = False,
+) -> Annotated[CallToolResult, FunnelResult]:
+    """Conversion through ordered page steps (other pages in between allowed): sessions per step,
+    step and overall conversion, the worst drop-off with example session ids, optional breakdown."""
+    hardal = _hardal(ctx)
+
+    async def run() -> tuple[FunnelResult, str]:
+        scope = hardal.scope(website_id, timeframe, start_date, end_date, timezone, target_signal_id, is_hybrid)
+        return await hardal.funnel(
+            scope,
+            steps,
+            breakdown=breakdown,
+            top=top,
+            segment=Segment.parse(segment),
+            max_sessions=max_sessions,
+            progress=ctx.report_progress,
+        )
+
+    return await _answer(run())
+
+
+async def analyze_paths(
+    ctx: Context[AppState],
+    page: Annotated[
+        str | None,
+        Field(description="Page pattern (* wildcard); omit for entry→exit flows and whole paths", max_length=200),
+    ] = None,
+    website_id: WebsiteId = None,
+    timeframe: TimeframeArg = None,
+    start_date: StartDate = None,
+    end_date: EndDate = None,
+    timezone: TimezoneArg = None,
+    segment: SegmentArg = None,
+    max_sessions: MaxSessions = 20_000,
+    top: Top = 10,
+    target_signal_id: TargetSignal = None,
+    is_hybrid: Hybrid = False,
+) -> Annotated[CallToolResult, PathResult]:
+    """Navigation around a page: top previous and next pages, incl. entered/exited there. Without page:
+    top landing→exit flows and most common whole paths."""
+    hardal = _hardal(ctx)
+
+    async def run() -> tuple[PathResult, str]:
+        scope = hardal.scope(website_id, timeframe, start_date, end_date, timezone, target_signal_id, is_hybrid)
+        return await hardal.paths(
+            scope,
+            page,
+            top=top,
+            segment=Segment.parse(segment),
+            max_sessions=max_sessions,
+            progress=ctx.report_progress,
+        )
 
     return await _answer(run())
 
 
 async def get_session_activity(
     ctx: Context[AppState],
-    session_id: Annotated[str, Field(description="Session id from list_sessions or a digest", max_length=128)],
+    session_id: Annotated[str, Field(description="From list_sessions or a digest", max_length=128)],
     website_id: WebsiteId = None,
     timezone: TimezoneArg = None,
     order: Annotated[Literal["asc", "desc"], Field(description="asc = oldest first")] = "asc",
-    page: Annotated[int, Field(ge=1, le=100_000, description="1-based page; use next_page")] = 1,
+    page: Annotated[int, Field(ge=1, le=100_000, description="1-based; use next_page")] = 1,
     limit: Annotated[int, Field(ge=1, le=500, description="Events per page")] = 100,
     target_signal_id: TargetSignal = None,
     is_hybrid: Hybrid = False,
 ) -> Annotated[CallToolResult, ActivityResult]:
-    """The timeline of one session: every pageview and event with its time, page and properties.
-    Use to see what a specific visitor did."""
+    """One session's timeline: every pageview and event with time, page and properties."""
     hardal = _hardal(ctx)
     return await _answer(
         hardal.session_activity(
@@ -112,16 +209,91 @@ async def get_session_activity(
     )
 
 
+# (function, title, depth of its published output schema). Rows of sessions and events are the payload
+# and are typed field by field; the digests' nested parts are explained by their text.
 TOOLS = (
-    (list_sessions, "List sessions"),
-    (summarize_sessions, "Summarize sessions"),
-    (get_session_activity, "Session activity"),
+    (summarize_sessions, "Summarize sessions", 1),
+    (list_sessions, "List sessions", 2),
+    (get_session_activity, "Session activity", 2),
+    (analyze_funnel, "Analyze a funnel", 1),
+    (analyze_paths, "Analyze paths", 1),
 )
 
 
-def register(server: MCPServer[AppState]) -> None:
-    for fn, title in TOOLS:
-        server.add_tool(fn, title=title, annotations=READ_ONLY)
+def tools() -> list[Tool]:
+    """The tools, with schemas compacted: every token of tools/list is paid by every conversation."""
+    built = []
+    for fn, title, depth in TOOLS:
+        tool = Tool.from_function(fn, title=title, annotations=READ_ONLY)
+        tool.parameters = compact_schema(tool.parameters, output=False)
+        if tool.fn_metadata.output_schema is not None:
+            shape = limit_depth(tool.fn_metadata.output_schema, depth)
+            tool.fn_metadata.output_schema = compact_schema(shape, output=True)
+        built.append(tool)
+    return built
+
+
+def limit_depth(schema: dict[str, Any], depth: int) -> dict[str, Any]:
+    """`schema` with its `$ref`s inlined and objects nested deeper than `depth` levels left untyped inside
+    (`{"type": "object"}`). Still true of every result, in a fraction of the tokens."""
+    defs: dict[str, Any] = schema.get("$defs", {})
+
+    def walk(node: Any, level: int) -> Any:
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            node = defs[node["$ref"].rsplit("/", 1)[-1]]
+        out = {k: v for k, v in node.items() if k != "$defs"}
+        if "properties" in out:
+            if level == depth:
+                return {"type": "object"}
+            out["properties"] = {name: walk(sub, level + 1) for name, sub in out["properties"].items()}
+        if "items" in out:
+            out["items"] = walk(out["items"], level)
+        if "anyOf" in out:
+            out["anyOf"] = [walk(option, level) for option in out["anyOf"]]
+        return out
+
+    return walk(schema, 0)  # type: ignore[no-any-return]
+
+
+# Keywords an output schema can do without: the text content explains the result to the model, and the
+# server validates structured content against the pydantic model itself.
+_OUTPUT_ONLY_DOCS = frozenset({"title", "description", "default", "required"})
+
+
+def compact_schema(schema: Any, *, output: bool) -> Any:
+    """The same JSON Schema in fewer tokens. Titles go; `anyOf` of bare types becomes a type list; an
+    optional input's `null` goes (omitting it means the same); output schemas keep only the shape."""
+    if isinstance(schema, list):
+        return [compact_schema(item, output=output) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "title" or (output and key in _OUTPUT_ONLY_DOCS) or (key == "default" and value is None):
+            continue
+        if key == "properties":  # property names are data, not keywords
+            out[key] = {name: compact_schema(sub, output=output) for name, sub in value.items()}
+        else:
+            out[key] = compact_schema(value, output=output)
+    options = out.get("anyOf")
+    if isinstance(options, list) and all(isinstance(o, dict) and set(o) == {"type"} for o in options):
+        del out["anyOf"]
+        out["type"] = [o["type"] for o in options]
+    elif isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
+        other = options[1 - options.index({"type": "null"})]
+        if isinstance(other.get("type"), str):
+            del out["anyOf"]
+            out.update({**other, "type": [other["type"], "null"]})
+    if not output and "properties" in out:
+        required = set(out.get("required", ()))
+        for name, sub in out["properties"].items():
+            kinds = sub.get("type")
+            if name not in required and isinstance(kinds, list) and "null" in kinds:
+                rest = [k for k in kinds if k != "null"]
+                sub["type"] = rest[0] if len(rest) == 1 else rest
+    return out
 
 
 def _hardal(ctx: Context[AppState]) -> Hardal:

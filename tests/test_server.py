@@ -14,7 +14,7 @@ from hardal_mcp.server import build_server
 
 from .conftest import ROOT, WINDOW, Served, connect, free_port, make_settings, sandbox_transport, spawn, stop
 
-TOOL_NAMES = {"list_sessions", "summarize_sessions", "get_session_activity"}
+TOOL_NAMES = {"list_sessions", "summarize_sessions", "get_session_activity", "analyze_funnel", "analyze_paths"}
 
 
 def text_of(result: Any) -> str:
@@ -33,7 +33,7 @@ async def all_sessions(client: Client, **window: str) -> list[dict[str, Any]]:
     return sessions
 
 
-async def test_lists_three_read_only_tools() -> None:
+async def test_lists_the_read_only_tools() -> None:
     async with connect() as client:
         tools = (await client.list_tools()).tools
         assert {t.name for t in tools} == TOOL_NAMES
