@@ -257,9 +257,10 @@ class Hardal:
             d.summary(website_id=scope.website_id, total=st.total, partial_reason=st.partial_reason)
             for d, st in zip(digests, stats, strict=True)
         ]
-        result = SummaryResult.model_validate(
-            {**summaries[0].model_dump(), "comparison": compare_periods(*summaries) if compare else None}
-        )
+        comparison = compare_periods(*summaries) if compare else None
+        if comparison is not None and scope.window.end >= scope.window.today():
+            comparison.notes.append("the current period includes today, which is not over: expect lower counts")
+        result = SummaryResult.model_validate({**summaries[0].model_dump(), "comparison": comparison})
         text = render_summary(summaries[0])
         if result.comparison is not None:
             text += "\n\n" + render_comparison(result.comparison)
