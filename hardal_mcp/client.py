@@ -227,7 +227,7 @@ class HardalClient:
             except httpx2.TimeoutException:
                 failure = NetworkError(
                     f"Hardal did not answer within HARDAL_TIMEOUT={self.settings.timeout:g} s "
-                    f"({self.retry.attempts} attempts). Try again, or narrow the time window."
+                    f"({self.retry.attempts} attempts). Try again, narrow the time window, or raise HARDAL_TIMEOUT."
                 )
                 wait = self.retry.backoff(attempt)
             except (httpx2.ConnectError, httpx2.UnsupportedProtocol) as exc:
@@ -250,7 +250,8 @@ class HardalClient:
                         return content, parse(content)
                     except ProtocolError as exc:  # a garbled body from a proxy or a deploy: worth one more try
                         failure = ProtocolError(
-                            f"{exc.message} Hardal may be mid-deploy or behind a failing proxy; try again shortly.",
+                            f"HTTP {status}, but {exc.message[0].lower()}{exc.message[1:]} Hardal may be mid-deploy "
+                            "or behind a failing proxy; try again shortly.",
                             status=status,
                         )
                         wait = self.retry.backoff(attempt)
