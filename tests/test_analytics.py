@@ -787,10 +787,12 @@ def test_path_properties(sessions: list[Session], page: str | None, rnd: random.
 # --- comparison ----------------------------------------------------------------------------------
 
 
-def summary_of(sessions: list[Session], window: Window = WEEK, top: int = 50, **options: Any) -> Summary:
+def summary_of(sessions: list[Session], window: Window = WEEK, top: int = 10, **options: Any) -> Summary:
+    """A whole digest of `sessions`, fed in pages of 1,000 as a scan would (also used by test_render)."""
     digest = Digest(window, top=top, **options)
-    digest.add(sessions)
-    return digest.summary(website_id="d", total=len(sessions))
+    for i in range(0, len(sessions), 1000):
+        digest.add(sessions[i : i + 1000])
+    return digest.summary(website_id="demo", total=len(sessions))
 
 
 def test_compare_totals() -> None:
