@@ -15,7 +15,7 @@ import httpx2
 
 from . import __version__
 from .config import Settings
-from .errors import HardalError
+from .errors import ConfigError, HardalError
 
 DEMO_BASE_URL = "http://sandbox.demo"  # never resolved: --demo routes requests to the in-process sandbox
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="default: stdio")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    parser.add_argument(
+        "--auth",
+        choices=["none", "token", "passthrough"],
+        help="HTTP only. token: clients present HARDAL_MCP_TOKEN (the default when it is set); passthrough: "
+        "each client presents its own Hardal API key as bearer token and the server holds none",
+    )
+    parser.add_argument("--stateless", action="store_true", help="HTTP only: no sessions, for load-balanced replicas")
     parser.add_argument("--check", action="store_true", help="check the configuration against the API and exit")
     sub = parser.add_subparsers(dest="command")
     call = sub.add_parser("call", parents=[common], help="run one tool and print its answer")
@@ -84,13 +91,19 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, httpx2.AsyncBaseTrans
 
 
 def _serve(settings: Settings, transport: httpx2.AsyncBaseTransport | None, args: argparse.Namespace) -> int:
-    from .server import build_server
+    from .server import AuthMode, build_server, serve_http
 
-    server = build_server(settings, transport=transport)
-    if args.transport == "http":
-        server.run("streamable-http", host=args.host, port=args.port)
-    else:
-        server.run("stdio")
+    auth: AuthMode = args.auth or ("token" if settings.mcp_token else "none")
+    if args.transport != "http":
+        if args.auth or args.stateless:
+            raise ConfigError("--auth and --stateless apply to --transport http only.")
+        build_server(settings, transport=transport).run("stdio")
+        return 0
+    if auth == "passthrough" and settings.api_key is not None:
+        logging.getLogger(__name__).warning("--auth passthrough: ignoring HARDAL_API_KEY; clients bring their own")
+        settings = settings.model_copy(update={"api_key": None})
+    server = build_server(settings, transport=transport, auth=auth)
+    serve_http(server, settings, host=args.host, port=args.port, auth=auth, stateless=args.stateless)
     return 0
 
 

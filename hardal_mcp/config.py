@@ -28,13 +28,23 @@ class Settings(BaseModel):
     page_size: int = Field(default=1000, ge=1, le=1000, description="Sessions per upstream request when scanning")
     tool_timeout: float = Field(default=50.0, gt=0, le=3600, description="Overall seconds for one tool call")
     redact_pii: bool = Field(default=True, description="Mask e-mails, phones, IPs and secrets in visitor data")
+    mcp_token: SecretStr | None = Field(default=None, description="Bearer token the HTTP transport requires")
+    mcp_allowed_hosts: tuple[str, ...] = Field(default=(), description="Extra Host values the HTTP transport accepts")
+    mcp_allowed_origins: tuple[str, ...] = Field(default=(), description="Extra Origin values it accepts")
 
-    @field_validator("api_key", "website_id", mode="before")
+    @field_validator("api_key", "website_id", "mcp_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
             return None
         return value.strip() if isinstance(value, str) else value
+
+    @field_validator("mcp_allowed_hosts", "mcp_allowed_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
 
     @field_validator("base_url")
     @classmethod

@@ -101,19 +101,24 @@ class ScanStats:
 class Hardal:
     """The tools' shared back end: one client (one connection pool and rate limiter per key)."""
 
-    def __init__(self, settings: Settings, client: HardalClient) -> None:
+    def __init__(self, settings: Settings, client: HardalClient, key: SecretStr | None = None) -> None:
         self.settings = settings
         self.client = client
+        self._key = key or settings.api_key
+
+    def for_key(self, key: SecretStr | None) -> Hardal:
+        """The same back end answering with another tenant's key (hosted mode); caches stay per key."""
+        return Hardal(self.settings, self.client, key)
 
     # -- argument handling ---------------------------------------------------------------------------
 
     def key(self) -> SecretStr:
-        if self.settings.api_key is None:
+        if self._key is None:
             raise AuthError(
                 f"No Hardal API key is configured. Set {env_name('api_key')} in the MCP server's environment "
                 "(Hardal dashboard: signal → Settings → Security → API Keys), or start with --demo to try sample data."
             )
-        return self.settings.api_key
+        return self._key
 
     def scope(
         self,

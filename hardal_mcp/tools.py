@@ -7,10 +7,11 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from .analytics import FunnelResult, PathResult, Segment
 from .errors import HardalError
@@ -22,6 +23,7 @@ from .service import MAX_SESSIONS_CAP, Hardal, SummaryResult
 @dataclass(frozen=True, slots=True)
 class AppState:
     hardal: Hardal
+    passthrough: bool = False  # hosted mode: each request's bearer token is its Hardal API key
 
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
@@ -297,7 +299,11 @@ def compact_schema(schema: Any, *, output: bool) -> Any:
 
 
 def _hardal(ctx: Context[AppState]) -> Hardal:
-    return ctx.request_context.lifespan_context.hardal
+    state = ctx.request_context.lifespan_context
+    if not state.passthrough:
+        return state.hardal
+    token = get_access_token()
+    return state.hardal.for_key(SecretStr(token.token) if token and token.token else None)
 
 
 async def _answer(work: Awaitable[tuple[BaseModel, str]]) -> CallToolResult:
