@@ -249,14 +249,12 @@ def _pairs(items: Mapping[str, str], noun: str) -> list[str]:
     return shown + ([f"(+{len(items) - ROW_FIELDS} {noun})"] if len(items) > ROW_FIELDS else [])
 
 
-def _fields_text(fields: Mapping[str, str]) -> str:
-    """`utm:google/cpc/brand ab=A`: UTM values by position (the legend names them), then the rest."""
+def _utm_text(fields: Mapping[str, str]) -> str:
+    """`google/cpc/brand`: UTM values by position (the legend names them); `-` for a missing one."""
     utm = [fields.get(key) for key in UTM_KEYS]
     while utm and utm[-1] is None:
         utm.pop()
-    parts = ["utm:" + "/".join("-" if v is None else _token(v) for v in utm)] if utm else []
-    parts += _pairs({k: v for k, v in fields.items() if k not in UTM_KEYS}, "fields")
-    return " ".join(parts) or "-"
+    return "/".join("-" if v is None else _token(v) for v in utm) or "-"
 
 
 def _id_cell(value: str) -> str:
@@ -278,13 +276,18 @@ def render_sessions(r: SessionsResult) -> tuple[str, int]:
     of = f" of {page.total:,}" if page.total is not None else ""
     header = [
         f"Sessions of {cell(r.website_id, 80)} · {window_text(r.window)}",
-        f"columns: id | visitor | start ({r.window.timezone}, MM-DD HH:MM) | duration page_views/events | "
-        "device/browser/os | country | fields | pages",
-        "fields: utm:source/medium/campaign/term/content (- = missing), then key=value; "
-        'values holding a space, "/", "=" or "," are JSON-quoted; ? = unknown',
+        f"columns: id | visitor | start ({r.window.timezone}; MM-DD only when the day changes) duration "
+        "page_views/events | device/browser/os country | utm source/medium/campaign/term/content | fields | pages",
+        'values holding a space, "/", "=" or "," are JSON-quoted; - = missing, ? = unknown',
     ]
     rows = []
+    day = ""
     for s in r.sessions:
+        start = "?"
+        if s.started_at is not None:
+            local = s.started_at.replace(tzinfo=zone) if s.started_at.tzinfo is None else s.started_at.astimezone(zone)
+            start = f"{local:%H:%M}" if f"{local:%m-%d}" == day else f"{local:%m-%d %H:%M}"
+            day = f"{local:%m-%d}"
         duration = "?" if s.duration_s is None else fmt_duration(s.duration_s)
         counts = f"{'?' if s.page_views is None else s.page_views}/{'?' if s.events is None else s.events}"
         rows.append(
@@ -292,11 +295,10 @@ def render_sessions(r: SessionsResult) -> tuple[str, int]:
                 (
                     _id_cell(s.id),
                     cell(s.visitor_id, 128),
-                    _local(s.started_at, zone, "%m-%d %H:%M"),
-                    f"{duration} {counts}",
-                    "/".join(cell(x, 30) for x in (s.device, s.browser, s.os)),
-                    cell(s.country, 40),
-                    _fields_text(s.fields),
+                    f"{start} {duration} {counts}",
+                    "/".join(cell(x, 30) for x in (s.device, s.browser, s.os)) + f" {cell(s.country, 40)}",
+                    _utm_text(s.fields),
+                    " ".join(_pairs({k: v for k, v in s.fields.items() if k not in UTM_KEYS}, "fields")) or "-",
                     cell(path_text(s.pages), BUDGET_CHARS),
                 )
             )

@@ -120,14 +120,13 @@ def test_sessions_table_of_the_reference_example() -> None:
     assert cut == 0
     assert text.splitlines() == [
         "Sessions of demo · last7days: 2026-11-20 → 2026-11-26 (Europe/Istanbul, 7 days)",
-        "columns: id | visitor | start (Europe/Istanbul, MM-DD HH:MM) | duration page_views/events | "
-        "device/browser/os | country | fields | pages",
-        "fields: utm:source/medium/campaign/term/content (- = missing), then key=value; "
-        'values holding a space, "/", "=" or "," are JSON-quoted; ? = unknown',
-        "sess_abc123456 | visitor_789 | 01-15 10:30 | 3m00s 5/12 | Desktop/Chrome/Windows | Turkey | "
-        "utm:google/cpc/summer_sale user_id=user_456 | / → /products → /products/item-1 → /cart → /checkout",
-        "sess_def789012 | visitor_123 | 01-15 10:25 | 45s 2/3 | Desktop/Safari/macOS | United States | "
-        "utm:twitter/social | / → /about",
+        "columns: id | visitor | start (Europe/Istanbul; MM-DD only when the day changes) duration "
+        "page_views/events | device/browser/os country | utm source/medium/campaign/term/content | fields | pages",
+        'values holding a space, "/", "=" or "," are JSON-quoted; - = missing, ? = unknown',
+        "sess_abc123456 | visitor_789 | 01-15 10:30 3m00s 5/12 | Desktop/Chrome/Windows Turkey | "
+        "google/cpc/summer_sale | user_id=user_456 | / → /products → /products/item-1 → /cart → /checkout",
+        "sess_def789012 | visitor_123 | 10:25 45s 2/3 | Desktop/Safari/macOS United States | twitter/social | - | "
+        "/ → /about",
         "sessions 21–22 of 1,250 · next_offset=22",
     ]
 
@@ -144,7 +143,7 @@ def test_missing_values_and_the_end_of_the_list() -> None:
         sessions_result([row("s9", fields={"utm_medium": "cpc", "note": "two words", "k": "a/b"})], total=21)
     )
     lines = text.splitlines()
-    assert lines[3] == 's9 | - | ? | ? ?/? | -/-/- | - | utm:-/cpc note="two words" k="a/b" | -'
+    assert lines[3] == 's9 | - | ? ? ?/? | -/-/- - | -/cpc | note="two words" k="a/b" | -'
     assert lines[-1] == "sessions 21–21 of 21 · end of list"
 
 
@@ -211,12 +210,12 @@ def test_hostile_values_cannot_fake_rows_cells_or_sections() -> None:
     lines = text.splitlines()
     assert len(lines) == 3 + 3 + 1
     for line in lines[3:-1]:
-        assert line.count(" | ") == 7  # eight cells, no more
+        assert line.count(" | ") == 6  # seven cells, no more
         assert line.split(" | ")[-1].count(" → ") == 1  # two pages
         assert not any(c in line for c in "\x1b\u202e\u200b")
         assert line.split(" | ")[1] == "## Totals sessions: 999 ¦ fake ¦ cell • fake entry → fake stepgnp.exe"
         assert "⇢ fake step" in line.split(" | ")[-1]  # inside a path, an arrow cannot fake a step
-        assert 'utm:"a/b"' in line
+        assert line.split(" | ")[4] == '"a/b"'
     assert not any(line.startswith(("#", "sessions:")) for line in lines)
 
 
