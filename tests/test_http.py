@@ -1,0 +1,130 @@
+"""The HTTP transport as an operator deploys it: bearer auth, hosted pass-through keys, stateless
+replicas behind a balancer, the health route, and refusals to open an unsafe door. Real processes,
+real loopback sockets, real MCP clients."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from itertools import count
+
+import httpx2
+import pytest
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from .conftest import ROOT, WINDOW, Served, free_port, spawn, stop
+from .test_server import TOOL_NAMES, text_of
+
+TOKEN = "mcp-token-for-tests-0123456789"
+DEMO = {"HARDAL_API_KEY": "demo-key", "HARDAL_WEBSITE_ID": "demo"}
+
+
+@asynccontextmanager
+async def served(args: list[str], env: dict[str, str]) -> AsyncIterator[Served]:
+    port = free_port()
+    server = spawn(["--transport", "http", "--port", str(port), *args], port, env=env)
+    try:
+        yield server
+    finally:
+        stop(server)
+
+
+def bearer(token: str) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+async def test_token_auth_rejects_missing_and_wrong_tokens_and_admits_the_right_one() -> None:
+    async with served(["--demo"], {"HARDAL_MCP_TOKEN": TOKEN}) as server:
+        url = f"{server.url}/mcp"
+        async with httpx2.AsyncClient() as http:
+            body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+            assert (await http.post(url, json=body)).status_code == 401
+            wrong = await http.post(url, json=body, headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+            health = await http.get(f"{server.url}/healthz")  # orchestrators probe without a token
+            assert health.status_code == 200
+            assert health.json()["status"] == "ok"
+        async with bearer(TOKEN) as http, Client(streamable_http_client(url, http_client=http)) as client:
+            assert {t.name for t in (await client.list_tools()).tools} == TOOL_NAMES
+            result = await client.call_tool("list_sessions", {"limit": 2})
+            assert not result.is_error, text_of(result)
+
+
+async def test_passthrough_uses_each_clients_key_and_never_shares_cached_answers(sandbox_server: Served) -> None:
+    env = {"HARDAL_BASE_URL": sandbox_server.url, "HARDAL_WEBSITE_ID": "demo"}
+    async with served(["--auth", "passthrough"], env) as server:
+        url = f"{server.url}/mcp"
+        async with httpx2.AsyncClient() as http:
+            anonymous = await http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+            assert anonymous.status_code == 401
+        arguments = {**WINDOW, "limit": 3}
+        async with bearer("demo-key") as http, Client(streamable_http_client(url, http_client=http)) as client:
+            good = await client.call_tool("list_sessions", arguments)
+            assert not good.is_error, text_of(good)
+            assert good.structured_content["page"]["returned"] == 3
+        # The same question with another key must reach Hardal again (and be refused), not the cache.
+        async with bearer("someone-elses-key") as http, Client(streamable_http_client(url, http_client=http)) as client:
+            other = await client.call_tool("list_sessions", arguments)
+            assert other.is_error
+            assert "401" in text_of(other)
+            assert "someone-elses-key" not in text_of(other)
+
+
+class Alternating(httpx2.AsyncBaseTransport):
+    """A round-robin load balancer in a transport: each request goes to the next replica's port."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self.turn = count()
+        self.sent: list[int] = []
+        self.inner = httpx2.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        port = self.ports[next(self.turn) % len(self.ports)]
+        self.sent.append(port)
+        request.url = request.url.copy_with(port=port)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_stateless_replicas_serve_one_client_alternately(mode: str) -> None:
+    async with served(["--demo", "--stateless"], {}) as first, served(["--demo", "--stateless"], {}) as second:
+        ports = [int(first.url.rsplit(":", 1)[1]), int(second.url.rsplit(":", 1)[1])]
+        balancer = Alternating(ports)
+        async with (
+            httpx2.AsyncClient(transport=balancer, timeout=30) as http,
+            Client(streamable_http_client(f"{first.url}/mcp", http_client=http), mode=mode) as client,  # type: ignore[arg-type]
+        ):
+            for _ in range(3):
+                assert {t.name for t in (await client.list_tools()).tools} == TOOL_NAMES
+                result = await client.call_tool("list_sessions", {"limit": 1})
+                assert not result.is_error, text_of(result)
+        assert set(balancer.sent) == set(ports)  # both replicas answered
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["--host", "0.0.0.0"], {}, "without authentication"),
+        (["--host", "0.0.0.0", "--auth", "token"], {"HARDAL_MCP_TOKEN": TOKEN}, "HARDAL_MCP_ALLOWED_HOSTS"),
+        (["--auth", "token"], {}, "HARDAL_MCP_TOKEN"),
+    ],
+)
+def test_unsafe_http_setups_are_refused_at_startup(args: list[str], env: dict[str, str], expected: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hardal_mcp", "--transport", "http", "--demo", "--port", str(free_port()), *args],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert expected in done.stderr
+    assert TOKEN not in done.stderr
