@@ -58,6 +58,15 @@ _INTEGER = re.compile(r"-?\d{1,12}")
 _BOOLEANS = frozenset({"true", "false", "1", "0"})
 
 
+_REASONS = {
+    429: "Rate limit exceeded",
+    500: "Internal server error",
+    502: "Bad gateway",
+    503: "Service unavailable",
+    504: "Gateway timeout",
+}
+
+
 class ApiError(Exception):
     """An error answered with Hardal's documented body ``{"error": {"code", "message"}}``."""
 
@@ -259,7 +268,7 @@ class _Sandbox:
             await anyio.sleep(fault.delay)
         elif isinstance(fault, f.ErrorStatus):
             headers, hit.retry_at = f.retry_after_header(fault)
-            message = {429: "Rate limit exceeded"}.get(fault.status, "Internal server error")
+            message = _REASONS.get(fault.status, "Request failed")
             raise ApiError(fault.status, message + extra, headers)
         elif isinstance(fault, f.ProxyPage):
             return Response(f.proxy_page(fault.status, extra), status_code=fault.status, media_type="text/html")

@@ -13,8 +13,8 @@ Faults of the exchange act on both routes:
 * :class:`ProxyPage` answers an HTML error page, as a gateway in front of the API does (502 by default);
 * :class:`Slow` waits ``delay`` seconds, then answers normally;
 * :class:`Drop` sends the status line, headers (with the full ``Content-Length``) and the first
-  ``keep_bytes`` of the body, then closes the connection. It needs a real server (:func:`serve`, uvicorn):
-  an in-process ASGI transport has no connection to drop and reports a broken app instead;
+  ``keep_bytes`` of the body, then closes the connection. It needs a real server (``serve``,
+  ``serve_in_thread``): an in-process ASGI transport has no connection to drop and reports a broken app;
 * :class:`Truncated` answers 200 with the JSON body cut short (the length header matches the cut body);
 * :class:`WrongShape` answers 200 with valid JSON that is not the documented shape.
 
