@@ -29,6 +29,7 @@ from .config import Settings, env_name
 from .errors import AuthError, HardalError, InputError, NetworkError, UpstreamError
 from .models import ActivityEvent, Session, SessionsPage
 from .params import Window, check_id, check_timezone, resolve_window
+from .privacy import redact_event, redact_session
 from .render import render_activity, render_comparison, render_funnel, render_paths, render_sessions, render_summary
 from .results import ActivityResult, ActivityRow, PageInfo, SessionRow, SessionsResult, WindowInfo
 from .sanitize import clean
@@ -338,7 +339,8 @@ class Hardal:
             has_more = page * limit < body.total_count
         else:
             has_more = len(body.events) >= limit
-        rows = [activity_row(e) for e in body.events]
+        events = [redact_event(e) for e in body.events] if self.settings.redact_pii else body.events
+        rows = [activity_row(e) for e in events]
         result = ActivityResult(
             website_id=site,
             session_id=sid,
@@ -427,7 +429,7 @@ class Hardal:
         return stats
 
     async def _page(self, scope: Scope, key: SecretStr, offset: int, limit: int) -> SessionsPage:
-        return await self.client.sessions(
+        page = await self.client.sessions(
             key,
             scope.website_id,
             scope.window,
@@ -436,6 +438,10 @@ class Hardal:
             target_signal_id=scope.target_signal_id,
             is_hybrid=scope.is_hybrid,
         )
+        if self.settings.redact_pii:
+            for s in page.sessions:
+                redact_session(s)
+        return page
 
     async def _visits(self, scope: Scope, deadline: float) -> dict[str, int]:
         """Sessions per visitor over the whole window (what `returning` means)."""
