@@ -62,7 +62,19 @@ _ID_MIN_DISTINCT = 50  # ...and so are keys with mostly unique values, once ther
 # Result models: the MCP tool's output schema, so names are short and descriptions few.
 
 
-class Entry(BaseModel):
+def _without_titles(schema: dict[str, Any]) -> None:
+    """Pydantic titles every field after its name: tokens that tell a model nothing more."""
+    for field in schema.get("properties", {}).values():
+        field.pop("title", None)
+
+
+class Schema(BaseModel):
+    """Base of every model here that becomes part of a tool's schema."""
+
+    model_config = ConfigDict(json_schema_extra=_without_titles)
+
+
+class Entry(Schema):
     v: str = Field(description="Value; (none) = missing")
     n: int = Field(description="Sessions; views in `viewed`, `previous`, `next`")
     pct: float = Field(description="Share of the sessions (views) counted, %")
@@ -70,7 +82,7 @@ class Entry(BaseModel):
     bounce_pct: float | None = None
 
 
-class Breakdown(BaseModel):
+class Breakdown(Schema):
     key: str
     distinct: int = Field(description="Distinct values, (none) included")
     top: list[Entry]
@@ -78,7 +90,7 @@ class Breakdown(BaseModel):
     id_like: bool = Field(default=False, description="Mostly unique values (an id): only counted")
 
 
-class Durations(BaseModel):
+class Durations(Schema):
     """Seconds, over sessions with a known duration."""
 
     mean: float | None
@@ -87,7 +99,7 @@ class Durations(BaseModel):
     unknown: int = Field(description="Sessions without a duration, excluded")
 
 
-class Totals(BaseModel):
+class Totals(Schema):
     sessions: int
     visitors: int = Field(description="Distinct visitor ids")
     returning: int = Field(description="Visitors with ≥2 sessions in the window")
@@ -100,7 +112,7 @@ class Totals(BaseModel):
     duration: Durations
 
 
-class Series(BaseModel):
+class Series(Schema):
     unit: Literal["day", "hour"]
     start: str = Field(description="Local start of counts[0]")
     counts: list[int] = Field(description="Sessions started in each consecutive unit")
@@ -108,12 +120,12 @@ class Series(BaseModel):
     outside: int = Field(description="Sessions starting outside the window")
 
 
-class Example(BaseModel):
+class Example(Schema):
     id: str
     why: str
 
 
-class Coverage(BaseModel):
+class Coverage(Schema):
     scanned: int = Field(description="Unique sessions read")
     matched: int | None = Field(default=None, description="Of those, sessions in the segment")
     duplicates: int = Field(description="Repeats skipped while paging")
@@ -122,7 +134,7 @@ class Coverage(BaseModel):
     note: str | None = None
 
 
-class Summary(BaseModel):
+class Summary(Schema):
     website_id: str
     window: WindowInfo
     segment: str | None = Field(default=None, description="Filter applied: all figures are of matching sessions")
@@ -392,12 +404,12 @@ def _folded(values: Values) -> frozenset[str]:
 _NONE_FOLDED = NONE.casefold()
 
 
-class Segment(BaseModel):
+class Segment(Schema):
     """Which sessions to keep; every criterion given must hold. Text matches ignore case; `(none)`
     matches a missing value. Page patterns match whole pages as listed (query string included); `*` is
     any run of characters."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_without_titles)
 
     country: Choice | None = None
     device: Choice | None = None
@@ -784,7 +796,8 @@ class Digest(Scan):
                 _breakdown("landing", landing.folded(_label), sessions, top),
                 _breakdown("exit", exit_.folded(_label), sessions, top),
                 _breakdown("viewed", self._viewed(), self._views.total(), top),
-                _breakdown("path", path.folded(_path_label), sessions, top),
+                # A path's bounce rate only restates its length: counts alone.
+                _breakdown("path", {v: c[:1] for v, c in path.folded(_path_label).items()}, sessions, top),
             ],
             series=Series(
                 unit=self._clock.unit,
@@ -883,21 +896,21 @@ EXAMPLES = 3
 OTHER = "(other)"
 
 
-class FunnelStep(BaseModel):
+class FunnelStep(Schema):
     page: str = Field(description="Step pattern")
     sessions: int = Field(description="Sessions reaching it, in order")
     from_prev_pct: float | None = None
     from_start_pct: float = Field(description="Of sessions reaching step 1, %")
 
 
-class FunnelGroup(BaseModel):
+class FunnelGroup(Schema):
     v: str
     sessions: int
     steps: list[int] = Field(description="Sessions reaching each step")
     conversion_pct: float = Field(description="Last step / step 1, %")
 
 
-class FunnelResult(BaseModel):
+class FunnelResult(Schema):
     website_id: str
     window: WindowInfo
     segment: str | None = None
@@ -1042,7 +1055,7 @@ ENTERED = "(entered here)"
 EXITED = "(exited here)"
 
 
-class PathResult(BaseModel):
+class PathResult(Schema):
     website_id: str
     window: WindowInfo
     segment: str | None = None
@@ -1145,7 +1158,7 @@ MOVERS = 3
 RATES = ("returning_pct", "bounce_pct", "pages_per_session")  # changes in points, not counts
 
 
-class Change(BaseModel):
+class Change(Schema):
     name: str
     now: int | float | None
     before: int | float | None
@@ -1153,7 +1166,7 @@ class Change(BaseModel):
     delta_pct: float | None = Field(description="Relative change, %")
 
 
-class Mover(BaseModel):
+class Mover(Schema):
     v: str
     now: int
     before: int
@@ -1162,13 +1175,13 @@ class Mover(BaseModel):
     bounce_effect: float | None = Field(description="Part of the bounce-rate change, points")
 
 
-class BreakdownChange(BaseModel):
+class BreakdownChange(Schema):
     key: str
     movers: list[Mover] = Field(description="Values whose sessions changed most")
     bounce_drivers: list[Mover] = Field(description="Values that moved the bounce rate most")
 
 
-class Comparison(BaseModel):
+class Comparison(Schema):
     website_id: str
     current: WindowInfo
     previous: WindowInfo
