@@ -51,8 +51,10 @@ def is_secret(field: FieldInfo) -> bool:
 def env_default(field: FieldInfo) -> str | None:
     """The registry wants defaults as strings: booleans as true/false, numbers as decimals."""
     value = field.get_default(call_default_factory=True)
-    if value is None:
+    if value is None or value in ((), [], ""):
         return None
+    if isinstance(value, tuple | list):
+        return ",".join(str(item) for item in value)  # list settings are comma-separated variables
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
