@@ -1,0 +1,111 @@
+"""The command line as a newcomer and an operator use it: one-shot calls on demo data, --check, and
+configuration errors that name what to fix without ever printing the key."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hardal_mcp.cli import parse_arguments
+from hardal_mcp.config import Settings
+from hardal_mcp.errors import HardalError
+
+from .conftest import ROOT, Served
+
+SECRET = "hk_live_CLI_SECRET_9f8e7d6c5b4a"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HARDAL_")}
+    return subprocess.run(
+        [sys.executable, "-m", "hardal_mcp", *args],
+        cwd=ROOT,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_call_on_demo_data_prints_a_digest() -> None:
+    done = run("call", "summarize_sessions", "--demo", "timeframe=yesterday")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Sessions of demo · yesterday:")
+    assert "bounce" in done.stdout
+
+
+def test_call_json_prints_structured_content_and_json_arguments_are_parsed() -> None:
+    done = run("call", "list_sessions", "--demo", "--json", "limit=2", 'segment={"device": ["desktop"]}')
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["page"]["returned"] == 2
+    assert {s["device"] for s in data["sessions"]} == {"Desktop"}
+
+
+def test_call_with_a_bad_argument_exits_non_zero_and_names_it() -> None:
+    done = run("call", "summarize_sessions", "--demo", "timeframe=fortnight")
+    assert done.returncode == 1
+    assert "timeframe" in done.stdout
+
+
+def test_parse_arguments() -> None:
+    assert parse_arguments(["limit=5", "page=/cart", "flag=true", "x="]) == {
+        "limit": 5,
+        "page": "/cart",
+        "flag": True,
+        "x": "",
+    }
+    with pytest.raises(HardalError, match="name=value"):
+        parse_arguments(["oops"])
+
+
+def test_check_reports_every_setting_and_the_sessions_of_the_last_week(sandbox_server: Served) -> None:
+    env = {"HARDAL_API_KEY": "demo-key", "HARDAL_WEBSITE_ID": "demo", "HARDAL_BASE_URL": sandbox_server.url}
+    done = run("--check", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "API          reachable, key accepted, website found" in done.stdout
+    assert "sessions" in done.stdout
+    assert "demo-key" not in done.stdout + done.stderr
+
+
+def test_check_fails_clearly_on_a_rejected_key_without_printing_it(sandbox_server: Served) -> None:
+    env = {"HARDAL_API_KEY": SECRET, "HARDAL_WEBSITE_ID": "demo", "HARDAL_BASE_URL": sandbox_server.url}
+    done = run("--check", "--log-level", "debug", env=env)
+    assert done.returncode == 1
+    assert "HARDAL_API_KEY" in done.stdout
+    assert "401" in done.stdout
+    assert SECRET not in done.stdout + done.stderr
+
+
+def test_check_names_missing_settings() -> None:
+    done = run("--check")
+    assert done.returncode == 1
+    assert "MISSING — set HARDAL_API_KEY" in done.stdout
+    assert "MISSING — set HARDAL_WEBSITE_ID" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("HARDAL_TIMEOUT", "soon"),
+        ("HARDAL_TIMEZONE", "Moon/Base"),
+        ("HARDAL_BASE_URL", "ftp://x"),
+        ("HARDAL_PAGE_SIZE", "5000"),
+    ],
+)
+def test_invalid_configuration_names_the_variable_and_never_the_key(variable: str, value: str) -> None:
+    done = run("--check", env={"HARDAL_API_KEY": SECRET, variable: value})
+    assert done.returncode == 2
+    assert variable in done.stderr
+    assert SECRET not in done.stdout + done.stderr
+
+
+def test_the_key_is_hidden_in_settings_repr() -> None:
+    settings = Settings.from_env({"HARDAL_API_KEY": SECRET, "HARDAL_MCP_TOKEN": SECRET + "x"})
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+    assert SECRET not in settings.model_dump_json()
