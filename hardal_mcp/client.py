@@ -250,8 +250,8 @@ class HardalClient:
                         return content, parse(content)
                     except ProtocolError as exc:  # a garbled body from a proxy or a deploy: worth one more try
                         failure = ProtocolError(
-                            f"HTTP {status}, but {exc.message[0].lower()}{exc.message[1:]} Hardal may be mid-deploy "
-                            "or behind a failing proxy; try again shortly.",
+                            f"HTTP {status}: {exc.message} Hardal may be mid-deploy or behind a failing proxy; "
+                            "try again shortly.",
                             status=status,
                         )
                         wait = self.retry.backoff(attempt)
