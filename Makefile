@@ -1,4 +1,4 @@
-.PHONY: check lint types test
+.PHONY: check lint types test conformance inspector ecosystem
 
 check: lint types test
 
@@ -10,3 +10,13 @@ types:
 
 test:
 	python -m pytest
+
+# MCP ecosystem checks (need npm; Node 24 and the pinned tools land in conformance/, git-ignored).
+# Run with the project's environment active, so `hardal-mcp` (or PYTHON=...) is found.
+conformance:
+	bash scripts/conformance.sh
+
+inspector:
+	bash scripts/inspector.sh
+
+ecosystem: conformance inspector
