@@ -617,6 +617,18 @@ async def test_a_fault_acts_on_its_requests_of_its_website_only() -> None:
     assert record.requests("never") == 0
 
 
+async def test_without_faults_only_requests_are_recorded() -> None:
+    app = create_app(SandboxConfig(sessions_per_day=50, now=NOW))
+    async with httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=app), base_url="http://sandbox.test", headers=AUTH
+    ) as client:
+        for _ in range(3):
+            await get_json(client, SESSIONS, **WEEK)
+    record = traffic(app).site(DEMO_WEBSITE_ID)
+    assert record.requests == len(record.hits) == 3
+    assert not record.served  # a long-running sandbox keeps no sessions it need not
+
+
 async def test_error_status_bodies_and_retry_after_forms() -> None:
     config = faulty({
         "plain": f.ErrorStatus(status=429),

@@ -143,18 +143,20 @@ class Hit:
     retry_at: float | None = None  # when Retry-After was sent: the Unix time before which a retry is early
 
 
+MAX_HITS = 10_000  # per website: the most recent requests are kept, so a long-running sandbox stays small
+MAX_SERVED = 100_000  # per website with a fault
+
+
 @dataclass(slots=True)
 class SiteTraffic:
     """What one website id was asked and answered."""
 
-    hits: list[Hit] = field(default_factory=list)
-    # Sessions answered in readable sessions lists, in order, repeats included (what a scan was given;
-    # a client that gave up on a slow answer may not have read them).
-    served: list[Session] = field(default_factory=list)
-
-    @property
-    def requests(self) -> int:
-        return len(self.hits)
+    requests: int = 0  # every request ever, counted on arrival
+    hits: deque[Hit] = field(default_factory=lambda: deque(maxlen=MAX_HITS))  # the latest requests
+    # Only for websites with a fault (the ground truth a test compares with): the sessions answered in
+    # readable sessions lists, in order, repeats included. A client that gave up on a slow answer may not
+    # have read them.
+    served: deque[Session] = field(default_factory=lambda: deque(maxlen=MAX_SERVED))
 
 
 class Traffic:
@@ -246,6 +248,7 @@ class _Sandbox:
         website_id = request.path_params["website_id"]
         record = self.traffic.site(website_id)
         n = record.requests
+        record.requests += 1
         hit = Hit(time.time(), route)
         record.hits.append(hit)
         fault = self._config.fault_for(website_id)
@@ -278,7 +281,8 @@ class _Sandbox:
         else:
             data_fault = fault if isinstance(fault, f.DATA_FAULTS) else None
             sessions, body = self._sessions_body(request, site, data_fault, n, extra)
-            if not isinstance(fault, f.Drop | f.Truncated | f.WrongShape):
+            faulty_site = self._config.fault_for(request.path_params["website_id"]) is not None
+            if faulty_site and not isinstance(fault, f.Drop | f.Truncated | f.WrongShape):
                 record.served.extend(sessions)
 
         if isinstance(fault, f.Drop):
