@@ -351,17 +351,25 @@ def test_tools_list_matches_the_snapshot(listed_tools: dict[str, dict[str, Any]]
         SNAPSHOT.write_text(json.dumps(current, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return
     assert SNAPSHOT.exists(), f"no snapshot at {SNAPSHOT.relative_to(ROOT)}; {UPDATE_HINT}"
-    recorded = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
-    if {t["name"]: t for t in recorded} == listed_tools:
+    recorded = {tool["name"]: tool for tool in json.loads(SNAPSHOT.read_text(encoding="utf-8"))}
+    if recorded == listed_tools:
         return
-    diff = difflib.unified_diff(
-        json.dumps(recorded, indent=2, ensure_ascii=False, sort_keys=True).splitlines(),
-        json.dumps(current, indent=2, ensure_ascii=False, sort_keys=True).splitlines(),
-        fromfile=str(SNAPSHOT.relative_to(ROOT)),
-        tofile="tools/list now",
-        lineterm="",
-    )
-    changes = "\n".join(diff)
+    report = []
+    for name in sorted(recorded.keys() - listed_tools.keys()):
+        report.append(f"tool {name} is no longer served")
+    for name in sorted(listed_tools.keys() - recorded.keys()):
+        report.append(f"tool {name} is new")
+    for name in [n for n in listed_tools if n in recorded and recorded[n] != listed_tools[n]]:
+        report.extend(
+            difflib.unified_diff(
+                json.dumps(recorded[name], indent=2, ensure_ascii=False, sort_keys=True).splitlines(),
+                json.dumps(listed_tools[name], indent=2, ensure_ascii=False, sort_keys=True).splitlines(),
+                fromfile=f"{name} in {SNAPSHOT.relative_to(ROOT)}",
+                tofile=f"{name} served now",
+                lineterm="",
+            )
+        )
+    changes = "\n".join(report)
     pytest.fail(f"tools/list changed (names, descriptions, schemas or annotations):\n{changes}\n{UPDATE_HINT}")
 
 
