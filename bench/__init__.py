@@ -1,0 +1,1 @@
+"""hardal-mcp's benchmark suite: `python -m bench` (see `bench/run.py`)."""
