@@ -12,7 +12,7 @@
 #   scripts/conformance.sh            # both eras
 #   scripts/conformance.sh 2026-07-28 # one era
 # Needs: npm (any Node; Node 24 is fetched from the npm registry when the one on PATH is older than 22.19)
-# and a Python that can run hardal-mcp (the `hardal-mcp` script on PATH, or PYTHON=... / HARDAL_MCP=...).
+# and a Python that can run hardal-mcp (the `hardal-mcp` script on PATH, or PYTHON=... / SERVER_COMMAND=...).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"

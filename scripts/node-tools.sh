@@ -8,6 +8,10 @@
 #   conformance/node_modules/  @modelcontextprotocol/conformance (0.1.16 and 0.2.0-alpha.12), inspector 2.12.0
 # shellcheck shell=bash
 
+# The checks run the demo exactly as shipped: a HARDAL_* variable of the caller's (a token that turns on HTTP
+# auth, a low tool timeout, ...) must not change what is tested.
+while read -r _var; do unset "$_var"; done < <(compgen -e | grep '^HARDAL_' || true)
+
 NODE_VERSION="${NODE_VERSION:-24.21.0}"
 NODE_MIN="22.19.0"
 CONFORMANCE_DIR="$ROOT/conformance"
@@ -55,11 +59,11 @@ ensure_node() {
 }
 
 # The server command: the installed console script when there is one (CI installs the project into .venv),
-# else the package from this checkout. HARDAL_MCP overrides, e.g. HARDAL_MCP="/path/to/venv/bin/hardal-mcp".
+# else the package from this checkout. SERVER_COMMAND overrides, e.g. SERVER_COMMAND="/path/to/venv/bin/hardal-mcp".
 hardal_command() {
-    if [ -n "${HARDAL_MCP:-}" ]; then
+    if [ -n "${SERVER_COMMAND:-}" ]; then
         # shellcheck disable=SC2206
-        HARDAL_CMD=($HARDAL_MCP)
+        HARDAL_CMD=($SERVER_COMMAND)
     elif command -v hardal-mcp >/dev/null; then
         HARDAL_CMD=("$(command -v hardal-mcp)")
     else
