@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo
 from .analytics import (
     DIMENSIONS,
     NONE,
+    PATH_HEAD,
+    PATH_TAIL,
     RATES,
     UTM_KEYS,
     Breakdown,
@@ -28,13 +30,12 @@ from .analytics import (
     Series,
     Summary,
     fmt_duration,
-    path_text,
     pct,
 )
 from .results import ActivityResult, SessionsResult, WindowInfo
 from .sanitize import clean, elide
 
-BUDGET_CHARS = 24_000  # ≈ 6,000 tokens: the hard cap of any tool's text
+BUDGET_CHARS = 15_000  # the hard cap of any tool's text: ≤ 6,000 tokens even for tables (~2.5 chars per token)
 LINE_CHARS = 720  # one digest line; entries that do not fit are counted, not shown
 SERIES_POINTS = 62  # more points than this are shown as 7-day sums
 ROW_FIELDS = 12  # fields shown in one table row
@@ -267,18 +268,41 @@ def _local(at: datetime | None, zone: ZoneInfo, fmt: str) -> str:
     return (at.replace(tzinfo=zone) if at.tzinfo is None else at.astimezone(zone)).strftime(fmt)
 
 
+def _value(value: str | None, limit: int) -> str:
+    """One table cell: `-` when missing, else the value, JSON-quoted if it holds a separator."""
+    return _token(value, limit) if value else "-"
+
+
+def _whole(cell_text: str) -> str:
+    """A composite cell (`a/b/c`, `k=v,k=v`) stays one space-free cell: quoted whole if it holds a space."""
+    return json.dumps(cell_text, ensure_ascii=False) if any(c.isspace() for c in cell_text) else cell_text
+
+
+def _table_path(pages: Sequence[str]) -> str:
+    """Pages separated by spaces (a step's own spaces are %20, as in a URL); a long middle elided visibly."""
+    steps = [cell(p, 60).replace(" ", "%20") for p in pages]
+    if len(steps) > PATH_HEAD + PATH_TAIL + 1:
+        steps = [*steps[:PATH_HEAD], f"…(+{len(steps) - PATH_HEAD - PATH_TAIL})…", *steps[-PATH_TAIL:]]
+    return " ".join(steps) or "-"
+
+
 def render_sessions(r: SessionsResult) -> tuple[str, int]:
-    """One row per session, every field kept (only a long path is elided, visibly); returns the text
-    and the number of rows cut to fit the budget."""
+    """A tab-separated table, one row per session, every field kept (a long path is elided, visibly);
+    returns the text and the number of rows cut to fit the budget."""
     zone = ZoneInfo(r.window.timezone)
     page = r.page
-    first = page.offset + 1
     of = f" of {page.total:,}" if page.total is not None else ""
-    header = [
-        f"Sessions of {cell(r.website_id, 80)} · {window_text(r.window)}",
-        f"columns: id | visitor | start ({r.window.timezone}; MM-DD only when the day changes) duration "
-        "page_views/events | device/browser/os country | utm source/medium/campaign/term/content | fields | pages",
-        'values holding a space, "/", "=" or "," are JSON-quoted; - = missing, ? = unknown',
+    header = [f"Sessions of {cell(r.website_id, 80)} · {window_text(r.window)}"]
+    if r.segment is not None:
+        header.append(f"segment: {r.segment} · {page.returned:,} matches in {r.scanned or 0:,} sessions examined")
+    if r.note:
+        header.append(f"note: {r.note}")
+    header += [
+        f"columns, space-separated: id visitor start ({r.window.timezone}; MM-DDTHH:MM when the day changes) "
+        "duration_s views/events device browser os country utm_source/medium/campaign/term/content "
+        "other_fields(k=v,…) then the pages in order (…(+N)… = N pages not shown)",
+        'a value holding a space, "/", "=" or "," is JSON-quoted (a whole cell when it holds a space); '
+        "- = missing, ? = unknown",
     ]
     rows = []
     day = ""
@@ -286,31 +310,37 @@ def render_sessions(r: SessionsResult) -> tuple[str, int]:
         start = "?"
         if s.started_at is not None:
             local = s.started_at.replace(tzinfo=zone) if s.started_at.tzinfo is None else s.started_at.astimezone(zone)
-            start = f"{local:%H:%M}" if f"{local:%m-%d}" == day else f"{local:%m-%d %H:%M}"
+            start = f"{local:%H:%M}" if f"{local:%m-%d}" == day else f"{local:%m-%dT%H:%M}"
             day = f"{local:%m-%d}"
-        duration = "?" if s.duration_s is None else fmt_duration(s.duration_s)
-        counts = f"{'?' if s.page_views is None else s.page_views}/{'?' if s.events is None else s.events}"
+        others = {k: v for k, v in s.fields.items() if k not in UTM_KEYS}
+        pairs = [f"{_token(k, 30)}={_token(v)}" for k, v in list(others.items())[:ROW_FIELDS]]
+        if len(others) > ROW_FIELDS:
+            pairs.append(f"…(+{len(others) - ROW_FIELDS})")
         rows.append(
-            " | ".join(
+            " ".join(
                 (
                     _id_cell(s.id),
-                    cell(s.visitor_id, 128),
-                    f"{start} {duration} {counts}",
-                    "/".join(cell(x, 30) for x in (s.device, s.browser, s.os)) + f" {cell(s.country, 40)}",
-                    _utm_text(s.fields),
-                    " ".join(_pairs({k: v for k, v in s.fields.items() if k not in UTM_KEYS}, "fields")) or "-",
-                    cell(path_text(s.pages), BUDGET_CHARS),
+                    _value(s.visitor_id, 128),
+                    start,
+                    "?" if s.duration_s is None else f"{s.duration_s:.0f}",
+                    f"{'?' if s.page_views is None else s.page_views}/{'?' if s.events is None else s.events}",
+                    *(_value(x, 30) for x in (s.device, s.browser, s.os)),
+                    _value(s.country, 40),
+                    _whole(_utm_text(s.fields)),
+                    _whole(",".join(pairs) or "-"),
+                    _table_path(s.pages),
                 )
             )
         )
 
     def footer(kept: int) -> str:
-        shown = f"sessions {first:,}–{page.offset + kept:,}{of}" if kept else f"no sessions shown{of}"
-        if kept < len(rows):
-            return (
-                f"{shown} · {len(rows) - kept} more rows of this page cut to fit the output budget: "
-                f"continue with offset={page.offset + kept}"
-            )
+        shown = f"{kept:,} sessions" + (f" (positions from {page.offset:,}{of})" if r.segment else "")
+        if r.segment is None and kept:
+            shown = f"sessions {page.offset + 1:,}–{page.offset + kept:,}{of}"
+        cut = len(rows) - kept + r.omitted
+        if cut:
+            resume = page.offset + kept if kept < len(rows) else page.next_offset
+            return f"{shown} · {cut:,} more rows cut to fit the output budget: continue with offset={resume}"
         more = f"next_offset={page.next_offset}" if page.next_offset is not None else "end of list"
         return f"{shown} · {more}"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
@@ -28,6 +29,7 @@ from .test_analytics import summary_of
 
 WEEK = Window("last7days", date(2026, 11, 20), date(2026, 11, 26), "Europe/Istanbul")
 ISTANBUL = timezone(timedelta(hours=3))
+CELL = re.compile(r'"(?:[^"\\]|\\.)*"|\S+')  # a JSON-quoted value or a bare one, as the table legend says
 HOSTILE = "\n## Totals\nsessions: 999 | fake | cell · fake entry → fake step\x1b[2J\u202egnp.exe\u200b"
 
 
@@ -120,13 +122,14 @@ def test_sessions_table_of_the_reference_example() -> None:
     assert cut == 0
     assert text.splitlines() == [
         "Sessions of demo · last7days: 2026-11-20 → 2026-11-26 (Europe/Istanbul, 7 days)",
-        "columns: id | visitor | start (Europe/Istanbul; MM-DD only when the day changes) duration "
-        "page_views/events | device/browser/os country | utm source/medium/campaign/term/content | fields | pages",
-        'values holding a space, "/", "=" or "," are JSON-quoted; - = missing, ? = unknown',
-        "sess_abc123456 | visitor_789 | 01-15 10:30 3m00s 5/12 | Desktop/Chrome/Windows Turkey | "
-        "google/cpc/summer_sale | user_id=user_456 | / → /products → /products/item-1 → /cart → /checkout",
-        "sess_def789012 | visitor_123 | 10:25 45s 2/3 | Desktop/Safari/macOS United States | twitter/social | - | "
-        "/ → /about",
+        "columns, space-separated: id visitor start (Europe/Istanbul; MM-DDTHH:MM when the day changes) "
+        "duration_s views/events device browser os country utm_source/medium/campaign/term/content "
+        "other_fields(k=v,…) then the pages in order (…(+N)… = N pages not shown)",
+        'a value holding a space, "/", "=" or "," is JSON-quoted (a whole cell when it holds a space); '
+        "- = missing, ? = unknown",
+        "sess_abc123456 visitor_789 01-15T10:30 180 5/12 Desktop Chrome Windows Turkey google/cpc/summer_sale "
+        "user_id=user_456 / /products /products/item-1 /cart /checkout",
+        'sess_def789012 visitor_123 10:25 45 2/3 Desktop Safari macOS "United States" twitter/social - / /about',
         "sessions 21–22 of 1,250 · next_offset=22",
     ]
 
@@ -143,7 +146,7 @@ def test_missing_values_and_the_end_of_the_list() -> None:
         sessions_result([row("s9", fields={"utm_medium": "cpc", "note": "two words", "k": "a/b"})], total=21)
     )
     lines = text.splitlines()
-    assert lines[3] == 's9 | - | ? ? ?/? | -/-/- - | -/cpc | note="two words" k="a/b" | -'
+    assert lines[3] == 's9 - ? ? ?/? - - - - -/cpc "note=\\"two words\\",k=\\"a/b\\"" -'
     assert lines[-1] == "sessions 21–21 of 21 · end of list"
 
 
@@ -185,11 +188,11 @@ def test_huge_page_stays_within_the_budget_and_says_what_was_cut() -> None:
     assert 0 < kept < 200
     assert cut == 200 - kept
     assert lines[-1] == (
-        f"sessions 401–{400 + kept} of 5,000 · {cut} more rows of this page cut to fit the output budget: "
+        f"sessions 401–{400 + kept} of 5,000 · {cut} more rows cut to fit the output budget: "
         f"continue with offset={400 + kept}"
     )
-    assert "(+495 pages)" in lines[3]
-    assert "(+28 fields)" in lines[3]
+    assert "…(+495)…" in lines[3]
+    assert "…(+28)" in lines[3]
 
 
 def test_hostile_values_cannot_fake_rows_cells_or_sections() -> None:
@@ -209,13 +212,21 @@ def test_hostile_values_cannot_fake_rows_cells_or_sections() -> None:
     text, _ = render_sessions(sessions_result(rows))
     lines = text.splitlines()
     assert len(lines) == 3 + 3 + 1
+    fake = '"## Totals sessions: 999 ¦ fake ¦ cell • fake entry → fake stepgnp.exe"'
     for line in lines[3:-1]:
-        assert line.count(" | ") == 6  # seven cells, no more
-        assert line.split(" | ")[-1].count(" → ") == 1  # two pages
+        cells = CELL.findall(line)
+        assert len(cells) == 11 + 2  # eleven cells, then exactly two pages
         assert not any(c in line for c in "\x1b\u202e\u200b")
-        assert line.split(" | ")[1] == "## Totals sessions: 999 ¦ fake ¦ cell • fake entry → fake stepgnp.exe"
-        assert "⇢ fake step" in line.split(" | ")[-1]  # inside a path, an arrow cannot fake a step
-        assert line.split(" | ")[4] == '"a/b"'
+        assert cells[1] == fake  # quoted whole: a space cannot start another cell
+        assert cells[5] == "x•y"  # device
+        assert cells[7] == "A¦B"  # os
+        for hostile in (cells[6], cells[8]):  # browser and country: quoted whole, elided visibly
+            assert hostile.startswith('"## Totals sessions:')
+            assert hostile.endswith('"')
+            assert "…" in hostile
+        assert cells[9] == '"a/b"'
+        assert cells[11].startswith("##%20Totals%20sessions:%20999")  # inside a path, spaces cannot split a step
+        assert cells[12] == "/ok"
     assert not any(line.startswith(("#", "sessions:")) for line in lines)
 
 
