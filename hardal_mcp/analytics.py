@@ -129,6 +129,7 @@ class Coverage(Schema):
     scanned: int = Field(description="Unique sessions read")
     matched: int | None = Field(default=None, description="Of those, sessions in the segment")
     duplicates: int = Field(description="Repeats skipped while paging")
+    unreadable: int = Field(default=0, description="Items Hardal sent that were not readable sessions; not counted")
     total: int | None = Field(description="Sessions Hardal reported")
     complete: bool
     note: str | None = None
@@ -566,6 +567,7 @@ class Scan:
         self._seen: set[str] = set()
         self._visits: dict[str, int] = {}  # sessions per visitor id, over everything scanned
         self.duplicates = 0
+        self.unreadable = 0  # items of pages that were not readable as sessions
         self.segment = segment
         self._match = segment.matcher() if segment else None
         self._returning = segment.returning if segment else None
@@ -577,9 +579,11 @@ class Scan:
     def scanned(self) -> int:
         return len(self._seen)
 
-    def add(self, sessions: Iterable[Session]) -> None:
+    def add(self, sessions: Iterable[Session], unreadable: int = 0) -> None:
+        """Take one page; `unreadable` counts the items of it that were not readable as sessions."""
         if self._closed:
             raise RuntimeError("this scan has been summarised; start a new one")
+        self.unreadable += unreadable
         seen, visits, match, returning = self._seen, self._visits, self._match, self._returning
         batch: list[Session] = []
         for s in sessions:
@@ -627,22 +631,28 @@ class Scan:
 
     def coverage(self, total: int | None, partial_reason: str | None) -> Coverage:
         scanned = self.scanned
+        sent = scanned + self.unreadable
         of = f"{scanned:,} of {total:,}" if total is not None else f"the first {scanned:,} (total unknown)"
         if partial_reason:
-            note: str | None = f"Covers {of} sessions: {partial_reason}."
-        elif total is not None and scanned < total:
+            note: str | None = f"Covers {of} sessions: {partial_reason.rstrip('.')}."
+        elif total is not None and sent < total:
             note = f"Covers {of} sessions: the window changed while it was read; ask again for exact figures."
         else:
             note = None
         if self.duplicates:
             dup = f"{self.duplicates:,} repeated session{'s' if self.duplicates > 1 else ''} skipped while paging."
             note = f"{note} {dup}" if note else dup
+        if self.unreadable:
+            n = self.unreadable
+            bad = f"{n:,} item{'s' if n > 1 else ''} Hardal sent could not be read as sessions (no usable id)."
+            note = f"{note} {bad}" if note else bad
         return Coverage(
             scanned=scanned,
             matched=None if self.segment is None else self.matched,
             duplicates=self.duplicates,
+            unreadable=self.unreadable,
             total=total,
-            complete=not partial_reason and (total is None or scanned >= total),
+            complete=not partial_reason and (total is None or sent >= total),
             note=note,
         )
 

@@ -41,6 +41,7 @@ T = TypeVar("T")
 
 MAX_SESSIONS_CAP = 200_000
 SCAN_CONCURRENCY = 4  # pages in flight during a scan; the rate limiter still bounds requests per minute
+MAX_GROWTH_ROUNDS = 3  # further rounds of pages when later pages report a larger total than the first
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +95,10 @@ class _Combined:
 
 @dataclass(slots=True)
 class ScanStats:
-    total: int | None = None
+    total: int | None = None  # the largest total any page reported (the first page's, unless the window grew)
     pages: int = 0
     partial_reason: str | None = None
+    read_to: int = 0  # end of the furthest page read: offset + items sent
 
 
 class Hardal:
@@ -363,7 +365,7 @@ class Hardal:
         self,
         scope: Scope,
         max_sessions: int,
-        consume: Callable[[list[Session]], None],
+        consume: Callable[[list[Session], int], None],
         progress: Progress | None = None,
         deadline: float = math.inf,
     ) -> ScanStats:
@@ -375,13 +377,17 @@ class Hardal:
         seen = 0
 
         async def fetch(offset: int) -> SessionsPage:
-            return await self._page(scope, key, offset, size)
+            page = await self._page(scope, key, offset, size)
+            stats.read_to = max(stats.read_to, offset + len(page.sessions) + page.dropped)
+            if page.pagination is not None and page.pagination.total is not None and stats.total is not None:
+                stats.total = max(stats.total, page.pagination.total)
+            return page
 
         async def take(page: SessionsPage) -> None:
             nonlocal seen
             room = max(0, max_sessions - seen)
             batch = page.sessions[:room]
-            consume(batch)
+            consume(batch, page.dropped)  # unreadable items are counted and told, not lost silently
             seen += len(batch)
             stats.pages += 1
             if progress is not None:
@@ -400,15 +406,28 @@ class Hardal:
         failure: UpstreamError | None = None
         with anyio.CancelScope(deadline=deadline) as limit:
             if stats.total is not None:
-                offsets = list(range(size, min(stats.total, max_sessions), size))
-                failure = await _gather(offsets, fetch, take)
+                planned = min(stats.total, max_sessions)
+                failure = await _gather(list(range(size, planned, size)), fetch, take)
+                for _ in range(MAX_GROWTH_ROUNDS):  # later pages saw a larger total: read on from there
+                    grown = min(stats.total, max_sessions)
+                    if failure is not None or grown <= max(planned, stats.read_to):
+                        break
+                    failure = await _gather(list(range(stats.read_to, grown, size)), fetch, take)
+                    planned = grown
             else:  # no total to plan with: walk forward until the API says stop
                 offset = size
                 try:
                     while seen < max_sessions:
                         page = await fetch(offset)
                         await take(page)
-                        if not page.sessions or not _has_more(page, offset, size):
+                        if not page.sessions and not page.dropped:
+                            if page.pagination is not None and page.pagination.has_more:
+                                stats.partial_reason = (
+                                    f"Hardal sent an empty page at offset {offset:,} while saying more sessions "
+                                    "follow; ask again later"
+                                )
+                            break
+                        if not _has_more(page, offset, size):
                             break
                         offset += size
                 except UpstreamError as exc:
@@ -448,7 +467,7 @@ class Hardal:
         seen: set[str] = set()
         visits: dict[str, int] = {}
 
-        def count(batch: list[Session]) -> None:
+        def count(batch: list[Session], _unreadable: int) -> None:
             for s in batch:
                 if s.id not in seen and s.visitor_id is not None:
                     seen.add(s.id)

@@ -331,11 +331,6 @@ async def test_empty_pages_while_has_more_end_the_scan_marked_incomplete() -> No
         await assert_serves(client)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service.scan: with no total, an empty page that says hasMore ends the walk silently; "
-    "the digest claims complete (proposed change in the fault-matrix report)",
-)
 async def test_empty_pages_without_a_total_end_the_scan_marked_incomplete() -> None:
     site = "empty-pages-no-total"
     async with connect({site: f.EmptyPages(hide_total=True)}) as (client, app):
@@ -374,11 +369,6 @@ async def test_a_shrinking_total_ends_the_scan_without_double_counting() -> None
         await assert_serves(client)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service.scan plans its pages from the first page's total and ignores a larger total reported "
-    "later: the digest claims complete while the window grew (proposed change in the fault-matrix report)",
-)
 async def test_a_growing_total_is_read_to_the_end_or_marked_incomplete() -> None:
     site = "growing"
     fault = f.ShiftingTotal(step=60, start=0.5)
@@ -459,11 +449,6 @@ async def test_schema_drift_keeps_every_readable_field() -> None:
         await assert_serves(client)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service.scan drops the parser's count of unreadable items: the digest blames a window change "
-    "instead of saying that items could not be read (proposed change in the fault-matrix report)",
-)
 async def test_schema_drift_unreadable_items_are_counted_not_lost_silently() -> None:
     site = "drifting"
     async with connect({site: f.Drift()}) as (client, app):
