@@ -11,6 +11,7 @@ def _site(website_id: str | None) -> str:
 
 
 def traffic_report(timeframe: str = "last7days", website_id: str | None = None) -> str:
+    """Traffic report for a period, compared with the period before, with causes and recommendations."""
     frame = timeframe if timeframe in TIMEFRAMES and timeframe != "custom" else "last7days"
     return (
         f"Write a traffic report for {frame}{_site(website_id)}.\n"
@@ -29,6 +30,7 @@ def funnel_review(
     timeframe: str = "last30days",
     website_id: str | None = None,
 ) -> str:
+    """Conversion-funnel review: where visitors drop, who drops, and where they go instead."""
     patterns = [p.strip() for p in steps.split(",") if p.strip()]
     frame = timeframe if timeframe in TIMEFRAMES and timeframe != "custom" else "last30days"
     return (
@@ -43,6 +45,7 @@ def funnel_review(
 
 
 def investigate_session(session_id: str, website_id: str | None = None) -> str:
+    """The story of one session, step by step, against typical behaviour."""
     return (
         f'Investigate session "{session_id}"{_site(website_id)}.\n'
         f'1. Call get_session_activity(session_id="{session_id}") and read the timeline.\n'

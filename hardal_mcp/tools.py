@@ -30,17 +30,19 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempot
 
 WebsiteId = Annotated[str | None, Field(description="Signal id; default HARDAL_WEBSITE_ID", max_length=128)]
 TimeframeArg = Annotated[Timeframe | None, Field(description="Default last7days; custom if start_date given")]
-StartDate = Annotated[str | None, Field(description="YYYY-MM-DD", max_length=32)]
+StartDate = Annotated[str | None, Field(description="YYYY-MM-DD; omit for a timeframe preset", max_length=32)]
 EndDate = Annotated[str | None, Field(description="YYYY-MM-DD; default today", max_length=32)]
 TimezoneArg = Annotated[str | None, Field(description="IANA zone; default HARDAL_TIMEZONE", max_length=64)]
-TargetSignal = Annotated[str | None, Field(description="Read another authorized signal", max_length=128)]
+TargetSignal = Annotated[
+    str | None, Field(description="Read another authorized signal; default website_id", max_length=128)
+]
 Hybrid = Annotated[bool, Field(description="Hybrid/self-hosted signal")]
 SegmentArg = Annotated[
     dict[str, Any] | None,
     Field(
-        description="Filter, all keys ANDed: country, device, browser, os (value or list, any case); "
-        'fields {"utm_source":"google"}; visited, not_visited, landing_page, exit_page (page patterns, * '
-        "wildcard); min_duration, max_duration (s); min_pageviews; bounced, returning (bool)"
+        description="Filter, all keys ANDed; omit for all sessions. country, device, browser, os (value or list, "
+        'any case); fields {"utm_source":"google"}; visited, not_visited, landing_page, exit_page (page '
+        "patterns, * wildcard); min_duration, max_duration (s); min_pageviews; bounced, returning (bool)"
     ),
 ]
 MaxSessions = Annotated[int, Field(ge=1, le=MAX_SESSIONS_CAP, description="Sessions to read at most")]
@@ -82,7 +84,8 @@ async def summarize_sessions(
     timezone: TimezoneArg = None,
     segment: SegmentArg = None,
     compare: Annotated[
-        Literal["previous_period"] | None, Field(description="Also digest the equal period before; report changes")
+        Literal["previous_period"] | None,
+        Field(description="Also digest the equal period before and report changes; omit for none"),
     ] = None,
     max_sessions: MaxSessions = 20_000,
     top: Top = 10,
@@ -117,7 +120,11 @@ async def analyze_funnel(
         ),
     ],
     breakdown: Annotated[
-        str | None, Field(description="country, device, browser, os or a field key (utm_source)", max_length=64)
+        str | None,
+        Field(
+            description="Per group of country, device, browser, os or a field key (utm_source); omit for none",
+            max_length=64,
+        ),
     ] = None,
     website_id: WebsiteId = None,
     timeframe: TimeframeArg = None,
@@ -226,7 +233,9 @@ def tools() -> list[Tool]:
     """The tools, with schemas compacted: every token of tools/list is paid by every conversation."""
     built = []
     for fn, title, depth in TOOLS:
-        tool = Tool.from_function(fn, title=title, annotations=READ_ONLY)
+        # One line: docstring indentation and line breaks are tokens too.
+        description = " ".join((fn.__doc__ or "").split())
+        tool = Tool.from_function(fn, title=title, description=description, annotations=READ_ONLY)
         tool.parameters = compact_schema(tool.parameters, output=False)
         if tool.fn_metadata.output_schema is not None:
             shape = limit_depth(tool.fn_metadata.output_schema, depth)

@@ -466,22 +466,7 @@ RULES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
 
 # Known violations, reported rather than fixed here (the tool code belongs to others): {(rule, tool): reason}.
 # strict=True makes a fixed one fail as XPASS, so its entry gets deleted.
-_NO_DEFAULT = "optional {props} have no JSON default and their descriptions do not say what omitting them does"
-KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    ("optional-properties-state-defaults", "summarize_sessions"): _NO_DEFAULT.format(
-        props="start_date, segment, compare, target_signal_id"
-    ),
-    ("optional-properties-state-defaults", "list_sessions"): _NO_DEFAULT.format(
-        props="start_date, segment, target_signal_id"
-    ),
-    ("optional-properties-state-defaults", "get_session_activity"): _NO_DEFAULT.format(props="target_signal_id"),
-    ("optional-properties-state-defaults", "analyze_funnel"): _NO_DEFAULT.format(
-        props="breakdown, start_date, segment, target_signal_id"
-    ),
-    ("optional-properties-state-defaults", "analyze_paths"): _NO_DEFAULT.format(
-        props="start_date, segment, target_signal_id"
-    ),
-}
+KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {}
 
 
 def _snapshot_tool_names() -> list[str]:
