@@ -34,9 +34,10 @@ or a missed target (2 when it could not run at all). Both subprocesses are stopp
 
 The RSS bound. The server keeps upstream bodies in a response cache capped at 64 MiB
 (`hardal_mcp.client.ResponseCache`); expired entries leave only when asked for again or pushed out by the
-cap, so every new question (a cold day, a session's activity) adds to it until the cap. With the default
-workload that is ~10 MB after warm-up; a much longer run would plateau near the cap, above 50 MB, and
-that would be the cache, not a leak. `--mix list_sessions=1,get_session_activity=3` narrows the mix.
+cap, so every new question (a cold day, a session's activity) adds to it until the cap. The warm-up leaves
+~23 MB of bodies in it (the pool and its previous periods at 300 sessions/day, ~335 bytes a session); the
+default measured phase adds ~10 MB more. A much longer run would keep growing by up to ~40 MB more until
+the cap holds, and that would be the cache, not a leak. `--mix list_sessions=1,get_session_activity=3` narrows the mix.
 """
 
 from __future__ import annotations
