@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import anyio
+import anyio.lowlevel
 import httpx2
 from pydantic import SecretStr
 
@@ -45,6 +46,7 @@ _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 OPEN_WINDOW_TTL = 60.0
 CLOSED_WINDOW_TTL = 3600.0
 ACTIVITY_TTL = 300.0
+SWEEP_SECONDS = 60.0  # how often the cache drops expired bodies
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,12 @@ class ResponseCache:
         self._clock = clock
         self._entries: OrderedDict[Hashable, tuple[float, bytes]] = OrderedDict()
         self._size = 0
+        self._next_sweep = clock() + SWEEP_SECONDS
+
+    @property
+    def size(self) -> int:
+        """Bytes of bodies held."""
+        return self._size
 
     def get(self, key: Hashable) -> bytes | None:
         entry = self._entries.get(key)
@@ -107,7 +115,12 @@ class ResponseCache:
             return
         if key in self._entries:
             self._drop(key)
-        self._entries[key] = (self._clock() + ttl, body)
+        now = self._clock()
+        if now >= self._next_sweep:  # expired bodies go even if nobody asks for them again
+            for stale in [k for k, (expires, _) in self._entries.items() if expires <= now]:
+                self._drop(stale)
+            self._next_sweep = now + SWEEP_SECONDS
+        self._entries[key] = (now + ttl, body)
         self._size += len(body)
         while self._size > self.max_bytes:
             self._drop(next(iter(self._entries)))
@@ -143,6 +156,8 @@ class HardalClient:
             timeout=httpx2.Timeout(settings.timeout),
             headers={"User-Agent": f"hardal-mcp/{__version__}", "Accept": "application/json"},
             follow_redirects=False,
+            # Below the usual 5 s server keep-alive, so an idle connection is never reused as it closes.
+            limits=httpx2.Limits(keepalive_expiry=2.0),
         )
         self.requests_sent = 0  # upstream requests, retries included (benchmarks and tests read it)
 
@@ -207,6 +222,7 @@ class HardalClient:
         cache_key = (key_fingerprint(key), path, tuple(sorted(params.items())))
         cached = self.cache.get(cache_key)
         if cached is not None:
+            await anyio.lowlevel.checkpoint()  # a scan served from cache still lets other requests run
             return parse(cached)
         content, parsed = await self._fetch(key, path, params, what, parse)
         self.cache.put(cache_key, content, ttl)  # only bodies that parsed are kept
@@ -268,7 +284,7 @@ class HardalClient:
                         raise failure
                     wait = max(wait, failure.retry_after)  # never sooner than Hardal asked
             if attempt + 1 < self.retry.attempts:
-                log.warning("Hardal request failed (%s); retry %d in %.1f s", _brief(failure), attempt + 1, wait)
+                log.warning("Hardal request failed: %s Retry %d in %.1f s.", failure.message, attempt + 1, wait)
                 await anyio.sleep(wait)
         assert failure is not None
         raise failure
@@ -372,6 +388,3 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
-
-def _brief(error: HardalError) -> str:
-    return type(error).__name__ + (f" {error.status}" if isinstance(error, UpstreamError) and error.status else "")

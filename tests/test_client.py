@@ -847,3 +847,12 @@ def test_cache_entries_expire_and_the_cache_stays_within_its_bound():
     assert cache.get("a") is None and cache.get("c") is None
     cache.put("huge", b"x" * 11, ttl=60)
     assert cache.get("huge") is None
+
+
+def test_expired_bodies_are_swept_even_if_never_asked_for_again():
+    now = [0.0]
+    cache = ResponseCache(max_bytes=1000, clock=lambda: now[0])
+    cache.put("old", b"x" * 100, ttl=10)
+    now[0] = 61.0  # past the entry's lifetime and the sweep interval
+    cache.put("new", b"y" * 10, ttl=10)
+    assert cache.size == 10  # the expired body no longer holds memory
