@@ -57,7 +57,7 @@ class Child:
 
     def stderr(self) -> str:
         self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-2000:]
+        return self._log.read().decode(errors="replace")[-8000:]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -81,6 +81,21 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14 and 15 of stat)
+
+
+def children(parent: int | None = None) -> list[int]:
+    """Pids of the live child processes of `parent` (default: this process), from /proc."""
+    parent = os.getpid() if parent is None else parent
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry.name))
+    return found
 
 
 def _status(pid: int | str, name: str) -> int:

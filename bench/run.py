@@ -407,9 +407,16 @@ async def measure(p: Plan) -> tuple[list[Row], list[str]]:
         "(`python -X importtime`, self ms): " + ", ".join(f"{name} {ms:.1f}" for name, ms in offenders) + ".",
         f"Warm latency: {p.calls} sequential `list_sessions` calls (limit 20, a past 3-day window) over one stdio "
         "session after 5 warm-up calls (the first fills the response cache); baseline: the same number of calls "
-        "of the bare server's echo tool. p99 is the nearest-rank 99th percentile.",
+        "of the bare server's echo tool. p99 is the nearest-rank 99th percentile. CPU per call, server process / "
+        f"SDK client (this process): ours {num(warm_ours.server_cpu * 1000, 2)} / "
+        f"{num(warm_ours.client_cpu * 1000, 2)} ms, bare {num(warm_bare.server_cpu * 1000, 2)} / "
+        f"{num(warm_bare.client_cpu * 1000, 2)} ms (the SDK client validates structured content against the "
+        "tool's output schema with jsonschema, row by row).",
     ]
     return rows, notes
+
+
+_load_at_start = os.getloadavg()
 
 
 def header(p: Plan, elapsed: float) -> list[str]:
@@ -420,7 +427,9 @@ def header(p: Plan, elapsed: float) -> list[str]:
         f"`python -m bench{' --quick' if p.quick else ''}` · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · "
         f"{elapsed:.0f} s · commit {commit or '?'}",
         f"{os.cpu_count()} CPUs · Python {platform.python_version()} · mcp {version('mcp')} · "
-        f"httpx2 {version('httpx2')} · pydantic {version('pydantic')}",
+        f"httpx2 {version('httpx2')} · pydantic {version('pydantic')} · load average (1 min) "
+        f"{_load_at_start[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end: other work on the machine "
+        "slows both sides of every ratio, but not always equally",
     ]
 
 

@@ -87,30 +87,39 @@ async def server_scan(
     peak RSS growth over the call. A one-page summary of another window first loads every code path."""
     env = server_env(sandbox, HARDAL_RATE_LIMIT="100000", HARDAL_TOOL_TIMEOUT="600", HARDAL_PAGE_SIZE="1000")
     with ServerProcess(env) as server:
-        async with Client(server.mcp_url) as client:
-            text_of(await client.call_tool("summarize_sessions", window_args(*warm, max_sessions=1000)))
-            args = window_args(start, end, max_sessions=200_000)
-            before = len(await sandbox.hits())
-            cpu, rss = cpu_seconds(server.pid), reset_peak_rss(server.pid)
-            wall = time.perf_counter()
-            result = await client.call_tool("summarize_sessions", args)
-            wall = time.perf_counter() - wall
-            cpu, rss = cpu_seconds(server.pid) - cpu, peak_rss_growth(rss, server.pid)
-            text = text_of(result)
-            after = len(await sandbox.hits())
-            run = ServerRun(
-                wall=wall,
-                cpu=cpu,
-                rss_mb=rss / 2**20,
-                sessions=int((result.structured_content or {})["coverage"]["scanned"]),
-                requests=after - before,
-                text=text,
-            )
-            if repeat:
-                cpu, wall = cpu_seconds(server.pid), time.perf_counter()
-                text_of(await client.call_tool("summarize_sessions", args))
-                run.repeat_wall, run.repeat_cpu = time.perf_counter() - wall, cpu_seconds(server.pid) - cpu
-                run.repeat_requests = len(await sandbox.hits()) - after
+        try:
+            return await _server_scan(server, sandbox, start, end, warm, repeat=repeat)
+        except Exception as exc:  # the client wraps failures in exception groups: say what the server said
+            raise RuntimeError(f"server scan failed ({exc!r}); server stderr:\n{server.stderr()}") from exc
+
+
+async def _server_scan(
+    server: ServerProcess, sandbox: SandboxProcess, start: date, end: date, warm: tuple[date, date], *, repeat: bool
+) -> ServerRun:
+    async with Client(server.mcp_url) as client:
+        text_of(await client.call_tool("summarize_sessions", window_args(*warm, max_sessions=1000)))
+        args = window_args(start, end, max_sessions=200_000)
+        before = len(await sandbox.hits())
+        cpu, rss = cpu_seconds(server.pid), reset_peak_rss(server.pid)
+        wall = time.perf_counter()
+        result = await client.call_tool("summarize_sessions", args)
+        wall = time.perf_counter() - wall
+        cpu, rss = cpu_seconds(server.pid) - cpu, peak_rss_growth(rss, server.pid)
+        text = text_of(result)
+        after = len(await sandbox.hits())
+        run = ServerRun(
+            wall=wall,
+            cpu=cpu,
+            rss_mb=rss / 2**20,
+            sessions=int((result.structured_content or {})["coverage"]["scanned"]),
+            requests=after - before,
+            text=text,
+        )
+        if repeat:
+            cpu, wall = cpu_seconds(server.pid), time.perf_counter()
+            text_of(await client.call_tool("summarize_sessions", args))
+            run.repeat_wall, run.repeat_cpu = time.perf_counter() - wall, cpu_seconds(server.pid) - cpu
+            run.repeat_requests = len(await sandbox.hits()) - after
     return run
 
 

@@ -16,7 +16,7 @@ from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.types import ListToolsResult
 
-from bench.procs import ROOT
+from bench.procs import ROOT, children, cpu_seconds
 
 BARE = Path(__file__).resolve().parent / "bare_server.py"
 
@@ -41,6 +41,8 @@ async def cold_start(params: StdioServerParameters) -> tuple[float, ListToolsRes
 @dataclass
 class Latency:
     samples: list[float]  # seconds per call
+    server_cpu: float  # the server process's CPU seconds per call
+    client_cpu: float  # this process's (the SDK client's) CPU seconds per call
 
     @property
     def p50(self) -> float:
@@ -54,17 +56,21 @@ class Latency:
 
 async def warm_latency(params: StdioServerParameters, tool: str, arguments: dict[str, Any], calls: int) -> Latency:
     """Per-call latency of `calls` identical calls after a warm-up (which fills the server's caches)."""
+    before = set(children())
     async with Client(params) as client:
+        (server,) = set(children()) - before  # the stdio server the client spawned
         for _ in range(5):
             result = await client.call_tool(tool, arguments)
             if result.is_error:
                 raise RuntimeError(f"{tool} failed: {result.content}")
         samples = []
+        cpu, own = cpu_seconds(server), time.process_time()
         for _ in range(calls):
             started = time.perf_counter()
             await client.call_tool(tool, arguments)
             samples.append(time.perf_counter() - started)
-    return Latency(samples)
+        cpu, own = cpu_seconds(server) - cpu, time.process_time() - own
+    return Latency(samples, cpu / calls, own / calls)
 
 
 def import_offenders(limit: int = 6) -> list[tuple[str, float]]:
