@@ -91,13 +91,19 @@ def window_text(window: WindowInfo) -> str:
 # Summary
 
 
-def _entry(e: Entry) -> str:
-    share = f"{e.pct:.1f}%" if e.bounce_pct is None else f"{e.pct:.1f}%, bounce {e.bounce_pct:.0f}%"
-    return f"{cell(e.v, 200)} {e.n:,} ({share})"
+DIGEST_VALUE_CHARS = 48  # a value as a digest lists it; the structured content has it whole
 
 
-def _breakdown_line(b: Breakdown, label: str | None = None) -> str:
-    """`device: Desktop 5,012 (50.1%, bounce 31%) · Mobile … · other 120 [7 values]`, at most LINE_CHARS:
+def _entry(e: Entry, bounce: bool = True, share: bool = False) -> str:
+    """`Mobile 4300 b52%`: sessions and the group's bounce rate (a legend says so once); `/cart 515 (60%)`
+    where the share is the point. Plain digits: every separator and figure costs tokens."""
+    rate = "" if e.bounce_pct is None or not bounce else f" b{e.bounce_pct:.0f}%"
+    part = f" ({e.pct:.0f}%)" if share and e.pct >= 9.5 else f" ({e.pct:.1f}%)" if share else ""
+    return f"{cell(e.v, DIGEST_VALUE_CHARS)} {e.n}{part}{rate}"
+
+
+def _breakdown_line(b: Breakdown, label: str | None = None, bounce: bool = True, share: bool = False) -> str:
+    """`device: Desktop 5012 50% b31% · Mobile … · other 120 [7 values]`, at most LINE_CHARS:
     entries that do not fit are counted in `other`."""
     name = label or cell(b.key, 40)
     if b.id_like:
@@ -111,7 +117,7 @@ def _breakdown_line(b: Breakdown, label: str | None = None) -> str:
     parts: list[str] = []
     other = b.other
     for e in b.top:
-        text = _entry(e)
+        text = _entry(e, bounce, share)
         if len(text) + 3 > room:
             room = 0  # keep the order: nothing after the first entry that does not fit
             other += e.n
@@ -119,7 +125,7 @@ def _breakdown_line(b: Breakdown, label: str | None = None) -> str:
         parts.append(text)
         room -= len(text) + 3
     if other:
-        parts.append(f"other {other:,}")
+        parts.append(f"other {other}")
     return f"{name}: {' · '.join(parts)}{tail}"
 
 
@@ -130,16 +136,16 @@ def _series_line(series: Series, timezone: str) -> str:
         zone = ZoneInfo(timezone)
         stamps = [(start + timedelta(hours=i)).astimezone(zone) for i in range(len(counts))]
         points = [
-            f"{t:%m-%d %H}h {n:,}" if i == 0 or t.hour == 0 else f"{t:%H}h {n:,}"
+            f"{t:%m-%d %H}h {n}" if i == 0 or t.hour == 0 else f"{t:%H}h {n}"
             for i, (t, n) in enumerate(zip(stamps, counts, strict=True))
         ]
         title = "per hour"
     elif len(counts) <= SERIES_POINTS:
-        points = [f"{start + timedelta(days=i):%m-%d} {n:,}" for i, n in enumerate(counts)]
+        points = [f"{start + timedelta(days=i):%m-%d} {n}" for i, n in enumerate(counts)]
         title = "per day"
     else:
         weeks = range(0, len(counts), 7)
-        points = [f"{start + timedelta(days=i):%m-%d} {sum(counts[i : i + 7]):,}" for i in weeks]
+        points = [f"{start + timedelta(days=i):%m-%d} {sum(counts[i : i + 7])}" for i in weeks]
         if len(counts) % 7:
             points[-1] += f" ({_count(len(counts) % 7, 'day')})"
         peak = max(range(len(counts)), key=lambda i: (counts[i], -i))
@@ -170,13 +176,15 @@ def render_summary(s: Summary) -> str:
         lines.append(f"duration: {known}" + (f" · {d.unknown:,} without a duration" if d.unknown else ""))
     else:
         lines.append(f"duration: unknown for all {_count(d.unknown, 'session')}")
+    lines.append("lists: value sessions bN% (bounce rate of that group) … [N distinct values]")
     lines += [
         _breakdown_line(b, _field_label(b.key) if i >= len(DIMENSIONS) else None) for i, b in enumerate(s.breakdowns)
     ]
     if s.other_fields:
         lines.append(f"other field keys: {', '.join(cell(k, 40) for k in s.other_fields)}")
     labels = {"viewed": "most viewed (page views)", "path": "paths (first 3 pages)"}
-    lines += [_breakdown_line(b, labels.get(b.key)) for b in s.pages]
+    # An exit page's bounce rate says little (a bounce exits where it lands): not shown.
+    lines += [_breakdown_line(b, labels.get(b.key), bounce=b.key != "exit") for b in s.pages]
     lines.append(_series_line(s.series, s.window.timezone))
     lines += [f"example {cell(e.id, 128)}: {cell(e.why, 200)}" for e in s.examples]
     return _fit_digest(lines)
@@ -400,9 +408,9 @@ def render_paths(p: PathResult) -> str:
             f"around {cell(p.page, 100)}: {_count(p.views or 0, 'view')} in {p.visits or 0:,} of "
             f"{_count(p.sessions, 'session')} (each view counted)"
         )
-        lines += [_breakdown_line(p.previous, "came from"), _breakdown_line(p.next, "went to")]
+        lines += [_breakdown_line(p.previous, "came from", share=True), _breakdown_line(p.next, "went to", share=True)]
     if p.flows is not None:
-        lines.append(_breakdown_line(p.flows, f"landing → exit, of {_count(p.sessions, 'session')}"))
+        lines.append(_breakdown_line(p.flows, f"landing → exit, of {_count(p.sessions, 'session')}", share=True))
     if p.paths is not None:
         lines.append(f"whole paths: {_count(p.paths.distinct, 'distinct path')}")
         lines += [f"path {cell(e.v, 1000)}: {e.n:,} ({e.pct:.1f}%)" for e in p.paths.top]
