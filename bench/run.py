@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib.metadata import version
@@ -72,7 +73,7 @@ def sessions_in(spd: int, start: date, end: date) -> int:
     return sum(day_count(site, day) for day in days(start, end))
 
 
-def median(values: list[float]) -> float:
+def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
@@ -336,7 +337,7 @@ async def measure(p: Plan) -> tuple[list[Row], list[str]]:
             "cold start over stdio: spawn → initialize + tools/list (s)",
             num(cold, 3),
             f"{num(bare, 3)} (bare MCPServer)",
-            times(cold / bare),
+            f"{cold / bare:.3f}×",
             "≤ 1.15×",
             cold / bare <= 1.15,
         )

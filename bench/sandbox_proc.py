@@ -48,7 +48,7 @@ def widen_block_cache(blocks: int) -> None:
     """Let the sandbox keep `blocks` generated blocks instead of 128 (65,536 sessions): a 100k-session
     window then stays generated between scans, so a warmed sandbox answers at the speed of rendering and
     wall times measure the client, not the fake API's data generator. The data is the same."""
-    data._block = lru_cache(maxsize=blocks)(data._block.__wrapped__)  # type: ignore[attr-defined]
+    data._block = lru_cache(maxsize=blocks)(data._block.__wrapped__)
 
 
 def main() -> None:
