@@ -12,7 +12,8 @@ import math
 import random
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -62,24 +63,36 @@ class RetryPolicy:
 
 
 class RateLimiter:
-    """At most `per_minute` request starts in any sliding 60-second window (safe under fixed windows too)."""
+    """At most `per_minute` requests in any sliding 60-second window as Hardal counts them.
+
+    A request holds its slot while in flight and is then dated by the moment its answer came, which is
+    never earlier than the moment it reached Hardal: so network delay can never make two requests look
+    closer together to Hardal than to us (safe under fixed windows too)."""
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
         self._clock = clock
-        self._starts: deque[float] = deque()
+        self._done: deque[float] = deque()  # answer times within the last minute, oldest first
+        self._in_flight = 0
         self._lock = anyio.Lock()
 
-    async def acquire(self) -> None:
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
         async with self._lock:  # FIFO: waiters are served in arrival order
             while True:
                 now = self._clock()
-                while self._starts and now - self._starts[0] >= 60.0:
-                    self._starts.popleft()
-                if len(self._starts) < self.per_minute:
-                    self._starts.append(now)
-                    return
-                await anyio.sleep(60.0 - (now - self._starts[0]))
+                while self._done and now - self._done[0] >= 60.0:
+                    self._done.popleft()
+                if len(self._done) + self._in_flight < self.per_minute:
+                    self._in_flight += 1
+                    break
+                # Every slot taken: wait for the oldest answer to leave the window, or for one in flight.
+                await anyio.sleep(60.0 - (now - self._done[0]) if self._done else 0.05)
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            self._done.append(self._clock())
 
 
 class ResponseCache:
@@ -235,11 +248,11 @@ class HardalClient:
         limiter = self._limiter(key)
         failure: HardalError | None = None
         for attempt in range(self.retry.attempts):
-            await limiter.acquire()
-            self.requests_sent += 1
             try:
-                response = await self._http.get(path, params=params, headers=headers)
-                content = await _read(response)
+                async with limiter.slot():
+                    self.requests_sent += 1
+                    response = await self._http.get(path, params=params, headers=headers)
+                    content = await _read(response)
             except httpx2.TimeoutException:
                 failure = NetworkError(
                     f"Hardal did not answer within HARDAL_TIMEOUT={self.settings.timeout:g} s "

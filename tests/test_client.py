@@ -711,8 +711,10 @@ class FakeClock:
 
 
 async def completes_quickly(limiter: RateLimiter, within: float = 0.05) -> bool:
+    """Whether a request (answered at once) gets its slot within `within` seconds."""
     with anyio.move_on_after(within) as scope:
-        await limiter.acquire()
+        async with limiter.slot():
+            pass
     return not scope.cancelled_caught
 
 
@@ -750,10 +752,12 @@ async def test_rate_limiter_waits_exactly_until_the_oldest_start_leaves():
     limiter = RateLimiter(1, clock=lambda: offset[0] + time.monotonic())
 
     before_first = time.monotonic()
-    await limiter.acquire()
-    offset[0] += 59.8  # the first start now leaves the window 0.2 s from now, in real time
+    async with limiter.slot():
+        pass
+    offset[0] += 59.8  # the first answer now leaves the window 0.2 s from now, in real time
     with anyio.fail_after(5):
-        await limiter.acquire()
+        async with limiter.slot():
+            pass
     done = time.monotonic()
 
     assert done - before_first >= 0.2
@@ -763,14 +767,15 @@ async def test_rate_limiter_waits_exactly_until_the_oldest_start_leaves():
 async def test_rate_limiter_serves_waiters_in_arrival_order():
     offset = [0.0]
     limiter = RateLimiter(1, clock=lambda: offset[0] + time.monotonic())
-    await limiter.acquire()
+    async with limiter.slot():
+        pass
     offset[0] += 59.9
     order: list[int] = []
 
     async def waiter(n: int) -> None:
-        await limiter.acquire()
-        order.append(n)
-        offset[0] += 60  # let the next one through once this one has its slot
+        async with limiter.slot():
+            order.append(n)
+        offset[0] += 60  # let the next one through once this one has had its slot
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
@@ -779,6 +784,18 @@ async def test_rate_limiter_serves_waiters_in_arrival_order():
                 await anyio.sleep(0.01)
 
     assert order == [0, 1, 2]
+
+
+async def test_a_request_holds_its_slot_in_flight_and_is_dated_by_its_answer():
+    clock = FakeClock()
+    limiter = RateLimiter(1, clock=clock)
+    async with limiter.slot():
+        assert not await completes_quickly(limiter)  # in flight: the only slot is taken
+        clock.now += 10  # the answer comes 10 s later
+    clock.now += 55  # 65 s after the start but 55 s after the answer
+    assert not await completes_quickly(limiter)
+    clock.now += 5
+    assert await completes_quickly(limiter, 1.0)
 
 
 # --- RetryPolicy and key_fingerprint ---------------------------------------------------------------
