@@ -163,19 +163,27 @@ class HardalClient:
         self.retry = retry or RetryPolicy()
         self.cache = cache or ResponseCache()
         self._limiters: dict[str, RateLimiter] = {}
-        self._http = httpx2.AsyncClient(
-            base_url=settings.base_url,
-            transport=transport,
-            timeout=httpx2.Timeout(settings.timeout),
-            headers={"User-Agent": f"hardal-mcp/{__version__}", "Accept": "application/json"},
-            follow_redirects=False,
-            # Below the usual 5 s server keep-alive, so an idle connection is never reused as it closes.
-            limits=httpx2.Limits(keepalive_expiry=2.0),
-        )
+        self._transport = transport
+        self._pool: httpx2.AsyncClient | None = None  # made on first use: TLS set-up is off the start-up path
         self.requests_sent = 0  # upstream requests, retries included (benchmarks and tests read it)
 
+    @property
+    def _http(self) -> httpx2.AsyncClient:
+        if self._pool is None:
+            self._pool = httpx2.AsyncClient(
+                base_url=self.settings.base_url,
+                transport=self._transport,
+                timeout=httpx2.Timeout(self.settings.timeout),
+                headers={"User-Agent": f"hardal-mcp/{__version__}", "Accept": "application/json"},
+                follow_redirects=False,
+                # Below the usual 5 s server keep-alive, so an idle connection is never reused as it closes.
+                limits=httpx2.Limits(keepalive_expiry=2.0),
+            )
+        return self._pool
+
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._pool is not None:
+            await self._pool.aclose()
 
     async def sessions(
         self,
