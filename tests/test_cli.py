@@ -8,13 +8,14 @@ import os
 import subprocess
 import sys
 
+import httpx2
 import pytest
 
 from hardal_mcp.cli import parse_arguments
 from hardal_mcp.config import Settings
 from hardal_mcp.errors import HardalError
 
-from .conftest import ROOT, Served
+from .conftest import ROOT, Served, free_port, spawn, stop
 
 SECRET = "hk_live_CLI_SECRET_9f8e7d6c5b4a"
 
@@ -109,3 +110,23 @@ def test_the_key_is_hidden_in_settings_repr() -> None:
     assert SECRET not in repr(settings)
     assert SECRET not in str(settings)
     assert SECRET not in settings.model_dump_json()
+
+
+async def test_sandbox_serves_a_chosen_fault_to_one_website() -> None:
+    port = free_port()
+    served = spawn(["sandbox", "--port", str(port), "--fault", "broken=503-always"], port)
+    try:
+        async with httpx2.AsyncClient(base_url=served.url, headers={"Authorization": "Bearer demo-key"}) as http:
+            broken = await http.get("/api/websites/broken/sessions", params={"timeframe": "today"})
+            healthy = await http.get("/api/websites/demo/sessions", params={"timeframe": "today", "limit": 1})
+        assert broken.status_code == 503
+        assert healthy.status_code == 200
+    finally:
+        stop(served)
+
+
+def test_an_unknown_fault_is_refused_with_the_choices() -> None:
+    done = run("sandbox", "--fault", "gremlins")
+    assert done.returncode == 2
+    assert "unknown fault 'gremlins'" in done.stderr
+    assert "503-burst" in done.stderr
