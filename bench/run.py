@@ -370,8 +370,8 @@ async def measure(p: Plan) -> tuple[list[Row], list[str]]:
         f"list_sessions: limit={LISTING_LIMIT} over {len(listings)} past 3-day windows of the default sandbox "
         f"({', '.join(c.window for c in listings)}), median per-window ratio; tokens of the text content divided "
         f"by the rows it holds ({', '.join(str(c.returned) for c in listings)} rows: the {BUDGET_CHARS:,}-character "
-        "output budget cuts the rest and says where to continue). Baseline: the same sessions as the API returned them, "
-        "minified JSON (what a generic HTTP/OpenAPI bridge hands the model). Fields kept: "
+        "output budget cuts the rest and says where to continue). Baseline: the same sessions as the API returned "
+        "them, minified JSON (what a generic HTTP/OpenAPI bridge hands the model). Fields kept: "
         f"{percent(kept_shown / kept_values)} of the raw sessions' string values (ids, visitor, pages, "
         f"device/browser/os/country, field values) appear verbatim in the text; {num(elided)} path steps sit in "
         "the elided middles of long paths (`(+N pages)`).",
