@@ -215,14 +215,12 @@ _OPTIONAL_TEXT = (str, type(None))
 
 def _documented(item: dict[str, Any]) -> Session | None:
     """The session if `item` has exactly the documented shape and types, else None (read leniently)."""
-    sid = item.get("id")
-    visitor = item.get("visitorId")
-    started = item.get("startedAt")
-    views = item.get("pageViews")
-    events = item.get("events")
-    pages = item.get("pages", ())
-    fields = item.get("fields", _NO_FIELDS)
-    browser, os, device, country = item.get("browser"), item.get("os"), item.get("device"), item.get("country")
+    try:  # indexing, not .get(): this runs for every session of a scan
+        sid, visitor, started = item["id"], item["visitorId"], item["startedAt"]
+        views, events, pages, fields = item["pageViews"], item["events"], item["pages"], item["fields"]
+        browser, os, device, country = item["browser"], item["os"], item["device"], item["country"]
+    except KeyError:
+        return None
     if (
         type(sid) is not str
         or not sid
@@ -247,8 +245,6 @@ def _documented(item: dict[str, Any]) -> Session | None:
     return Session(sid, visitor, at, parse_duration(item.get("duration")), views, events, pages, browser, os, device,
                    country, fields)  # fmt: skip
 
-
-_NO_FIELDS: dict[str, Any] = {}
 
 
 def parse_activity_page(content: bytes) -> ActivityPage:
