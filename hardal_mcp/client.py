@@ -165,7 +165,7 @@ class HardalClient:
         self._limiters: dict[str, RateLimiter] = {}
         self._transport = transport
         self._pool: httpx2.AsyncClient | None = None  # made on first use: TLS set-up is off the start-up path
-        self.requests_sent = 0  # upstream requests, retries included (benchmarks and tests read it)
+        self.requests_sent = 0  # upstream requests, retries included
 
     @property
     def _http(self) -> httpx2.AsyncClient:

@@ -96,7 +96,6 @@ class _Combined:
 @dataclass(slots=True)
 class ScanStats:
     total: int | None = None  # the largest total any page reported (the first page's, unless the window grew)
-    pages: int = 0
     partial_reason: str | None = None
     read_to: int = 0  # end of the furthest page read: offset + items sent
 
@@ -389,7 +388,6 @@ class Hardal:
             batch = page.sessions[:room]
             consume(batch, page.dropped)  # unreadable items are counted and told, not lost silently
             seen += len(batch)
-            stats.pages += 1
             if progress is not None:
                 goal = min(stats.total, max_sessions) if stats.total is not None else None
                 await progress(seen, goal, f"{seen:,} sessions read")
