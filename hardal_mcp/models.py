@@ -246,7 +246,6 @@ def _documented(item: dict[str, Any]) -> Session | None:
                    country, fields)  # fmt: skip
 
 
-
 def parse_activity_page(content: bytes) -> ActivityPage:
     try:
         return ActivityPage.model_validate_json(content)
