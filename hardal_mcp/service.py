@@ -313,6 +313,7 @@ class Hardal:
         order: str,
         page: int,
         limit: int,
+        order_by: str = "timestamp",
         target_signal_id: str | None = None,
         is_hybrid: bool = False,
     ) -> tuple[ActivityResult, str]:
@@ -321,6 +322,8 @@ class Hardal:
         tz = check_timezone(timezone or self.settings.timezone)
         if order not in ("asc", "desc"):
             raise InputError("order", f"{order!r} is not 'asc' (oldest first) or 'desc' (newest first).")
+        if order_by not in ("timestamp", "name", "type"):
+            raise InputError("order_by", f"{order_by!r} is not 'timestamp', 'name' or 'type'.")
         body = await self.within_deadline(
             self.client.activity(
                 self.key(),
@@ -330,6 +333,7 @@ class Hardal:
                 page=page,
                 limit=limit,
                 order=order,
+                order_by=order_by,
                 target_signal_id=check_id("target_signal_id", target_signal_id) if target_signal_id else None,
                 is_hybrid=is_hybrid,
             )

@@ -190,3 +190,16 @@ async def test_over_streamable_http_against_the_sandbox_on_loopback(sandbox_serv
             assert response.status_code == 421
     finally:
         stop(server)
+
+
+async def test_session_activity_can_be_sorted_by_name() -> None:
+    async with connect() as client:
+        listed = await client.call_tool("list_sessions", {**WINDOW, "limit": 50})
+        session = max(listed.structured_content["sessions"], key=lambda s: s["events"])
+        result = await client.call_tool(
+            "get_session_activity", {"session_id": session["id"], "order_by": "name", "order": "desc"}
+        )
+    assert not result.is_error, text_of(result)
+    names = [e["name"] for e in result.structured_content["events"]]
+    assert len(set(names)) > 1
+    assert names == sorted(names, reverse=True)
