@@ -203,7 +203,8 @@ async def get_session_activity(
     target_signal_id: TargetSignal = None,
     is_hybrid: Hybrid = False,
 ) -> Annotated[CallToolResult, ActivityResult]:
-    """One session's timeline: every pageview and event with time, page and properties."""
+    """One session's timeline: every pageview and event with time, page and properties. Use to see what
+    one visitor did; session ids come from list_sessions and the digests' examples."""
     hardal = _hardal(ctx)
     return await _answer(
         hardal.session_activity(
