@@ -48,6 +48,7 @@ OPEN_WINDOW_TTL = 60.0
 CLOSED_WINDOW_TTL = 3600.0
 ACTIVITY_TTL = 300.0
 SWEEP_SECONDS = 60.0  # how often the cache drops expired bodies
+MAX_IDLE_LIMITERS = 1024  # per-key limiters kept beyond this only while their key is active
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,11 @@ class RateLimiter:
         self._done: deque[float] = deque()  # answer times within the last minute, oldest first
         self._in_flight = 0
         self._lock = anyio.Lock()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight and nothing answered within the last minute: forgetting it changes nothing."""
+        return not self._in_flight and (not self._done or self._clock() - self._done[-1] >= 60.0)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -162,7 +168,7 @@ class HardalClient:
         self.settings = settings
         self.retry = retry or RetryPolicy()
         self.cache = cache or ResponseCache()
-        self._limiters: dict[str, RateLimiter] = {}
+        self._limiters: OrderedDict[str, RateLimiter] = OrderedDict()  # by key fingerprint, least recent first
         self._transport = transport
         self._pool: httpx2.AsyncClient | None = None  # made on first use: TLS set-up is off the start-up path
         self.requests_sent = 0  # upstream requests, retries included
@@ -312,9 +318,14 @@ class HardalClient:
 
     def _limiter(self, key: SecretStr) -> RateLimiter:
         fingerprint = key_fingerprint(key)
-        if fingerprint not in self._limiters:
-            self._limiters[fingerprint] = RateLimiter(self.settings.rate_limit)
-        return self._limiters[fingerprint]
+        limiter = self._limiters.get(fingerprint)
+        if limiter is None:
+            limiter = self._limiters[fingerprint] = RateLimiter(self.settings.rate_limit)
+            # Hosted mode meets many keys: forget those idle for a minute (their window is empty anyway).
+            while len(self._limiters) > MAX_IDLE_LIMITERS and next(iter(self._limiters.values())).idle:
+                self._limiters.popitem(last=False)
+        self._limiters.move_to_end(fingerprint)
+        return limiter
 
 
 def _segment(value: str) -> str:

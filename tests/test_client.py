@@ -873,3 +873,19 @@ def test_expired_bodies_are_swept_even_if_never_asked_for_again():
     now[0] = 61.0  # past the entry's lifetime and the sweep interval
     cache.put("new", b"y" * 10, ttl=10)
     assert cache.size == 10  # the expired body no longer holds memory
+
+
+async def test_idle_keys_limiters_are_forgotten_but_active_ones_kept(make_client, monkeypatch):
+    monkeypatch.setattr("hardal_mcp.client.MAX_IDLE_LIMITERS", 2)
+    fake = FakeHardal(ok())
+    client = make_client(fake)
+    keys = [SecretStr(f"tenant-key-{i}") for i in range(4)]
+    for key in keys:  # every limiter answered just now: none is idle, none may go
+        await client.sessions(key, "demo", WINDOW, limit=10)
+    assert len(client._limiters) == 4
+    clock = FakeClock(time.monotonic() + 61)  # a minute later the early ones are idle
+    for limiter in client._limiters.values():
+        limiter._clock = clock
+    await client.sessions(SecretStr("tenant-key-new"), "demo", WINDOW, limit=10)
+    assert len(client._limiters) == 2
+    assert key_fingerprint(SecretStr("tenant-key-new")) in client._limiters
