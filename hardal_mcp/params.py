@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .errors import InputError
 
 Timeframe = Literal["today", "yesterday", "last7days", "last30days", "custom"]
+Order = Literal["asc", "desc"]  # of a session's activity: asc = oldest first
+OrderBy = Literal["timestamp", "name", "type"]
 TIMEFRAMES: tuple[Timeframe, ...] = ("today", "yesterday", "last7days", "last30days", "custom")
 MAX_WINDOW_DAYS = 366
 

@@ -28,7 +28,7 @@ from .client import HardalClient
 from .config import Settings, env_name
 from .errors import AuthError, HardalError, InputError, NetworkError, UpstreamError
 from .models import ActivityEvent, Session, SessionsPage
-from .params import Window, check_id, check_timezone, resolve_window
+from .params import Order, OrderBy, Window, check_id, check_timezone, resolve_window
 from .privacy import redact_event, redact_session
 from .render import render_activity, render_comparison, render_funnel, render_paths, render_sessions, render_summary
 from .results import ActivityResult, ActivityRow, PageInfo, SessionRow, SessionsResult, WindowInfo
@@ -310,20 +310,16 @@ class Hardal:
         session_id: str,
         *,
         timezone: str | None,
-        order: str,
+        order: Order,
         page: int,
         limit: int,
-        order_by: str = "timestamp",
+        order_by: OrderBy = "timestamp",
         target_signal_id: str | None = None,
         is_hybrid: bool = False,
     ) -> tuple[ActivityResult, str]:
         site = self.website(website_id)
         sid = check_id("session_id", session_id)
         tz = check_timezone(timezone or self.settings.timezone)
-        if order not in ("asc", "desc"):
-            raise InputError("order", f"{order!r} is not 'asc' (oldest first) or 'desc' (newest first).")
-        if order_by not in ("timestamp", "name", "type"):
-            raise InputError("order_by", f"{order_by!r} is not 'timestamp', 'name' or 'type'.")
         body = await self.within_deadline(
             self.client.activity(
                 self.key(),

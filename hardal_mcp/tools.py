@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from .analytics import FunnelResult, PathResult, Segment
 from .errors import HardalError
-from .params import Timeframe
+from .params import Order, OrderBy, Timeframe
 from .results import ActivityResult, SessionsResult
 from .service import MAX_SESSIONS_CAP, Hardal, SummaryResult
 
@@ -196,8 +196,8 @@ async def get_session_activity(
     session_id: Annotated[str, Field(description="From list_sessions or a digest", max_length=128)],
     website_id: WebsiteId = None,
     timezone: TimezoneArg = None,
-    order: Annotated[Literal["asc", "desc"], Field(description="asc = oldest first")] = "asc",
-    order_by: Annotated[Literal["timestamp", "name", "type"], Field(description="Sort key")] = "timestamp",
+    order: Annotated[Order, Field(description="asc = oldest first")] = "asc",
+    order_by: Annotated[OrderBy, Field(description="Sort key")] = "timestamp",
     page: Annotated[int, Field(ge=1, le=100_000, description="1-based; use next_page")] = 1,
     limit: Annotated[int, Field(ge=1, le=500, description="Events per page")] = 100,
     target_signal_id: TargetSignal = None,
