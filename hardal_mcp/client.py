@@ -246,20 +246,26 @@ class HardalClient:
     async def _get(
         self, key: SecretStr, path: str, params: Mapping[str, str], what: str, ttl: float, parse: Callable[[bytes], P]
     ) -> P:
-        cache_key = (key_fingerprint(key), path, tuple(sorted(params.items())))
+        fingerprint = key_fingerprint(key)
+        cache_key = (fingerprint, path, tuple(sorted(params.items())))
         cached = self.cache.get(cache_key)
         if cached is not None:
             await anyio.lowlevel.checkpoint()  # a scan served from cache still lets other requests run
             return parse(cached)
-        content, parsed = await self._fetch(key, path, params, what, parse)
+        content, parsed = await self._fetch(key, self._limiter(fingerprint), path, params, what, parse)
         self.cache.put(cache_key, content, ttl)  # only bodies that parsed are kept
         return parsed
 
     async def _fetch(
-        self, key: SecretStr, path: str, params: Mapping[str, str], what: str, parse: Callable[[bytes], P]
+        self,
+        key: SecretStr,
+        limiter: RateLimiter,
+        path: str,
+        params: Mapping[str, str],
+        what: str,
+        parse: Callable[[bytes], P],
     ) -> tuple[bytes, P]:
         headers = {"Authorization": f"Bearer {key.get_secret_value()}"}
-        limiter = self._limiter(key)
         failure: HardalError | None = None
         for attempt in range(self.retry.attempts):
             try:
@@ -316,8 +322,7 @@ class HardalClient:
         assert failure is not None
         raise failure
 
-    def _limiter(self, key: SecretStr) -> RateLimiter:
-        fingerprint = key_fingerprint(key)
+    def _limiter(self, fingerprint: str) -> RateLimiter:
         limiter = self._limiters.get(fingerprint)
         if limiter is None:
             limiter = self._limiters[fingerprint] = RateLimiter(self.settings.rate_limit)
