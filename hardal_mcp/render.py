@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from .analytics import (
@@ -79,12 +79,8 @@ def _count(n: int, noun: str) -> str:
 
 
 def window_text(window: WindowInfo) -> str:
-    """`last7days: 2026-11-20 → 2026-11-26 (Europe/Istanbul, 7 days)`, as `Window.describe()` writes it."""
-    start, end = date.fromisoformat(window.start), date.fromisoformat(window.end)
-    days = (end - start).days + 1
-    span = window.start if days == 1 else f"{window.start} → {window.end}"
-    label = "" if window.timeframe == "custom" else f"{window.timeframe}: "
-    return f"{label}{span} ({window.timezone}, {_count(days, 'day')})"
+    """`last7days: 2026-11-20 → 2026-11-26 (Europe/Istanbul, 7 days)`."""
+    return window.to_window().describe()
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ field descriptions are terse: they are read by models and count against the cont
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from pydantic import BaseModel, Field
 
@@ -26,6 +26,9 @@ class WindowInfo(BaseModel):
             end=window.end.isoformat(),
             timezone=window.timezone,
         )
+
+    def to_window(self) -> Window:
+        return Window(self.timeframe, date.fromisoformat(self.start), date.fromisoformat(self.end), self.timezone)
 
 
 class SessionRow(BaseModel):
