@@ -1,0 +1,162 @@
+"""Comparing two periods."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import NamedTuple
+
+from pydantic import Field
+
+from ..results import WindowInfo
+from .schema import DIMENSIONS, NONE, Breakdown, Schema, Summary, Totals
+
+# ---------------------------------------------------------------------------------------------------
+# Comparing two periods
+
+MOVERS = 3
+RATES = ("returning_pct", "bounce_pct", "pages_per_session")  # changes in points, not counts
+
+
+class Change(Schema):
+    name: str
+    now: int | float | None
+    before: int | float | None
+    delta: int | float | None = Field(description="now - before (points for _pct)")
+    delta_pct: float | None = Field(description="Relative change, %")
+
+
+class Mover(Schema):
+    v: str
+    now: int
+    before: int
+    delta: int
+    share_delta: float = Field(description="Change of share of sessions, points")
+    bounce_effect: float | None = Field(description="Part of the bounce-rate change, points")
+
+
+class BreakdownChange(Schema):
+    key: str
+    movers: list[Mover] = Field(description="Values whose sessions changed most")
+    bounce_drivers: list[Mover] = Field(description="Values that moved the bounce rate most")
+
+
+class Comparison(Schema):
+    website_id: str
+    current: WindowInfo
+    previous: WindowInfo
+    segment: str | None = None
+    complete: bool = Field(description="Both periods read in full")
+    notes: list[str]
+    totals: list[Change]
+    breakdowns: list[BreakdownChange] = Field(description="country, device, browser, os, then fields")
+    pages: list[BreakdownChange] = Field(description="landing, exit")
+
+
+def compare(current: Summary, previous: Summary, *, movers: int = MOVERS) -> Comparison:
+    """What changed from `previous` to `current`: every total, and per breakdown the values that moved most.
+
+    Only values whose count is known in both periods are compared: listed in both top lists, or absent
+    from a list that leaves nothing in `other` (then their count is 0). Contributions to the bounce-rate
+    change add up, over all values, to the change itself."""
+    notes = [f"{label}: {s.coverage.note}" for label, s in (("now", current), ("before", previous)) if s.coverage.note]
+    if current.segment != previous.segment:
+        notes.append("the two periods were read with different segments")
+    days = [
+        (date.fromisoformat(s.window.end) - date.fromisoformat(s.window.start)).days + 1 for s in (current, previous)
+    ]
+    if days[0] != days[1]:
+        notes.append(f"the periods differ in length ({days[0]} vs {days[1]} days)")
+    n = len(DIMENSIONS)
+
+    def changes(now: list[Breakdown], before: list[Breakdown]) -> list[BreakdownChange]:
+        old = {b.key: b for b in before}
+        return [
+            _breakdown_change(b, _known(old.get(b.key), b.key, previous), current, previous, movers)
+            for b in now
+            if not b.id_like
+        ]
+
+    return Comparison(
+        website_id=current.website_id,
+        current=current.window,
+        previous=previous.window,
+        segment=current.segment,
+        complete=current.coverage.complete and previous.coverage.complete,
+        notes=notes,
+        totals=[_change(name, now, before) for name, now, before in _total_pairs(current.totals, previous.totals)],
+        breakdowns=changes(current.breakdowns[:n], previous.breakdowns[:n])
+        + changes(current.breakdowns[n:], previous.breakdowns[n:]),
+        pages=changes([b for b in current.pages if b.key in ("landing", "exit")], previous.pages),
+    )
+
+
+def _total_pairs(now: Totals, before: Totals) -> list[tuple[str, int | float | None, int | float | None]]:
+    pairs: list[tuple[str, int | float | None, int | float | None]] = [
+        (name, getattr(now, name), getattr(before, name)) for name in Totals.model_fields if name != "duration"
+    ]
+    return pairs + [
+        (f"duration_{name}", getattr(now.duration, name), getattr(before.duration, name))
+        for name in ("mean", "median", "p90")
+    ]
+
+
+def _change(name: str, now: int | float | None, before: int | float | None) -> Change:
+    if now is None or before is None:
+        return Change(name=name, now=now, before=before, delta=None, delta_pct=None)
+    delta = now - before
+    return Change(
+        name=name,
+        now=now,
+        before=before,
+        delta=round(delta, 2) if isinstance(delta, float) else delta,
+        delta_pct=round(100 * delta / before, 1) if before else None,
+    )
+
+
+class _Known(NamedTuple):
+    """What one period's breakdown tells exactly: {value: (sessions, bounces)}, and whether values it does
+    not list had no sessions (nothing left in `other`) or are hidden there."""
+
+    counts: dict[str, tuple[int, int]]
+    complete: bool
+
+    def get(self, value: str) -> tuple[int, int] | None:
+        found = self.counts.get(value)
+        return found if found is not None else (0, 0) if self.complete else None
+
+
+def _known(b: Breakdown | None, key: str, summary: Summary) -> _Known:
+    if b is None:  # a field key not broken down: beyond the cap, or no session had it (all `(none)`)
+        if key in summary.other_fields:
+            return _Known({}, complete=False)
+        return _Known({NONE: (summary.totals.sessions, summary.totals.bounces)}, complete=True)
+    return _Known({e.v: (e.n, e.bounces or 0) for e in b.top}, complete=b.other == 0)
+
+
+def _breakdown_change(b: Breakdown, old: _Known, current: Summary, previous: Summary, movers: int) -> BreakdownChange:
+    now_sessions, old_sessions = current.totals.sessions, previous.totals.sessions
+    new = _known(b, b.key, current)
+    rows = []
+    for value in new.counts.keys() | old.counts.keys():
+        now, before = new.get(value), old.get(value)
+        if now is None or before is None:
+            continue  # hidden in `other` on one side: no exact change to report
+        effect = _share(now[1], now_sessions) - _share(before[1], old_sessions)
+        rows.append(
+            Mover(
+                v=value,
+                now=now[0],
+                before=before[0],
+                delta=now[0] - before[0],
+                share_delta=round(_share(now[0], now_sessions) - _share(before[0], old_sessions), 1),
+                bounce_effect=round(effect, 1),
+            )
+        )
+    by_sessions = sorted((m for m in rows if m.delta), key=lambda m: (-abs(m.delta), -abs(m.share_delta), m.v))
+    by_bounce = sorted((m for m in rows if m.bounce_effect), key=lambda m: (-abs(m.bounce_effect or 0), m.v))
+    return BreakdownChange(key=b.key, movers=by_sessions[:movers], bounce_drivers=by_bounce[:movers])
+
+
+def _share(part: int, whole: int) -> float:
+    """Unrounded percentage: differences of shares are taken before rounding."""
+    return 100 * part / whole if whole else 0.0

@@ -1,0 +1,177 @@
+"""Funnels: how far sessions get through an ordered list of pages."""
+
+from __future__ import annotations
+
+from bisect import insort
+from collections.abc import Callable, Sequence
+
+from pydantic import Field
+
+from ..errors import InputError
+from ..models import Session
+from ..params import Window
+from ..results import WindowInfo
+from ..sanitize import clean, elide
+from .scan import Scan
+from .schema import _VALUE_CHARS, DIMENSIONS, Coverage, Schema, _check_top, _field_name, _label, _merge, pct
+from .segment import Segment, _check_patterns, _Glob, value_of
+
+# ---------------------------------------------------------------------------------------------------
+# Funnels
+
+
+MAX_STEPS = 10
+EXAMPLES = 3
+OTHER = "(other)"
+
+
+class FunnelStep(Schema):
+    page: str = Field(description="Step pattern")
+    sessions: int = Field(description="Sessions reaching it, in order")
+    from_prev_pct: float | None = None
+    from_start_pct: float = Field(description="Of sessions reaching step 1, %")
+
+
+class FunnelGroup(Schema):
+    v: str
+    sessions: int
+    steps: list[int] = Field(description="Sessions reaching each step")
+    conversion_pct: float = Field(description="Last step / step 1, %")
+
+
+class FunnelResult(Schema):
+    website_id: str
+    window: WindowInfo
+    segment: str | None = None
+    coverage: Coverage
+    sessions: int = Field(description="Sessions considered")
+    steps: list[FunnelStep]
+    worst_step: int | None = Field(description="Step (1-based) losing the largest share of the step before")
+    dropped: list[str] = Field(description="Sessions that reached the step before worst_step but not it")
+    breakdown: str | None = None
+    groups: list[FunnelGroup] = Field(description="Top groups by sessions reaching step 1, then (other)")
+
+
+def _page_matcher(pattern: str) -> Callable[[str], bool]:
+    return _Glob(pattern) if "*" in pattern else pattern.__eq__
+
+
+def _keep_smallest(ids: list[str], sid: str) -> None:
+    """A few example ids, the smallest seen: the same whatever order sessions arrive in."""
+    if len(ids) < EXAMPLES or sid < ids[-1]:
+        insort(ids, sid)
+        del ids[EXAMPLES:]
+
+
+class Funnel(Scan):
+    """How many sessions visit `steps` in order (other pages in between allowed), streamed.
+
+    A session reaches step k when steps 1..k match pages of its path in that order; matching each step at
+    its earliest possible page is exact for such subsequence tests. One page satisfies one step."""
+
+    def __init__(
+        self,
+        window: Window,
+        steps: Sequence[str],
+        *,
+        breakdown: str | None = None,
+        top: int = 5,
+        segment: Segment | None = None,
+    ) -> None:
+        super().__init__(segment)
+        if not 2 <= len(steps) <= MAX_STEPS:
+            raise InputError("steps", f"give 2 to {MAX_STEPS} page patterns, in the order visitors take them.")
+        try:
+            for step in steps:
+                _check_patterns(step)
+        except ValueError as exc:
+            raise InputError("steps", str(exc)) from None
+        if breakdown is not None and not 0 < len(breakdown) <= 64:
+            raise InputError("breakdown", "give country, device, browser, os or a field key such as utm_source.")
+        self.window = window
+        self.steps = list(steps)
+        self.breakdown = breakdown
+        self.top = _check_top(top)
+        self._matchers = tuple(_page_matcher(p) for p in steps)
+        self._group_of = value_of(breakdown) if breakdown else None
+        self._reached = [0] * (len(steps) + 1)  # sessions by number of steps reached
+        self._groups: dict[str | None, list[int]] = {}  # group value -> the same, per group
+        self._dropped: list[list[str]] = [[] for _ in steps]  # [k]: reached k steps, missed step k+1
+
+    def _consume(self, batch: list[Session]) -> None:
+        matchers, last = self._matchers, len(self._matchers)
+        reached, groups, group_of = self._reached, self._groups, self._group_of
+        for s in batch:
+            k = 0
+            for page in s.pages:
+                if matchers[k](page):
+                    k += 1
+                    if k == last:
+                        break
+            reached[k] += 1
+            if group_of is not None:
+                g = group_of(s)
+                counts = groups.get(g)
+                if counts is None:
+                    counts = groups[g] = [0] * (last + 1)
+                counts[k] += 1
+            if 0 < k < last:
+                _keep_smallest(self._dropped[k], s.id)
+
+    def result(self, *, website_id: str, total: int | None, partial_reason: str | None = None) -> FunnelResult:
+        self._close()
+        reach = _cumulative(self._reached)
+        steps = [
+            FunnelStep(
+                page=elide(_label(pattern), _VALUE_CHARS),
+                sessions=n,
+                from_prev_pct=None if i == 0 else pct(n, reach[i]),
+                from_start_pct=pct(n, reach[1]),
+            )
+            for i, (pattern, n) in enumerate(zip(self.steps, reach[1:], strict=True))
+        ]
+        worst = max(
+            (i for i in range(2, len(reach)) if reach[i - 1]),
+            key=lambda i: (1 - reach[i] / reach[i - 1], reach[i - 1] - reach[i], -i),
+            default=None,
+        )
+        return FunnelResult(
+            website_id=website_id,
+            window=WindowInfo.of(self.window),
+            segment=self.segment.describe() if self.segment else None,
+            coverage=self.coverage(total, partial_reason),
+            sessions=reach[0],
+            steps=steps,
+            worst_step=worst,
+            dropped=[clean(sid, 128) for sid in self._dropped[worst - 1]] if worst else [],
+            breakdown=_field_name(self.breakdown) if self.breakdown else None,
+            groups=self._top_groups(),
+        )
+
+    def _top_groups(self) -> list[FunnelGroup]:
+        if self._group_of is None:
+            return []
+        merged = _merge(
+            ((raw, _cumulative(counts)) for raw, counts in self._groups.items()),
+            _label,
+            casefold=self.breakdown in DIMENSIONS,
+        )
+        ranked = sorted(merged.items(), key=lambda item: (-item[1][1], -item[1][0], item[0]))
+        shown = ranked[: self.top]
+        rest = [counts for _, counts in ranked[self.top :]]
+        if rest:
+            shown.append((OTHER, [sum(column) for column in zip(*rest, strict=True)]))
+        return [
+            FunnelGroup(v=elide(v, _VALUE_CHARS), sessions=c[0], steps=c[1:], conversion_pct=pct(c[-1], c[1]))
+            for v, c in shown
+        ]
+
+
+def _cumulative(by_steps_reached: Sequence[int]) -> list[int]:
+    """[sessions, reaching step 1, …, reaching the last step] from sessions by number of steps reached."""
+    out = [0] * len(by_steps_reached)
+    running = 0
+    for k in range(len(by_steps_reached) - 1, -1, -1):
+        running += by_steps_reached[k]
+        out[k] = running
+    return out

@@ -1,0 +1,134 @@
+"""Paths: where sessions go next from a page and come from before it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import Field
+
+from ..errors import InputError
+from ..models import Session
+from ..params import Window
+from ..results import WindowInfo
+from ..sanitize import elide
+from .funnel import _page_matcher
+from .scan import Scan
+from .schema import (
+    _STEP_CHARS,
+    _VALUE_CHARS,
+    ARROW,
+    NONE,
+    Breakdown,
+    Coverage,
+    Schema,
+    _breakdown,
+    _check_top,
+    _label,
+    _merge,
+    path_step,
+    path_text,
+)
+from .segment import Segment, _check_patterns
+
+# ---------------------------------------------------------------------------------------------------
+# Paths
+
+ENTERED = "(entered here)"
+EXITED = "(exited here)"
+
+
+class PathResult(Schema):
+    website_id: str
+    window: WindowInfo
+    segment: str | None = None
+    coverage: Coverage
+    page: str | None = Field(description="Pattern studied; null: whole paths")
+    sessions: int = Field(description="Sessions considered")
+    visits: int | None = Field(default=None, description="Sessions viewing the page")
+    views: int | None = Field(default=None, description="Times it was viewed; previous/next count these")
+    previous: Breakdown | None = None
+    next: Breakdown | None = None
+    flows: Breakdown | None = Field(default=None, description="Landing → exit page")
+    paths: Breakdown | None = Field(default=None, description="Whole paths, long ones elided in the middle")
+
+
+class PathAnalysis(Scan):
+    """With `page` (a pattern): where visitors come from and go to around each view of it, counting every
+    view. Without: the most common landing → exit flows and whole paths. Streamed."""
+
+    def __init__(
+        self, window: Window, page: str | None = None, *, top: int = 10, segment: Segment | None = None
+    ) -> None:
+        super().__init__(segment)
+        if page is not None:
+            try:
+                _check_patterns(page)
+            except ValueError as exc:
+                raise InputError("page", str(exc)) from None
+        self.window = window
+        self.page = page
+        self.top = _check_top(top)
+        self._is_page = _page_matcher(page) if page is not None else None
+        self._viewers = 0  # sessions viewing the page
+        self._views = 0
+        # With a page: page before / after each view (None: entered / exited there). Without: the flow
+        # (landing, exit) and the whole path of each session (None: no pages).
+        self._before: dict[Any, int] = {}
+        self._after: dict[Any, int] = {}
+
+    def _consume(self, batch: list[Session]) -> None:
+        before, after, match = self._before, self._after, self._is_page
+        for s in batch:
+            pages = s.pages
+            if match is None:
+                key: Any = (pages[0], pages[-1]) if pages else None
+                before[key] = before.get(key, 0) + 1
+                key = tuple(pages) or None
+                after[key] = after.get(key, 0) + 1
+                continue
+            last = len(pages) - 1
+            seen = False
+            for i, page in enumerate(pages):
+                if match(page):
+                    seen = True
+                    self._views += 1
+                    key = pages[i - 1] if i else None
+                    before[key] = before.get(key, 0) + 1
+                    key = pages[i + 1] if i < last else None
+                    after[key] = after.get(key, 0) + 1
+            self._viewers += seen
+
+    def result(self, *, website_id: str, total: int | None, partial_reason: str | None = None) -> PathResult:
+        self._close()
+        by_page = self.page is not None
+        before, after = self._before, self._after
+        return PathResult(
+            website_id=website_id,
+            window=WindowInfo.of(self.window),
+            segment=self.segment.describe() if self.segment else None,
+            coverage=self.coverage(total, partial_reason),
+            sessions=self.matched,
+            page=elide(_label(self.page), _VALUE_CHARS) if self.page is not None else None,
+            visits=self._viewers if by_page else None,
+            views=self._views if by_page else None,
+            previous=self._top("previous", before, _or(ENTERED), self._views) if by_page else None,
+            next=self._top("next", after, _or(EXITED), self._views) if by_page else None,
+            flows=None if by_page else self._top("flow", before, _flow_label, self.matched),
+            paths=None if by_page else self._top("path", after, _whole_path_label, self.matched),
+        )
+
+    def _top(self, key: str, counts: dict[Any, int], label: Callable[[Any], str], whole: int) -> Breakdown:
+        return _breakdown(key, _merge(((raw, (n,)) for raw, n in counts.items()), label), whole, self.top)
+
+
+def _or(instead_of_none: str) -> Callable[[str | None], str]:
+    return lambda page: instead_of_none if page is None else _label(page)
+
+
+def _flow_label(key: tuple[str, str] | None) -> str:
+    return NONE if key is None else ARROW.join(path_step(page, _STEP_CHARS) for page in key)
+
+
+def _whole_path_label(key: tuple[str, ...] | None) -> str:
+    return NONE if key is None else path_text(key, _STEP_CHARS)
