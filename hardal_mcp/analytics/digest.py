@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from array import array
 from bisect import bisect_right
 from collections import Counter
@@ -15,6 +16,17 @@ from ..sanitize import clean
 
 # ---------------------------------------------------------------------------------------------------
 # Scanning.
+from .estimate import (
+    Z95,
+    Estimator,
+    Record,
+    element,
+    estimate_breakdown,
+    round_moe,
+    sample_info,
+    sample_note,
+    scalar,
+)
 from .scan import Scan
 from .schema import (
     _ID_KEY,
@@ -173,10 +185,23 @@ class Digest(Scan):
 
     # --- summary: all the sorting and text work, over distinct values ----------------------------
 
-    def summary(self, *, website_id: str, total: int | None, partial_reason: str | None = None) -> Summary:
-        """The digest; it ends the scan (no `add` after it)."""
+    def summary(
+        self, *, website_id: str, total: int | None, partial_reason: str | None = None, record: Record | None = None
+    ) -> Summary:
+        """The digest; it ends the scan (no `add` after it). `record` receives every estimable count."""
         self._close()
         sessions, top = self.matched, self.top
+        if record is not None:
+            durations = self._bounce_durations.seconds, self._stay_durations.seconds
+            record.scalars.update(
+                sessions=sessions,
+                page_views=self._page_views,
+                events=self._events,
+                bounces=self._bounces,
+                duration_sum=sum(map(sum, durations)),
+                duration_n=sum(map(len, durations)),
+            )
+            record.series = [float(n) for n in self._series]
         fields = self._field_tallies()
         broken_down = sum(1 for key, _ in fields if key in UTM_KEYS) + FIELD_KEYS
         landing, exit_, path = self._dims[4].mapped(_landing, _exit, _path)
@@ -188,17 +213,19 @@ class Digest(Scan):
             totals=self._totals(),
             breakdowns=[
                 # Upstream spells enumerations inconsistently (`Desktop` / `desktop`): fold case.
-                _breakdown(name, tally.folded(_label, casefold=True), sessions, top)
+                _breakdown(name, tally.folded(_label, casefold=True), sessions, top, record=record)
                 for name, tally in zip(DIMENSIONS, self._dims[:4], strict=True)
             ]
-            + [self._field_breakdown(key, tally) for key, tally in fields[:broken_down]],
+            + [self._field_breakdown(key, tally, record) for key, tally in fields[:broken_down]],
             other_fields=[_field_name(key) for key, _ in fields[broken_down:][:LISTED_FIELD_KEYS]],
             pages=[
-                _breakdown("landing", landing.folded(_label), sessions, top),
-                _breakdown("exit", exit_.folded(_label), sessions, top),
-                _breakdown("viewed", self._viewed(), self._views.total(), top),
+                _breakdown("landing", landing.folded(_label), sessions, top, record=record),
+                _breakdown("exit", exit_.folded(_label), sessions, top, record=record),
+                _breakdown("viewed", self._viewed(), self._views.total(), top, record=record),
                 # A path's bounce rate only restates its length: counts alone.
-                _breakdown("path", {v: c[:1] for v, c in path.folded(_path_label).items()}, sessions, top),
+                _breakdown(
+                    "path", {v: c[:1] for v, c in path.folded(_path_label).items()}, sessions, top, record=record
+                ),
             ],
             series=Series(
                 unit=self._clock.unit,
@@ -245,7 +272,7 @@ class Digest(Scan):
         having = {key: tally.sessions for key, tally in tallies.items()}
         return utm + sorted(tallies.items(), key=lambda item: (-having[item[0]], item[0]))
 
-    def _field_breakdown(self, key: str, tally: _Tally) -> Breakdown:
+    def _field_breakdown(self, key: str, tally: _Tally, record: Record | None) -> Breakdown:
         groups = tally.folded(_label)
         having = sum(g[0] for g in groups.values())
         missing = groups.setdefault(NONE, [0, 0])  # an empty value reads as missing too
@@ -255,7 +282,7 @@ class Digest(Scan):
             del groups[NONE]
         values = len(groups) - (NONE in groups)
         id_like = bool(_ID_KEY.search(key)) or (values >= _ID_MIN_DISTINCT and 2 * values >= having)
-        return _breakdown(_field_name(key), groups, self.matched, self.top, id_like=id_like)
+        return _breakdown(_field_name(key), groups, self.matched, self.top, id_like=id_like, record=record)
 
     def _viewed(self) -> dict[str, list[int]]:
         return _merge(((page, (n,)) for page, n in self._views.items()), _label)
@@ -282,3 +309,49 @@ class Digest(Scan):
 
 def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+def estimate_summary(summary: Summary, est: Estimator, *, segmented: bool) -> Summary:
+    """The summary of a sampled read with every count scaled to the window's exact totals (see `estimate`)."""
+    design = est.design
+
+    sessions = scalar("sessions")
+    bounce_pct, bounce_moe = est.ratio(scalar("bounces"), sessions, 100.0)
+    per_session, per_session_moe = est.ratio(scalar("page_views"), sessions)
+    mean, mean_moe = est.ratio(scalar("duration_sum"), scalar("duration_n"))
+    known = est.value(scalar("duration_n"))
+    margins = {"bounce_pct": round_moe(bounce_moe), "pages_per_session": per_session_moe, "duration_mean": mean_moe}
+    if segmented:
+        var = est.variance(sessions)
+        margins["sessions"] = None if var is None else Z95 * math.sqrt(var)
+    count = round(est.value(sessions)) if segmented else design.total
+    totals = summary.totals.model_copy(
+        update={
+            "sessions": count,
+            "visitors": None,
+            "returning": None,
+            "returning_pct": None,
+            "page_views": round(est.value(scalar("page_views"))),
+            "events": round(est.value(scalar("events"))),
+            "bounces": round(est.value(scalar("bounces"))),
+            "bounce_pct": round(bounce_pct, 1),
+            "pages_per_session": round(per_session, 2),
+            "duration": summary.totals.duration.model_copy(
+                update={"mean": round(mean, 1) if known else None, "unknown": max(0, count - round(known))}
+            ),
+            "moe": {k: round(v, 2) for k, v in margins.items() if v is not None},
+        }
+    )
+    breakdowns = [estimate_breakdown(b, est) for b in summary.breakdowns]
+    pages = [estimate_breakdown(b, est) for b in summary.pages]
+    series = summary.series
+    if segmented or series.unit != "day" or None in design.day_totals:
+        counts = [round(est.value(element(i))) for i in range(len(series.counts))]
+        series = series.model_copy(update={"counts": counts, "estimated": True})
+    else:
+        series = series.model_copy(update={"counts": [n or 0 for n in design.day_totals]})
+    sample = sample_info(est, breakdowns + pages)
+    coverage = summary.coverage.model_copy(update={"sample": sample, "note": sample_note(sample, design.days)})
+    return summary.model_copy(
+        update={"totals": totals, "breakdowns": breakdowns, "pages": pages, "series": series, "coverage": coverage}
+    )

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,6 +17,9 @@ from pydantic_core import TzInfo
 from ..errors import InputError
 from ..params import Window
 from ..results import WindowInfo
+
+if TYPE_CHECKING:
+    from .estimate import Record
 from ..sanitize import clean, elide
 
 NONE = "(none)"
@@ -61,11 +64,12 @@ class Entry(Schema):
     pct: float = Field(description="Share of the sessions (views) counted, %")
     bounces: int | None = None
     bounce_pct: float | None = None
+    moe: float | None = Field(default=None, description="Estimated: ± pts of pct, 95%")
 
 
 class Breakdown(Schema):
     key: str
-    distinct: int = Field(description="Distinct values, (none) included")
+    distinct: int | None = Field(description="Distinct values, (none) included; null when estimated")
     top: list[Entry]
     other: int = Field(description="Count outside `top`; top + other = all")
     id_like: bool = Field(default=False, description="Mostly unique values (an id): only counted")
@@ -82,15 +86,16 @@ class Durations(Schema):
 
 class Totals(Schema):
     sessions: int
-    visitors: int = Field(description="Distinct visitor ids")
-    returning: int = Field(description="Visitors with ≥2 sessions in the window")
-    returning_pct: float = Field(description="returning / visitors, %")
+    visitors: int | None = Field(description="Distinct visitor ids; null when estimated")
+    returning: int | None = Field(description="Visitors with ≥2 sessions in the window")
+    returning_pct: float | None = Field(description="returning / visitors, %")
     page_views: int
     events: int
     bounces: int = Field(description="Sessions with ≤1 page view")
     bounce_pct: float
     pages_per_session: float
     duration: Durations
+    moe: dict[str, float] | None = Field(default=None, description="Estimated: 95% margins by figure")
 
 
 class Series(Schema):
@@ -99,11 +104,19 @@ class Series(Schema):
     counts: list[int] = Field(description="Sessions started in each consecutive unit")
     no_start: int = Field(description="Sessions without a start time")
     outside: int = Field(description="Sessions starting outside the window")
+    estimated: bool = Field(default=False, description="Counts scaled from a sample")
 
 
 class Example(Schema):
     id: str
     why: str
+
+
+class Sample(Schema):
+    read: int = Field(description="Sessions read")
+    of: int = Field(description="Sessions in the window, exact")
+    days: int = Field(description="Days with pages read")
+    moe: float | None = Field(description="Largest margin of a share shown, ± pts, 95%")
 
 
 class Coverage(Schema):
@@ -114,6 +127,7 @@ class Coverage(Schema):
     total: int | None = Field(description="Sessions Hardal reported")
     complete: bool
     note: str | None = None
+    sample: Sample | None = Field(default=None, description="Set when figures are estimated from a sample")
 
 
 class Summary(Schema):
@@ -255,12 +269,22 @@ def _merge(
     return {text: counts for counts, text, _ in groups.values()}
 
 
-def _breakdown(key: str, groups: Mapping[str, Sequence[int]], whole: int, top: int, id_like: bool = False) -> Breakdown:
-    """Top `top` groups by count (ties by value); `other` holds the rest, so counts always add up."""
+def _breakdown(
+    key: str,
+    groups: Mapping[str, Sequence[int]],
+    whole: int,
+    top: int,
+    id_like: bool = False,
+    record: Record | None = None,
+) -> Breakdown:
+    """Top `top` groups by count (ties by value); `other` holds the rest, so counts always add up. With
+    `record`, every group is handed to it too (estimates need the values a page alone would not show)."""
     if id_like:
         shown = [(NONE, groups[NONE])] if NONE in groups else []
     else:
         shown = sorted(groups.items(), key=lambda item: (-item[1][0], item[0]))[:top]
+    if record is not None:
+        record.breakdown(key, groups, whole, [v for v, _ in shown])
     entries = [
         Entry(v=elide(v, _VALUE_CHARS), n=c[0], pct=pct(c[0], whole))
         if len(c) == 1
