@@ -12,7 +12,7 @@ import math
 import random
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -164,8 +164,10 @@ class HardalClient:
         transport: httpx2.AsyncBaseTransport | None = None,
         retry: RetryPolicy | None = None,
         cache: ResponseCache | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self.settings = settings
+        self._sleep = sleep  # how retries wait (backoff, Retry-After); tests record the waits instead
         self.retry = retry or RetryPolicy()
         self.cache = cache or ResponseCache()
         self._limiters: OrderedDict[str, RateLimiter] = OrderedDict()  # by key fingerprint, least recent first
@@ -306,7 +308,7 @@ class HardalClient:
                         wait = self.retry.backoff(attempt)
                         if attempt + 1 < self.retry.attempts:
                             log.warning("Unreadable Hardal body; retry %d in %.1f s", attempt + 1, wait)
-                            await anyio.sleep(wait)
+                            await self._sleep(wait)
                         continue
                 failure = _status_error(status, response.headers, content, what, key)
                 if status not in _RETRY_STATUSES:
@@ -318,7 +320,7 @@ class HardalClient:
                     wait = max(wait, failure.retry_after)  # never sooner than Hardal asked
             if attempt + 1 < self.retry.attempts:
                 log.warning("Hardal request failed: %s Retry %d in %.1f s.", failure.message, attempt + 1, wait)
-                await anyio.sleep(wait)
+                await self._sleep(wait)
         assert failure is not None
         raise failure
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from hypothesis import HealthCheck, settings
 from mcp.client import Client
 
 from hardal_mcp.config import Settings
@@ -22,6 +23,13 @@ from hardal_mcp.sandbox import DEMO_API_KEY, DEMO_WEBSITE_ID, SandboxConfig, cre
 from hardal_mcp.server import build_server
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# One Hypothesis profile for the whole suite, loaded before any test module is imported (so every
+# `@settings(...)` inherits it). No deadline: timings on a shared 2-core CI machine are noise, and the
+# first draw of a text strategy on a fresh checkout builds Hypothesis' Unicode cache (seconds), which
+# otherwise trips the too_slow health check. Tests set only their own `max_examples`.
+settings.register_profile("hardal", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("hardal")
 SANDBOX_URL = "http://sandbox.test"  # never resolved: requests go to the in-process ASGI app
 
 # A closed window well in the past, so the sandbox's data for it never changes during a run.

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hardal_mcp.analytics import (
@@ -371,7 +371,7 @@ def digest_of(pages: list[list[Session]], top: int = 2) -> Summary:
     return digest.summary(website_id="d", total=None)
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150)
 @given(SESSIONS)
 def test_counts_add_up(sessions: list[Session]) -> None:
     s = digest_of([sessions])
@@ -388,7 +388,7 @@ def test_counts_add_up(sessions: list[Session]) -> None:
     assert s.totals.returning <= s.totals.visitors
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100)
 @given(SESSIONS, st.randoms(use_true_random=False), st.integers(1, 10))
 def test_order_and_paging_do_not_matter(sessions: list[Session], rnd: random.Random, page: int) -> None:
     once = digest_of([sessions])
@@ -579,7 +579,7 @@ SEGMENTS = st.builds(
 )
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150)
 @given(SESSIONS, SEGMENTS, st.randoms(use_true_random=False))
 def test_segment_properties(sessions: list[Session], segment: Segment, rnd: random.Random) -> None:
     whole = digest_of([sessions])
@@ -674,7 +674,7 @@ def test_funnel_input_errors(steps: list[str], options: dict[str, Any], paramete
     assert caught.value.parameter == parameter
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100)
 @given(
     SESSIONS,
     st.lists(st.sampled_from(["/", "/a", "/b", "/c*", "*", "/checkout"]), min_size=2, max_size=5),
@@ -769,7 +769,7 @@ def test_path_input_errors(page: str) -> None:
     assert caught.value.parameter == "page"
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100)
 @given(SESSIONS, st.sampled_from([None, "/", "/a", "/c*", "*"]), st.randoms(use_true_random=False))
 def test_path_properties(sessions: list[Session], page: str | None, rnd: random.Random) -> None:
     p = paths_of(page, sessions, top=2)
@@ -880,7 +880,7 @@ def test_compare_notes() -> None:
     ]
 
 
-@settings(max_examples=50, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50)
 @given(SESSIONS)
 def test_comparing_a_period_with_itself_shows_no_change(sessions: list[Session]) -> None:
     s = summary_of(sessions, top=3)

@@ -8,11 +8,12 @@ import email.utils
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date
 from urllib.parse import unquote
 
 import anyio
+import anyio.lowlevel
 import httpx2
 import pytest
 from pydantic import SecretStr
@@ -98,13 +99,18 @@ async def make_client():
     clients: list[HardalClient] = []
 
     def factory(
-        handler: FakeHardal, retry: RetryPolicy = FAST, cache: ResponseCache | None = None, **settings: object
+        handler: FakeHardal,
+        retry: RetryPolicy = FAST,
+        cache: ResponseCache | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        **settings: object,
     ) -> HardalClient:
         client = HardalClient(
             Settings(api_key=KEY, base_url=BASE_URL, **settings),
             transport=httpx2.MockTransport(handler),
             retry=retry,
             cache=cache or ResponseCache(max_bytes=0),  # most tests count requests: no caching unless asked
+            sleep=sleep,
         )
         clients.append(client)
         return client
@@ -420,27 +426,52 @@ async def test_retry_after_http_date_is_never_retried_sooner(make_client):
     assert fake.wall[1] >= not_before - 0.005  # tolerance: wall vs monotonic clock granularity
 
 
+class RecordedSleep:
+    """Stands in for anyio.sleep: records each wait the client asks for and returns at once."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await anyio.lowlevel.checkpoint()
+
+
+async def test_retries_wait_through_the_injected_sleep(make_client):
+    sleep = RecordedSleep()
+    fake = FakeHardal(reply(429, headers={"Retry-After": "7"}), reply(503), ok())
+    client = make_client(fake, sleep=sleep)
+
+    await get_sessions(client)
+
+    assert fake.count == 3
+    assert len(sleep.waits) == 2
+    assert sleep.waits[0] == 7.0  # Retry-After exactly, never sooner
+    assert 0 <= sleep.waits[1] <= FAST.max_delay  # plain backoff
+
+
 async def test_retry_after_http_date_in_the_past_means_retry_now(make_client):
     header = email.utils.formatdate(time.time() - 3600, usegmt=True)
     fake = FakeHardal(reply(429, headers={"Retry-After": header}), ok())
-    client = make_client(fake)
+    sleep = RecordedSleep()
+    client = make_client(fake, sleep=sleep)
 
-    started = time.monotonic()
     await get_sessions(client)
 
     assert fake.count == 2
-    assert time.monotonic() - started < 0.5
+    assert len(sleep.waits) == 1
+    assert sleep.waits[0] <= FAST.max_delay  # only the backoff: the past date asked for no wait
 
 
 async def test_retry_after_longer_than_max_is_reported_not_waited(make_client):
     fake = FakeHardal(reply(429, headers={"Retry-After": "120"}), ok())
-    client = make_client(fake)
+    sleep = RecordedSleep()
+    client = make_client(fake, sleep=sleep)
 
-    started = time.monotonic()
     with pytest.raises(RateLimitError) as info:
         await get_sessions(client)
 
-    assert time.monotonic() - started < 0.5
+    assert sleep.waits == []  # reported at once, no wait of any length
     assert fake.count == 1
     assert info.value.retry_after == 120
     assert "120 s" in str(info.value)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import FailedHealthCheck
 
 from hardal_mcp.errors import InputError
 from hardal_mcp.params import Window, check_id, check_timezone, resolve_window
@@ -238,3 +242,41 @@ def test_check_id_rejects_unsafe_ids(value):
         check_id("session_id", value)
     assert info.value.parameter == "session_id"
     assert "`session_id`" in str(info.value)
+
+
+# --- The suite's Hypothesis profile (tests/conftest.py) --------------------------------------------------
+# On a fresh checkout the first draw of a text strategy builds Hypothesis' Unicode cache, which takes
+# seconds; with the stock settings that trips HealthCheck.too_slow and the README's test command fails.
+
+
+def _property_with_a_slow_first_draw(parent: settings) -> list[int]:
+    calls: list[int] = []
+    seen: list[int] = []
+
+    def draw(n: int) -> int:
+        calls.append(n)
+        # Like building the Unicode cache: once, on the first random draw (Hypothesis times its draws
+        # for the health check from there; the very first call is its fixed "simplest" example).
+        if len(calls) == 2:
+            time.sleep(1.1)
+        return n
+
+    @settings(parent, max_examples=3, database=None)
+    @given(st.builds(draw, st.integers()))
+    def prop(n: int) -> None:
+        seen.append(n)
+
+    prop()
+    return seen
+
+
+def test_the_suite_profile_has_no_deadline_and_tolerates_slow_generation() -> None:
+    assert settings.default.deadline is None
+    assert HealthCheck.too_slow in settings.default.suppress_health_check
+    assert _property_with_a_slow_first_draw(settings.default)
+
+
+def test_the_stock_profile_would_fail_a_slow_first_draw() -> None:
+    # The control: the same property under Hypothesis' own defaults is what broke on a fresh checkout.
+    with pytest.raises(FailedHealthCheck):
+        _property_with_a_slow_first_draw(settings.get_profile("default"))

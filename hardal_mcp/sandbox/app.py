@@ -202,8 +202,9 @@ class _Sandbox:
     the caches, the rate limiter and the traffic record single-threaded.
     """
 
-    def __init__(self, config: SandboxConfig) -> None:
+    def __init__(self, config: SandboxConfig, sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> None:
         self._config = config
+        self._sleep = sleep  # how a Slow fault waits; tests record it instead of waiting
         limit = config.rate_limit_per_minute
         self._limiter = SlidingWindowLimiter(limit) if limit is not None else None
         self.traffic = Traffic()
@@ -268,7 +269,7 @@ class _Sandbox:
         authorization = request.headers.get("authorization", "")
         extra = f.echo(fault, authorization) if fault is not None else ""
         if isinstance(fault, f.Slow):
-            await anyio.sleep(fault.delay)
+            await self._sleep(fault.delay)
         elif isinstance(fault, f.ErrorStatus):
             headers, hit.retry_at = f.retry_after_header(fault)
             message = _REASONS.get(fault.status, "Request failed")
@@ -398,10 +399,13 @@ async def _error_body(_: Request, exc: Exception) -> Response:
 _DEFAULT_CONFIG = SandboxConfig()
 
 
-def create_app(config: SandboxConfig = _DEFAULT_CONFIG) -> Starlette:
+def create_app(
+    config: SandboxConfig = _DEFAULT_CONFIG, *, sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+) -> Starlette:
     """The fake Hardal API as an ASGI app; mount it, serve it, or call it through an ASGI transport.
-    ``traffic(app)`` tells what each website id was asked and answered."""
-    sandbox = _Sandbox(config)
+    ``traffic(app)`` tells what each website id was asked and answered; ``sleep`` is how a ``Slow`` fault
+    waits (a test passes one that records the delay instead)."""
+    sandbox = _Sandbox(config, sleep)
     app = Starlette(
         routes=[
             Route("/api/websites/{website_id}/sessions", sandbox.sessions, methods=["GET"]),
