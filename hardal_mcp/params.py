@@ -37,9 +37,20 @@ class Window:
         return datetime.now(ZoneInfo(self.timezone)).date()
 
     def previous(self) -> Window:
-        """The window of equal length that ends the day before this one starts."""
-        end = self.start - timedelta(days=1)
-        return Window("custom", end - timedelta(days=self.days - 1), end, self.timezone)
+        """The window of equal length that ends the day before this one starts.
+
+        Raises InputError (naming start_date) when that window would begin before 0001-01-01."""
+        try:
+            end = self.start - timedelta(days=1)
+            start = end - timedelta(days=self.days - 1)
+        except OverflowError:
+            raise InputError(
+                "start_date",
+                f"{self.start} leaves no room for the previous period of {self.days} day"
+                f"{'s' if self.days > 1 else ''} (dates begin at {date.min}); use a later start_date "
+                "or drop compare.",
+            ) from None
+        return Window("custom", start, end, self.timezone)
 
     def describe(self) -> str:
         span = self.start.isoformat() if self.days == 1 else f"{self.start} → {self.end}"

@@ -185,6 +185,24 @@ def test_window_previous_is_the_same_length_just_before():
     assert march.timezone == "UTC"
 
 
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(date(1, 1, 1), date(1, 1, 7)), (date(1, 1, 5), date(1, 1, 11)), (date(1, 1, 1), date(1, 1, 1))],
+)
+def test_window_previous_before_year_one_is_an_input_error_naming_start_date(start, end):
+    with pytest.raises(InputError) as info:
+        Window("custom", start, end, "UTC").previous()
+    assert info.value.parameter == "start_date"
+    assert info.value.message.startswith("Invalid `start_date`: ")
+    assert str(start) in info.value.message
+    assert "later start_date" in info.value.message
+
+
+def test_window_previous_right_at_year_one_is_still_representable():
+    previous = Window("custom", date(1, 1, 8), date(1, 1, 14), "UTC").previous()
+    assert (previous.start, previous.end) == (date(1, 1, 1), date(1, 1, 7))
+
+
 def test_window_days_and_describe():
     w = Window("custom", date(2026, 11, 1), date(2026, 11, 7), IST)
     assert w.days == 7

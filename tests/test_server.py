@@ -140,6 +140,17 @@ async def test_bad_arguments_name_the_parameter(arguments: dict[str, Any], names
         assert names in text_of(result)
 
 
+async def test_previous_period_before_year_one_names_start_date() -> None:
+    # Used to escape as an OverflowError, which the SDK hides behind "Error executing tool".
+    async with connect() as client:
+        result = await client.call_tool(
+            "summarize_sessions",
+            {"start_date": "0001-01-01", "end_date": "0001-01-07", "compare": "previous_period"},
+        )
+    assert result.is_error
+    assert text_of(result).startswith("Invalid `start_date`: 0001-01-01 leaves no room for the previous period")
+
+
 async def test_missing_key_does_not_crash_and_names_the_variable() -> None:
     server = build_server(make_settings(api_key=None), transport=sandbox_transport())
     async with Client(server) as client:
