@@ -237,6 +237,11 @@ class Digest(Scan):
             examples=self._examples(),
         )
 
+    def record(self) -> Record:
+        record = Record()
+        self.summary(website_id="", total=None, record=record)
+        return record
+
     def _totals(self) -> Totals:
         sessions = self.matched
         visits = self._visits

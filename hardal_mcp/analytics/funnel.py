@@ -12,6 +12,7 @@ from ..models import Session
 from ..params import Window
 from ..results import WindowInfo
 from ..sanitize import clean, elide
+from .estimate import Estimator, Record, canon, counter, round_moe, sample_info, sample_note, scalar
 from .scan import Scan
 from .schema import _VALUE_CHARS, DIMENSIONS, Coverage, Schema, _check_top, _field_name, _label, _merge, pct
 from .segment import Segment, _check_patterns, _Glob, value_of
@@ -30,6 +31,7 @@ class FunnelStep(Schema):
     sessions: int = Field(description="Sessions reaching it, in order")
     from_prev_pct: float | None = None
     from_start_pct: float = Field(description="Of sessions reaching step 1, %")
+    moe: float | None = Field(default=None, description="Estimated: ± pts of from_start_pct, 95%")
 
 
 class FunnelGroup(Schema):
@@ -37,6 +39,7 @@ class FunnelGroup(Schema):
     sessions: int
     steps: list[int] = Field(description="Sessions reaching each step")
     conversion_pct: float = Field(description="Last step / step 1, %")
+    moe: float | None = Field(default=None, description="Estimated: ± pts of conversion_pct, 95%")
 
 
 class FunnelResult(Schema):
@@ -118,9 +121,13 @@ class Funnel(Scan):
             if 0 < k < last:
                 _keep_smallest(self._dropped[k], s.id)
 
-    def result(self, *, website_id: str, total: int | None, partial_reason: str | None = None) -> FunnelResult:
+    def result(
+        self, *, website_id: str, total: int | None, partial_reason: str | None = None, record: Record | None = None
+    ) -> FunnelResult:
         self._close()
         reach = _cumulative(self._reached)
+        if record is not None:
+            record.scalars.update({f"reach.{i}": float(n) for i, n in enumerate(reach)})
         steps = [
             FunnelStep(
                 page=elide(_label(pattern), _VALUE_CHARS),
@@ -145,10 +152,15 @@ class Funnel(Scan):
             worst_step=worst,
             dropped=[clean(sid, 128) for sid in self._dropped[worst - 1]] if worst else [],
             breakdown=_field_name(self.breakdown) if self.breakdown else None,
-            groups=self._top_groups(),
+            groups=self._top_groups(record),
         )
 
-    def _top_groups(self) -> list[FunnelGroup]:
+    def record(self) -> Record:
+        record = Record()
+        self.result(website_id="", total=None, record=record)
+        return record
+
+    def _top_groups(self, record: Record | None) -> list[FunnelGroup]:
         if self._group_of is None:
             return []
         merged = _merge(
@@ -161,6 +173,8 @@ class Funnel(Scan):
         rest = [counts for _, counts in ranked[self.top :]]
         if rest:
             shown.append((OTHER, [sum(column) for column in zip(*rest, strict=True)]))
+        if record is not None and self.breakdown is not None:
+            record.breakdown(_field_name(self.breakdown), {**merged, **dict(shown[-1:])}, 0, [v for v, _ in shown])
         return [
             FunnelGroup(v=elide(v, _VALUE_CHARS), sessions=c[0], steps=c[1:], conversion_pct=pct(c[-1], c[1]))
             for v, c in shown
@@ -175,3 +189,44 @@ def _cumulative(by_steps_reached: Sequence[int]) -> list[int]:
         running += by_steps_reached[k]
         out[k] = running
     return out
+
+
+def estimate_funnel(result: FunnelResult, est: Estimator) -> FunnelResult:
+    """The funnel of a sampled read with counts scaled to the window (see `estimate`)."""
+    reach = [est.value(scalar(f"reach.{i}")) for i in range(len(result.steps) + 1)]
+    steps = []
+    for i, step in enumerate(result.steps):
+        now, first = scalar(f"reach.{i + 1}"), scalar("reach.1")
+        from_start, moe = est.ratio(now, first, 100.0)
+        from_prev = None if i == 0 else round(est.ratio(now, scalar(f"reach.{i}"), 100.0)[0], 1)
+        steps.append(
+            step.model_copy(
+                update={
+                    "sessions": round(reach[i + 1]),
+                    "from_prev_pct": from_prev,
+                    "from_start_pct": round(from_start, 1),
+                    "moe": round_moe(moe),
+                }
+            )
+        )
+    groups = []
+    key = result.breakdown or ""
+    for group in result.groups:
+        text = canon(key, group.v)
+        counts = [est.value(counter(key, text, j)) for j in range(len(result.steps) + 1)]
+        conversion, moe = est.ratio(counter(key, text, len(result.steps)), counter(key, text, 1), 100.0)
+        groups.append(
+            group.model_copy(
+                update={
+                    "sessions": round(counts[0]),
+                    "steps": [round(n) for n in counts[1:]],
+                    "conversion_pct": round(conversion, 1),
+                    "moe": round_moe(moe),
+                }
+            )
+        )
+    sample = sample_info(est, [])
+    coverage = result.coverage.model_copy(update={"sample": sample, "note": sample_note(sample, est.design.days)})
+    return result.model_copy(
+        update={"sessions": round(reach[0]), "steps": steps, "groups": groups, "coverage": coverage}
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from pydantic import Field
@@ -12,6 +13,7 @@ from ..models import Session
 from ..params import Window
 from ..results import WindowInfo
 from ..sanitize import elide
+from .estimate import Estimator, Record, estimate_breakdown, sample_info, sample_note, scalar
 from .funnel import _page_matcher
 from .scan import Scan
 from .schema import (
@@ -99,10 +101,15 @@ class PathAnalysis(Scan):
                     after[key] = after.get(key, 0) + 1
             self._viewers += seen
 
-    def result(self, *, website_id: str, total: int | None, partial_reason: str | None = None) -> PathResult:
+    def result(
+        self, *, website_id: str, total: int | None, partial_reason: str | None = None, record: Record | None = None
+    ) -> PathResult:
         self._close()
         by_page = self.page is not None
         before, after = self._before, self._after
+        if record is not None:
+            record.scalars.update(sessions=self.matched, visits=self._viewers, views=self._views)
+        top = partial(self._top, record=record)
         return PathResult(
             website_id=website_id,
             window=WindowInfo.of(self.window),
@@ -112,14 +119,22 @@ class PathAnalysis(Scan):
             page=elide(_label(self.page), _VALUE_CHARS) if self.page is not None else None,
             visits=self._viewers if by_page else None,
             views=self._views if by_page else None,
-            previous=self._top("previous", before, _or(ENTERED), self._views) if by_page else None,
-            next=self._top("next", after, _or(EXITED), self._views) if by_page else None,
-            flows=None if by_page else self._top("flow", before, _flow_label, self.matched),
-            paths=None if by_page else self._top("path", after, _whole_path_label, self.matched),
+            previous=top("previous", before, _or(ENTERED), self._views) if by_page else None,
+            next=top("next", after, _or(EXITED), self._views) if by_page else None,
+            flows=None if by_page else top("flow", before, _flow_label, self.matched),
+            paths=None if by_page else top("path", after, _whole_path_label, self.matched),
         )
 
-    def _top(self, key: str, counts: dict[Any, int], label: Callable[[Any], str], whole: int) -> Breakdown:
-        return _breakdown(key, _merge(((raw, (n,)) for raw, n in counts.items()), label), whole, self.top)
+    def record(self) -> Record:
+        record = Record()
+        self.result(website_id="", total=None, record=record)
+        return record
+
+    def _top(
+        self, key: str, counts: dict[Any, int], label: Callable[[Any], str], whole: int, record: Record | None
+    ) -> Breakdown:
+        merged = _merge(((raw, (n,)) for raw, n in counts.items()), label)
+        return _breakdown(key, merged, whole, self.top, record=record)
 
 
 def _or(instead_of_none: str) -> Callable[[str | None], str]:
@@ -132,3 +147,29 @@ def _flow_label(key: tuple[str, str] | None) -> str:
 
 def _whole_path_label(key: tuple[str, ...] | None) -> str:
     return NONE if key is None else path_text(key, _STEP_CHARS)
+
+
+def estimate_paths(result: PathResult, est: Estimator) -> PathResult:
+    """The paths of a sampled read with counts and shares scaled to the window (see `estimate`)."""
+    lists = {
+        name: estimate_breakdown(b, est) if b is not None else None
+        for name, b in (
+            ("previous", result.previous),
+            ("next", result.next),
+            ("flows", result.flows),
+            ("paths", result.paths),
+        )
+    }
+    by_page = result.page is not None
+    sample = sample_info(est, [b for b in lists.values() if b is not None])
+    coverage = result.coverage.model_copy(update={"sample": sample, "note": sample_note(sample, est.design.days)})
+    sessions = est.design.total if result.segment is None else round(est.value(scalar("sessions")))
+    return result.model_copy(
+        update={
+            **lists,
+            "sessions": sessions,
+            "visits": round(est.value(scalar("visits"))) if by_page else None,
+            "views": round(est.value(scalar("views"))) if by_page else None,
+            "coverage": coverage,
+        }
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..models import Session
+from .estimate import Record
 from .schema import (
     Coverage,
 )
@@ -90,6 +91,10 @@ class Scan:
         self._consume(batch)
 
     def _consume(self, batch: list[Session]) -> None:
+        raise NotImplementedError
+
+    def record(self) -> Record:
+        """Every estimable count of what was added (see `estimate`); it ends the scan."""
         raise NotImplementedError
 
     def coverage(self, total: int | None, partial_reason: str | None) -> Coverage:
