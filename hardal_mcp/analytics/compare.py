@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from typing import NamedTuple
 
@@ -23,6 +24,8 @@ class Change(Schema):
     before: int | float | None
     delta: int | float | None = Field(description="now - before (points for _pct)")
     delta_pct: float | None = Field(description="Relative change, %")
+    moe: float | None = Field(default=None, description="Estimated: ± of delta, 95%")
+    noise: bool = Field(default=False, description="The change is within its margin")
 
 
 class Mover(Schema):
@@ -31,6 +34,8 @@ class Mover(Schema):
     before: int
     delta: int
     share_delta: float = Field(description="Change of share of sessions, points")
+    moe: float | None = Field(default=None, description="Estimated: ± pts of share_delta, 95%")
+    noise: bool = Field(default=False, description="The change is within its margin")
     bounce_effect: float | None = Field(description="Part of the bounce-rate change, points")
 
 
@@ -83,7 +88,10 @@ def compare(current: Summary, previous: Summary, *, movers: int = MOVERS) -> Com
         segment=current.segment,
         complete=current.coverage.complete and previous.coverage.complete,
         notes=notes,
-        totals=[_change(name, now, before) for name, now, before in _total_pairs(current.totals, previous.totals)],
+        totals=[
+            _change(name, now, before, _margin(current.totals.moe, previous.totals.moe, name))
+            for name, now, before in _total_pairs(current.totals, previous.totals)
+        ],
         breakdowns=changes(current.breakdowns[:n], previous.breakdowns[:n])
         + changes(current.breakdowns[n:], previous.breakdowns[n:]),
         pages=changes([b for b in current.pages if b.key in ("landing", "exit")], previous.pages),
@@ -92,7 +100,7 @@ def compare(current: Summary, previous: Summary, *, movers: int = MOVERS) -> Com
 
 def _total_pairs(now: Totals, before: Totals) -> list[tuple[str, int | float | None, int | float | None]]:
     pairs: list[tuple[str, int | float | None, int | float | None]] = [
-        (name, getattr(now, name), getattr(before, name)) for name in Totals.model_fields if name != "duration"
+        (name, getattr(now, name), getattr(before, name)) for name in Totals.model_fields if name not in _NOT_FIGURES
     ]
     return pairs + [
         (f"duration_{name}", getattr(now.duration, name), getattr(before.duration, name))
@@ -100,9 +108,22 @@ def _total_pairs(now: Totals, before: Totals) -> list[tuple[str, int | float | N
     ]
 
 
-def _change(name: str, now: int | float | None, before: int | float | None) -> Change:
+_NOT_FIGURES = ("duration", "moe")
+
+
+def _margin(now: dict[str, float] | None, before: dict[str, float] | None, name: str) -> float | None:
+    """The margin of a difference of two independent estimates; an exact side adds nothing. None when
+    neither side is estimated, NaN when one is but has no margin for this figure."""
+    if now is None and before is None:
+        return None
+    sides = [m.get(name, math.nan) for m in (now, before) if m is not None]
+    return math.sqrt(sum(x * x for x in sides))
+
+
+def _change(name: str, now: int | float | None, before: int | float | None, moe: float | None = None) -> Change:
+    moe = None if moe is None or math.isnan(moe) else round(moe, 2)
     if now is None or before is None:
-        return Change(name=name, now=now, before=before, delta=None, delta_pct=None)
+        return Change(name=name, now=now, before=before, delta=None, delta_pct=None, moe=moe)
     delta = now - before
     return Change(
         name=name,
@@ -110,6 +131,8 @@ def _change(name: str, now: int | float | None, before: int | float | None) -> C
         before=before,
         delta=round(delta, 2) if isinstance(delta, float) else delta,
         delta_pct=round(100 * delta / before, 1) if before else None,
+        moe=moe,
+        noise=moe is not None and abs(delta) <= moe,
     )
 
 
@@ -118,6 +141,7 @@ class _Known(NamedTuple):
     not list had no sessions (nothing left in `other`) or are hidden there."""
 
     counts: dict[str, tuple[int, int]]
+    margins: dict[str, float]  # value -> ± pts of its share, when estimated
     complete: bool
 
     def get(self, value: str) -> tuple[int, int] | None:
@@ -128,9 +152,10 @@ class _Known(NamedTuple):
 def _known(b: Breakdown | None, key: str, summary: Summary) -> _Known:
     if b is None:  # a field key not broken down: beyond the cap, or no session had it (all `(none)`)
         if key in summary.other_fields:
-            return _Known({}, complete=False)
-        return _Known({NONE: (summary.totals.sessions, summary.totals.bounces)}, complete=True)
-    return _Known({e.v: (e.n, e.bounces or 0) for e in b.top}, complete=b.other == 0)
+            return _Known({}, {}, complete=False)
+        return _Known({NONE: (summary.totals.sessions, summary.totals.bounces)}, {}, complete=True)
+    margins = {e.v: e.moe for e in b.top if e.moe is not None}
+    return _Known({e.v: (e.n, e.bounces or 0) for e in b.top}, margins, complete=b.other == 0)
 
 
 def _breakdown_change(b: Breakdown, old: _Known, current: Summary, previous: Summary, movers: int) -> BreakdownChange:
@@ -142,14 +167,21 @@ def _breakdown_change(b: Breakdown, old: _Known, current: Summary, previous: Sum
         if now is None or before is None:
             continue  # hidden in `other` on one side: no exact change to report
         effect = _share(now[1], now_sessions) - _share(before[1], old_sessions)
+        share_delta = round(_share(now[0], now_sessions) - _share(before[0], old_sessions), 1)
+        moe = _margin(
+            new.margins if current.coverage.sample else None, old.margins if previous.coverage.sample else None, value
+        )
+        moe = None if moe is None or math.isnan(moe) else round(moe, 1)
         rows.append(
             Mover(
                 v=value,
                 now=now[0],
                 before=before[0],
                 delta=now[0] - before[0],
-                share_delta=round(_share(now[0], now_sessions) - _share(before[0], old_sessions), 1),
+                share_delta=share_delta,
                 bounce_effect=round(effect, 1),
+                moe=moe,
+                noise=moe is not None and abs(share_delta) <= moe,
             )
         )
     by_sessions = sorted((m for m in rows if m.delta), key=lambda m: (-abs(m.delta), -abs(m.share_delta), m.v))

@@ -326,9 +326,9 @@ def estimate_summary(summary: Summary, est: Estimator, *, segmented: bool) -> Su
     mean, mean_moe = est.ratio(scalar("duration_sum"), scalar("duration_n"))
     known = est.value(scalar("duration_n"))
     margins = {"bounce_pct": round_moe(bounce_moe), "pages_per_session": per_session_moe, "duration_mean": mean_moe}
-    if segmented:
-        var = est.variance(sessions)
-        margins["sessions"] = None if var is None else Z95 * math.sqrt(var)
+    for name in ("page_views", "events", "bounces") + (("sessions",) if segmented else ()):
+        var = est.variance(scalar(name))
+        margins[name] = None if var is None else Z95 * math.sqrt(var)
     count = round(est.value(sessions)) if segmented else design.total
     totals = summary.totals.model_copy(
         update={
