@@ -39,6 +39,7 @@ BUDGET_CHARS = 15_000  # the hard cap of any tool's text: ≤ 6,000 tokens even 
 LINE_CHARS = 720  # one digest line; entries that do not fit are counted, not shown
 SERIES_POINTS = 62  # more points than this are shown as 7-day sums
 ROW_FIELDS = 12  # fields shown in one table row
+UNKNOWN = "unknown"  # a figure the data cannot give (e.g. a duration when no session has one)
 
 _SEPARATORS = str.maketrans({"|": "¦", "·": "•"})  # path steps have their own arrows replaced too
 _BARE = re.compile(r"[^\s,=/\"]+")  # a field key or value that needs no quotes
@@ -103,12 +104,12 @@ def _breakdown_line(b: Breakdown, label: str | None = None, bounce: bool = True,
     entries that do not fit are counted in `other`."""
     name = label or cell(b.key, 40)
     if b.id_like:
-        values = b.distinct - sum(e.v == NONE for e in b.top)
+        values = UNKNOWN if b.distinct is None else f"{b.distinct - sum(e.v == NONE for e in b.top):,}"
         return " · ".join(
-            [f"{name}: {values:,} distinct values in {_count(b.other, 'session')} (id-like, not listed)"]
+            [f"{name}: {values} distinct values in {_count(b.other, 'session')} (id-like, not listed)"]
             + [_entry(e) for e in b.top]
         )
-    tail = f" [{_count(b.distinct, 'value')}]"
+    tail = f" [{_count(b.distinct, 'value')}]" if b.distinct is not None else f" [distinct values {UNKNOWN}]"
     room = LINE_CHARS - len(name) - len(tail) - 24  # the ` · other N` part
     parts: list[str] = []
     other = b.other
@@ -162,9 +163,11 @@ def render_summary(s: Summary) -> str:
     """A digest a model reads at a glance: the same few dozen lines whatever the number of sessions."""
     t, d = s.totals, s.totals.duration
     lines = _head("Sessions", s.website_id, s.window, s.coverage, s.segment)
+    visitors = f"visitors {UNKNOWN}" if t.visitors is None else _count(t.visitors, "visitor")
+    if t.returning is not None and t.returning_pct is not None:
+        visitors += f" ({t.returning:,} returning, {t.returning_pct:.1f}%)"
     lines.append(
-        f"totals: {_count(t.sessions, 'session')} · {_count(t.visitors, 'visitor')} "
-        f"({t.returning:,} returning, {t.returning_pct:.1f}%) · {t.page_views:,} page views "
+        f"totals: {_count(t.sessions, 'session')} · {visitors} · {t.page_views:,} page views "
         f"({t.pages_per_session:.2f}/session) · {t.events:,} events · bounce {t.bounce_pct:.1f}% ({t.bounces:,})"
     )
     if d.median is not None and d.mean is not None and d.p90 is not None:
@@ -408,7 +411,8 @@ def render_paths(p: PathResult) -> str:
     if p.flows is not None:
         lines.append(_breakdown_line(p.flows, f"landing → exit, of {_count(p.sessions, 'session')}", share=True))
     if p.paths is not None:
-        lines.append(f"whole paths: {_count(p.paths.distinct, 'distinct path')}")
+        distinct = p.paths.distinct
+        lines.append(f"whole paths: {_count(distinct, 'distinct path') if distinct is not None else UNKNOWN}")
         lines += [f"path {cell(e.v, 1000)}: {e.n:,} ({e.pct:.1f}%)" for e in p.paths.top]
         if p.paths.other:
             lines.append(f"other paths: {p.paths.other:,}")
@@ -422,20 +426,35 @@ def _signed(value: float, text: str) -> str:
     return f"{'+' if value >= 0 else '−'}{text}"
 
 
+def _total_text(name: str, value: float | None) -> str:
+    """One compared total as the digest shows it; `unknown` when a period has no value (no session with a
+    duration, visitors of a sample, …)."""
+    if value is None:
+        return UNKNOWN
+    if name in _SECONDS:
+        return fmt_duration(value)
+    if name.endswith("_pct"):
+        return f"{value:.1f}%"
+    if name in RATES:
+        return f"{value:.2f}"
+    return f"{value:,}"
+
+
 def _change_text(c: Change) -> str:
-    """`sessions 10,234 vs 9,876 (+358, +3.6%)`; rates change in points, durations in time."""
+    """`sessions 10,234 vs 9,876 (+358, +3.6%)`; rates change in points, durations in time; `change n/a`
+    when either side is unknown."""
     label = c.name.replace("_pct", " rate").replace("_", " ")
+    values = f"{label} {_total_text(c.name, c.now)} vs {_total_text(c.name, c.before)}"
     if c.now is None or c.before is None or c.delta is None:
-        return f"{label} {'?' if c.now is None else c.now:,} vs {'?' if c.before is None else c.before:,}"
+        return f"{values} (change n/a)"
     relative = "" if c.delta_pct is None else f", {_signed(c.delta_pct, f'{abs(c.delta_pct):.1f}%')}"
     if c.name in _SECONDS:
-        change = _signed(c.delta, fmt_duration(abs(c.delta)))
-        return f"{label} {fmt_duration(c.now)} vs {fmt_duration(c.before)} ({change}{relative})"
+        return f"{values} ({_signed(c.delta, fmt_duration(abs(c.delta)))}{relative})"
     if c.name.endswith("_pct"):
-        return f"{label} {c.now:.1f}% vs {c.before:.1f}% ({_signed(c.delta, f'{abs(c.delta):.1f} pts')})"
+        return f"{values} ({_signed(c.delta, f'{abs(c.delta):.1f} pts')})"
     if c.name in RATES:
-        return f"{label} {c.now:.2f} vs {c.before:.2f} ({_signed(c.delta, f'{abs(c.delta):.2f}')}{relative})"
-    return f"{label} {c.now:,} vs {c.before:,} ({_signed(c.delta, f'{abs(c.delta):,}')}{relative})"
+        return f"{values} ({_signed(c.delta, f'{abs(c.delta):.2f}')}{relative})"
+    return f"{values} ({_signed(c.delta, f'{abs(c.delta):,}')}{relative})"
 
 
 def render_comparison(c: Comparison) -> str:
