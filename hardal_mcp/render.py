@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 from .analytics import (
@@ -30,8 +31,8 @@ from .analytics import (
     Series,
     Summary,
     fmt_duration,
-    pct,
 )
+from .numbers import Exact, ratio, round_half_up
 from .results import ActivityResult, SessionsResult, WindowInfo
 from .sanitize import clean, elide
 
@@ -79,6 +80,16 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
+def _fixed(value: Exact, places: int) -> str:
+    """`value` with `places` decimals, rounded once, half up (f"{x:.1f}" rounds the binary float half to even)."""
+    return f"{round_half_up(value, places):.{places}f}"
+
+
+def _pct(part: int, whole: int, places: int = 1) -> str:
+    """`100 * part / whole` from the exact counts, rounded once, half up; 0 when `whole` is 0."""
+    return f"{ratio(part, whole, places):.{places}f}"
+
+
 def window_text(window: WindowInfo) -> str:
     """`last7days: 2026-11-20 → 2026-11-26 (Europe/Istanbul, 7 days)`."""
     return window.to_window().describe()
@@ -91,12 +102,25 @@ def window_text(window: WindowInfo) -> str:
 DIGEST_VALUE_CHARS = 48  # a value as a digest lists it; the structured content has it whole
 
 
-def _entry(e: Entry, bounce: bool = True, share: bool = False) -> str:
+def _entry(e: Entry, bounce: bool = True, share: bool = False, whole: int | None = None) -> str:
     """`Mobile 4300 b52%`: sessions and the group's bounce rate (a legend says so once); `/cart 515 (60%)`
-    where the share is the point. Plain digits: every separator and figure costs tokens."""
-    rate = "" if e.bounce_pct is None or not bounce else f" b{e.bounce_pct:.0f}%"
-    part = f" ({e.pct:.0f}%)" if share and e.pct >= 9.5 else f" ({e.pct:.1f}%)" if share else ""
+    where the share is the point. Plain digits: every separator and figure costs tokens.
+
+    Rates are rounded once from the exact counts (`whole` = what the shares are of) when the entry is
+    counted, not estimated; an estimate (with a margin) has only its rounded rate to show."""
+    rate = ""
+    if bounce and e.bounce_pct is not None:
+        rate = f" b{_pct(e.bounces, e.n, 0) if e.bounces is not None and e.moe is None else _fixed(e.bounce_pct, 0)}%"
+    part = ""
+    if share:
+        value: Exact = Fraction(100 * e.n, whole) if whole and e.moe is None else e.pct
+        part = f" ({_fixed(value, 0 if value >= 9.5 else 1)}%)"
     return f"{cell(e.v, DIGEST_VALUE_CHARS)} {e.n}{part}{rate}"
+
+
+def _list_whole(b: Breakdown) -> int:
+    """What the shares of a list are of: its entries and `other` always add up to it."""
+    return sum(e.n for e in b.top) + b.other
 
 
 def _breakdown_line(b: Breakdown, label: str | None = None, bounce: bool = True, share: bool = False) -> str:
@@ -113,8 +137,9 @@ def _breakdown_line(b: Breakdown, label: str | None = None, bounce: bool = True,
     room = LINE_CHARS - len(name) - len(tail) - 24  # the ` · other N` part
     parts: list[str] = []
     other = b.other
+    whole = _list_whole(b)
     for e in b.top:
-        text = _entry(e, bounce, share)
+        text = _entry(e, bounce, share, whole)
         if len(text) + 3 > room:
             room = 0  # keep the order: nothing after the first entry that does not fit
             other += e.n
@@ -164,11 +189,15 @@ def render_summary(s: Summary) -> str:
     t, d = s.totals, s.totals.duration
     lines = _head("Sessions", s.website_id, s.window, s.coverage, s.segment)
     visitors = f"visitors {UNKNOWN}" if t.visitors is None else _count(t.visitors, "visitor")
-    if t.returning is not None and t.returning_pct is not None:
-        visitors += f" ({t.returning:,} returning, {t.returning_pct:.1f}%)"
+    if t.returning is not None and t.visitors is not None:
+        visitors += f" ({t.returning:,} returning, {_pct(t.returning, t.visitors)}%)"
+    if t.moe is None:  # counted: every rate from the exact counts
+        bounce, per_session = _pct(t.bounces, t.sessions), f"{ratio(t.page_views, t.sessions, 2, scale=1):.2f}"
+    else:  # estimated: the counts are rounded estimates too, so the estimated rates are shown
+        bounce, per_session = _fixed(t.bounce_pct, 1), _fixed(t.pages_per_session, 2)
     lines.append(
         f"totals: {_count(t.sessions, 'session')} · {visitors} · {t.page_views:,} page views "
-        f"({t.pages_per_session:.2f}/session) · {t.events:,} events · bounce {t.bounce_pct:.1f}% ({t.bounces:,})"
+        f"({per_session}/session) · {t.events:,} events · bounce {bounce}% ({t.bounces:,})"
     )
     if d.median is not None and d.mean is not None and d.p90 is not None:
         known = f"median {fmt_duration(d.median)} · mean {fmt_duration(d.mean)} · p90 {fmt_duration(d.p90)}"
@@ -219,17 +248,18 @@ def render_funnel(f: FunnelResult) -> str:
     """Steps with the sessions reaching each, the biggest drop-off, and the breakdown groups."""
     lines = _head("Funnel", f.website_id, f.window, f.coverage, f.segment)
     entered = f.steps[0].sessions
-    lines.append(f"{_count(f.sessions, 'session')} · {entered:,} reached step 1 ({pct(entered, f.sessions):.1f}%)")
+    lines.append(f"{_count(f.sessions, 'session')} · {entered:,} reached step 1 ({_pct(entered, f.sessions)}%)")
     for i, step in enumerate(f.steps, 1):
         line = f"step {i} {cell(step.page, 100)}: {step.sessions:,}"
         if i == 2:
-            line += f" ({step.from_start_pct:.1f}% of step 1)"
+            line += f" ({_pct(step.sessions, entered)}% of step 1)"
         elif i > 2:
-            line += f" ({step.from_start_pct:.1f}% of step 1 · {step.from_prev_pct:.1f}% of step {i - 1})"
+            before = f.steps[i - 2].sessions
+            line += f" ({_pct(step.sessions, entered)}% of step 1 · {_pct(step.sessions, before)}% of step {i - 1})"
         if i == f.worst_step:
             before = f.steps[i - 2].sessions
             lost = before - step.sessions
-            line += f" · biggest drop-off: {lost:,} of {before:,} left ({pct(lost, before):.1f}%)"
+            line += f" · biggest drop-off: {lost:,} of {before:,} left ({_pct(lost, before)}%)"
             if f.dropped:
                 line += f", e.g. {' · '.join(map(cell, f.dropped))}"
         lines.append(line)
@@ -237,7 +267,7 @@ def render_funnel(f: FunnelResult) -> str:
         counts = " → ".join(f"{n:,}" for n in g.steps)
         lines.append(
             f"by {cell(f.breakdown, 40)}: {cell(g.v, 100)} · {_count(g.sessions, 'session')}: {counts} "
-            f"({g.conversion_pct:.1f}% of step 1 convert)"
+            f"({_pct(g.steps[-1], g.steps[0])}% of step 1 convert)"
         )
     return _fit_digest(lines)
 
@@ -329,7 +359,7 @@ def render_sessions(r: SessionsResult) -> tuple[str, int]:
                     _id_cell(s.id),
                     _value(s.visitor_id, 128),
                     start,
-                    "?" if s.duration_s is None else f"{s.duration_s:.0f}",
+                    "?" if s.duration_s is None else _fixed(s.duration_s, 0),
                     f"{'?' if s.page_views is None else s.page_views}/{'?' if s.events is None else s.events}",
                     *(_value(x, 30) for x in (s.device, s.browser, s.os)),
                     _value(s.country, 40),
@@ -361,7 +391,7 @@ def render_sessions(r: SessionsResult) -> tuple[str, int]:
 
 
 def _offset(seconds: float) -> str:
-    s = round(seconds)
+    s = int(round_half_up(seconds))
     return f"+{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
@@ -413,7 +443,11 @@ def render_paths(p: PathResult) -> str:
     if p.paths is not None:
         distinct = p.paths.distinct
         lines.append(f"whole paths: {_count(distinct, 'distinct path') if distinct is not None else UNKNOWN}")
-        lines += [f"path {cell(e.v, 1000)}: {e.n:,} ({e.pct:.1f}%)" for e in p.paths.top]
+        whole = _list_whole(p.paths)
+        lines += [
+            f"path {cell(e.v, 1000)}: {e.n:,} ({_pct(e.n, whole) if e.moe is None else _fixed(e.pct, 1)}%)"
+            for e in p.paths.top
+        ]
         if p.paths.other:
             lines.append(f"other paths: {p.paths.other:,}")
     return _fit_digest(lines)
@@ -434,9 +468,9 @@ def _total_text(name: str, value: float | None) -> str:
     if name in _SECONDS:
         return fmt_duration(value)
     if name.endswith("_pct"):
-        return f"{value:.1f}%"
+        return f"{_fixed(value, 1)}%"
     if name in RATES:
-        return f"{value:.2f}"
+        return _fixed(value, 2)
     return f"{value:,}"
 
 
@@ -447,13 +481,13 @@ def _change_text(c: Change) -> str:
     values = f"{label} {_total_text(c.name, c.now)} vs {_total_text(c.name, c.before)}"
     if c.now is None or c.before is None or c.delta is None:
         return f"{values} (change n/a)"
-    relative = "" if c.delta_pct is None else f", {_signed(c.delta_pct, f'{abs(c.delta_pct):.1f}%')}"
+    relative = "" if c.delta_pct is None else f", {_signed(c.delta_pct, f'{_fixed(abs(c.delta_pct), 1)}%')}"
     if c.name in _SECONDS:
         return f"{values} ({_signed(c.delta, fmt_duration(abs(c.delta)))}{relative})"
     if c.name.endswith("_pct"):
-        return f"{values} ({_signed(c.delta, f'{abs(c.delta):.1f} pts')})"
+        return f"{values} ({_signed(c.delta, f'{_fixed(abs(c.delta), 1)} pts')})"
     if c.name in RATES:
-        return f"{values} ({_signed(c.delta, f'{abs(c.delta):.2f}')}{relative})"
+        return f"{values} ({_signed(c.delta, _fixed(abs(c.delta), 2))}{relative})"
     return f"{values} ({_signed(c.delta, f'{abs(c.delta):,}')}{relative})"
 
 
@@ -471,11 +505,11 @@ def render_comparison(c: Comparison) -> str:
     for i, b in enumerate(c.breakdowns + c.pages):
         parts = [
             f"{cell(m.v, 100)} {_signed(m.delta, f'{abs(m.delta):,}')} ({m.now:,} vs {m.before:,}, "
-            f"share {_signed(m.share_delta, f'{abs(m.share_delta):.1f}')} pts)"
+            f"share {_signed(m.share_delta, _fixed(abs(m.share_delta), 1))} pts)"
             for m in b.movers
         ]
         drivers = [
-            f"{cell(m.v, 100)} {_signed(m.bounce_effect or 0, f'{abs(m.bounce_effect or 0):.1f}')} pts"
+            f"{cell(m.v, 100)} {_signed(m.bounce_effect or 0, _fixed(abs(m.bounce_effect or 0), 1))} pts"
             for m in b.bounce_drivers
         ]
         label = b.key if i < len(DIMENSIONS) or i >= len(c.breakdowns) else _field_label(b.key)
