@@ -82,6 +82,14 @@ class RateLimiter:
         """Nothing in flight and nothing answered within the last minute: forgetting it changes nothing."""
         return not self._in_flight and (not self._done or self._clock() - self._done[-1] >= 60.0)
 
+    def available(self, seconds: float) -> int:
+        """Requests that could start within `seconds` from now: free slots, plus slots whose answers leave
+        the window by then (requests in flight are counted as answered now)."""
+        now = self._clock()
+        recent = [t for t in self._done if now - t < 60.0]
+        leaving = sum(1 for t in recent if t + 60.0 <= now + seconds)
+        return max(0, self.per_minute - len(recent) - self._in_flight) + leaving
+
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         async with self._lock:  # FIFO: waiters are served in arrival order
@@ -204,19 +212,24 @@ class HardalClient:
         target_signal_id: str | None = None,
         is_hybrid: bool = False,
     ) -> SessionsPage:
-        params = {
-            "timeframe": "custom",
-            "startDate": window.start.isoformat(),
-            "endDate": window.end.isoformat(),
-            "timezone": window.timezone,
-            "limit": str(limit),
-            "offset": str(offset),
-            "targetSignalId": target_signal_id or website_id,
-            "isHybrid": "true" if is_hybrid else "false",
-        }
+        path, params = _sessions_request(website_id, window, limit, offset, target_signal_id, is_hybrid)
         ttl = CLOSED_WINDOW_TTL if window.end < window.today() else OPEN_WINDOW_TTL
-        path = f"/api/websites/{_segment(website_id)}/sessions"
         return await self._get(key, path, params, f"website {website_id!r}", ttl, parse_sessions_page)
+
+    def cached(
+        self,
+        key: SecretStr,
+        website_id: str,
+        window: Window,
+        *,
+        limit: int,
+        offset: int = 0,
+        target_signal_id: str | None = None,
+        is_hybrid: bool = False,
+    ) -> bool:
+        """Whether `sessions` with these arguments would be answered from the cache (no request)."""
+        path, params = _sessions_request(website_id, window, limit, offset, target_signal_id, is_hybrid)
+        return self.cache.get(_cache_key(key_fingerprint(key), path, params)) is not None
 
     async def activity(
         self,
@@ -249,7 +262,7 @@ class HardalClient:
         self, key: SecretStr, path: str, params: Mapping[str, str], what: str, ttl: float, parse: Callable[[bytes], P]
     ) -> P:
         fingerprint = key_fingerprint(key)
-        cache_key = (fingerprint, path, tuple(sorted(params.items())))
+        cache_key = _cache_key(fingerprint, path, params)
         cached = self.cache.get(cache_key)
         if cached is not None:
             await anyio.lowlevel.checkpoint()  # a scan served from cache still lets other requests run
@@ -324,6 +337,10 @@ class HardalClient:
         assert failure is not None
         raise failure
 
+    def budget(self, key: SecretStr) -> RateLimiter:
+        """The rate limiter that this key's requests pass (to plan how many a call may send)."""
+        return self._limiter(key_fingerprint(key))
+
     def _limiter(self, fingerprint: str) -> RateLimiter:
         limiter = self._limiters.get(fingerprint)
         if limiter is None:
@@ -333,6 +350,26 @@ class HardalClient:
                 self._limiters.popitem(last=False)
         self._limiters.move_to_end(fingerprint)
         return limiter
+
+
+def _sessions_request(
+    website_id: str, window: Window, limit: int, offset: int, target_signal_id: str | None, is_hybrid: bool
+) -> tuple[str, dict[str, str]]:
+    params = {
+        "timeframe": "custom",
+        "startDate": window.start.isoformat(),
+        "endDate": window.end.isoformat(),
+        "timezone": window.timezone,
+        "limit": str(limit),
+        "offset": str(offset),
+        "targetSignalId": target_signal_id or website_id,
+        "isHybrid": "true" if is_hybrid else "false",
+    }
+    return f"/api/websites/{_segment(website_id)}/sessions", params
+
+
+def _cache_key(fingerprint: str, path: str, params: Mapping[str, str]) -> Hashable:
+    return (fingerprint, path, tuple(sorted(params.items())))
 
 
 def _segment(value: str) -> str:

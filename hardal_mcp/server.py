@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
 
+import anyio
 import httpx2
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
@@ -24,7 +25,8 @@ from .client import HardalClient, key_fingerprint
 from .config import Settings
 from .errors import ConfigError
 from .params import TIMEFRAMES
-from .service import Hardal
+from .service import Background, Hardal
+from .store import DayStore
 from .tools import AppState, tools
 
 log = logging.getLogger(__name__)
@@ -71,9 +73,15 @@ def build_server(
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         client = HardalClient(settings, transport=transport)
+        store = DayStore.open(settings)
         try:
-            yield AppState(hardal=Hardal(settings, client), passthrough=auth == "passthrough")
+            async with anyio.create_task_group() as group:  # background fills of the day store live here
+                hardal = Hardal(settings, client, store=store, background=Background(group))
+                yield AppState(hardal=hardal, passthrough=auth == "passthrough")
+                group.cancel_scope.cancel()
         finally:
+            if store is not None:
+                store.close()
             await client.aclose()
 
     verifier: TokenVerifier | None = None

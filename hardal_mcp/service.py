@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from functools import partial
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.abc
@@ -20,38 +21,77 @@ from .analytics import (
     FunnelResult,
     PathAnalysis,
     PathResult,
+    Scan,
     Segment,
     Summary,
 )
 from .analytics import compare as compare_periods
-from .client import HardalClient
+from .analytics.digest import estimate_summary
+from .analytics.estimate import Design, Estimator, Record
+from .analytics.funnel import estimate_funnel
+from .analytics.paths import estimate_paths
+from .client import HardalClient, key_fingerprint
 from .config import Settings, env_name
-from .errors import AuthError, HardalError, InputError, NetworkError, UpstreamError
+from .errors import AuthError, HardalError, InputError, NetworkError
 from .models import ActivityEvent, Session, SessionsPage
-from .params import Order, OrderBy, Window, check_id, check_timezone, resolve_window
+from .params import Order, OrderBy, check_id, check_timezone, resolve_window
+from .planner import SAFETY_SECONDS, Allowance, Outcome, Page, Planner, Scope, has_more_after
 from .privacy import redact_event, redact_session
 from .render import render_activity, render_comparison, render_funnel, render_paths, render_sessions, render_summary
 from .results import ActivityResult, ActivityRow, PageInfo, SessionRow, SessionsResult, WindowInfo
 from .sanitize import clean
+from .store import DayStore
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, float | None, str], Awaitable[None]]
 T = TypeVar("T")
+A = TypeVar("A", bound=Scan)
 
 MAX_SESSIONS_CAP = 200_000
-SCAN_CONCURRENCY = 4  # pages in flight during a scan; the rate limiter still bounds requests per minute
-MAX_GROWTH_ROUNDS = 3  # further rounds of pages when later pages report a larger total than the first
 
 
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """Where a question points: which site, which period, which signal."""
+class Reading(Generic[A]):
+    """One analysis fed by a planner's read: the whole read goes to `analysis`; when the read is a
+    sample, each page also gets an analysis of its own, kept as a `Record` for the estimates."""
 
-    website_id: str
-    window: Window
-    target_signal_id: str | None = None
-    is_hybrid: bool = False
+    def __init__(self, make: Callable[[], A]) -> None:
+        self.make = make
+        self.analysis = make()
+        self.pages: dict[int, Record] = {}
+
+    def consume(self, page: Page) -> None:
+        self.analysis.add(page.sessions, page.dropped)
+        if page.cluster is not None:
+            alone = self.make()
+            alone.add(page.sessions)
+            self.pages[page.cluster] = alone.record()
+
+    def estimator(self, design: Design, master: Record) -> Estimator:
+        return Estimator(design, master, self.pages)
+
+
+class Background:
+    """Work that outlives a tool call (filling the day store), one task per key and window at a time."""
+
+    def __init__(self, group: anyio.abc.TaskGroup) -> None:
+        self._group = group
+        self._running: set[str] = set()
+
+    def start(self, name: str, work: Callable[[], Coroutine[Any, Any, object]]) -> None:
+        if name in self._running:
+            return
+        self._running.add(name)
+
+        async def run() -> None:
+            try:
+                await work()
+            except HardalError as exc:  # the next question will tell the user; here it only stops the fill
+                log.info("background fill stopped: %s", exc.message)
+            finally:
+                self._running.discard(name)
+
+        self._group.start_soon(run)
 
 
 @dataclass(slots=True)
@@ -93,24 +133,27 @@ class _Combined:
         return update
 
 
-@dataclass(slots=True)
-class ScanStats:
-    total: int | None = None  # the largest total any page reported (the first page's, unless the window grew)
-    partial_reason: str | None = None
-    read_to: int = 0  # end of the furthest page read: offset + items sent
-
-
 class Hardal:
     """The tools' shared back end: one client (one connection pool and rate limiter per key)."""
 
-    def __init__(self, settings: Settings, client: HardalClient, key: SecretStr | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: HardalClient,
+        key: SecretStr | None = None,
+        *,
+        store: DayStore | None = None,
+        background: Background | None = None,
+    ) -> None:
         self.settings = settings
         self.client = client
         self._key = key or settings.api_key
+        self.store = store
+        self.background = background
 
     def for_key(self, key: SecretStr | None) -> Hardal:
         """The same back end answering with another tenant's key (hosted mode); caches stay per key."""
-        return Hardal(self.settings, self.client, key)
+        return Hardal(self.settings, self.client, key, store=self.store, background=self.background)
 
     # -- argument handling ---------------------------------------------------------------------------
 
@@ -155,8 +198,8 @@ class Hardal:
         """A plain page of the API; with a segment, the next `limit` matches found from `offset` on."""
         if segment is not None:
             return await self._matching_sessions(scope, segment, limit=limit, offset=offset, max_scan=max_scan)
-        page = await self.within_deadline(self._page(scope, self.key(), offset, limit))
-        has_more = _has_more(page, offset, limit)
+        page = await self.within_deadline(self.client_page(scope, offset, limit))
+        has_more = has_more_after(page, offset, limit)
         listing = Listing(
             total=page.pagination.total if page.pagination else None,
             offset=offset,
@@ -168,39 +211,42 @@ class Hardal:
     async def _matching_sessions(
         self, scope: Scope, segment: Segment, *, limit: int, offset: int, max_scan: int
     ) -> tuple[SessionsResult, str]:
-        key, size, deadline = self.key(), self.settings.page_size, self.deadline()
+        deadline = self.deadline()
+        allowance = self.allowance(deadline)
         matches = segment.matcher()
         visits: dict[str, int] | None = None
         if segment.returning is not None:  # a property of the whole window: count visitors first
-            visits = await self._visits(scope, deadline)
+            visits = await self._visits(scope, deadline, allowance)
         listing = Listing(total=None, offset=offset, rows=[], end=None, segment=segment.describe())
-        position = offset
-        page_start = offset - offset % size  # aligned with summarize's pages, so they come from the cache
+        position = page_end = offset
         seen: set[str] = set()
-        more_pages, page_end = True, position
+        ended = False
+        planner = self.planner(scope, deadline, allowance)
         with anyio.CancelScope(deadline=deadline) as limit_scope:
-            while more_pages and len(listing.rows) < limit and listing.scanned < max_scan:
-                page = await self._page(scope, key, page_start, size)
+            async for start, page in planner.pages_from(offset):
                 if page.pagination is not None and page.pagination.total is not None:
                     listing.total = page.pagination.total
                 for i, s in enumerate(page.sessions):
-                    if page_start + i < position:
+                    if start + i < position:
                         continue
                     if len(listing.rows) >= limit or listing.scanned >= max_scan:
                         break
-                    position = page_start + i + 1
+                    position = start + i + 1
                     listing.scanned += 1
                     if s.id in seen:
                         continue
                     seen.add(s.id)
                     if matches(s) and (visits is None or _is_returning(s, visits) is segment.returning):
-                        listing.rows.append((page_start + i, s))
-                page_end = page_start + len(page.sessions)
-                more_pages = bool(page.sessions) and _has_more(page, page_start, size)
-                page_start += size
+                        listing.rows.append((start + i, s))
+                page_end = start + len(page.sessions)
+                ended = not page.sessions or not has_more_after(page, start, self.settings.page_size)
+                if len(listing.rows) >= limit or listing.scanned >= max_scan:
+                    break
         if limit_scope.cancelled_caught:
             listing.note = f"the {self.settings.tool_timeout:g} s time limit was reached; continue from next_offset"
-        listing.end = None if not more_pages and position >= page_end else position
+        elif not ended and position == page_end and planner.stopped:
+            listing.note = f"{planner.stopped}; continue from next_offset"
+        listing.end = None if ended and position >= page_end else position
         return self._sessions_answer(scope, listing)
 
     def _sessions_answer(self, scope: Scope, listing: Listing) -> tuple[SessionsResult, str]:
@@ -241,29 +287,41 @@ class Hardal:
         progress: Progress | None = None,
     ) -> tuple[SummaryResult, str]:
         deadline = self.deadline()
-        windows = [scope] + ([replace(scope, window=scope.window.previous())] if compare else [])
-        digests = [Digest(s.window, top=top, segment=segment) for s in windows]
-        stats = [ScanStats() for _ in windows]
-        report = _Combined(progress, len(windows))
-
+        scopes = [scope] + ([replace(scope, window=scope.window.previous())] if compare else [])
+        allowances = self.allowance(deadline).split(len(scopes))
+        report = _Combined(progress, len(scopes))
+        readings = [Reading(partial(Digest, s.window, top=top, segment=segment)) for s in scopes]
+        outcomes: list[Outcome] = [Outcome() for _ in scopes]
         failures: list[HardalError] = []
 
         async def run(i: int, group: anyio.abc.TaskGroup) -> None:
             try:
-                stats[i] = await self.scan(windows[i], max_sessions, digests[i].add, report.part(i), deadline)
+                planner = self.planner(scopes[i], deadline, allowances[i])
+                outcomes[i] = await planner.read(
+                    readings[i].consume,
+                    max_sessions=max_sessions,
+                    exact=_exact_reason(segment),
+                    progress=report.part(i),
+                )
+                self._fill_later(scopes[i], outcomes[i])
             except HardalError as exc:  # one period failing fails the answer; say why, not "ExceptionGroup"
                 failures.append(exc)
                 group.cancel_scope.cancel()
 
         async with anyio.create_task_group() as group:
-            for i in range(len(windows)):
+            for i in range(len(scopes)):
                 group.start_soon(run, i, group)
         if failures:
             raise failures[0]
-        summaries = [
-            d.summary(website_id=scope.website_id, total=st.total, partial_reason=st.partial_reason)
-            for d, st in zip(digests, stats, strict=True)
-        ]
+        summaries = []
+        for reading, outcome in zip(readings, outcomes, strict=True):
+            record = Record()
+            summary = reading.analysis.summary(
+                website_id=scope.website_id, total=outcome.total, partial_reason=outcome.partial_reason, record=record
+            )
+            if outcome.design is not None and outcome.design.sampled:
+                summary = estimate_summary(summary, reading.estimator(outcome.design, record), segmented=bool(segment))
+            summaries.append(summary)
         comparison = compare_periods(*summaries) if compare else None
         if comparison is not None and scope.window.end >= scope.window.today():
             comparison.notes.append("the current period includes today, which is not over: expect lower counts")
@@ -284,9 +342,14 @@ class Hardal:
         max_sessions: int,
         progress: Progress | None = None,
     ) -> tuple[FunnelResult, str]:
-        analysis = Funnel(scope.window, steps, breakdown=breakdown, top=top, segment=segment)
-        stats = await self.scan(scope, max_sessions, analysis.add, progress, self.deadline())
-        result = analysis.result(website_id=scope.website_id, total=stats.total, partial_reason=stats.partial_reason)
+        reading = Reading(lambda: Funnel(scope.window, steps, breakdown=breakdown, top=top, segment=segment))
+        outcome = await self._read(scope, reading, max_sessions, segment, progress)
+        record = Record()
+        result = reading.analysis.result(
+            website_id=scope.website_id, total=outcome.total, partial_reason=outcome.partial_reason, record=record
+        )
+        if outcome.design is not None and outcome.design.sampled:
+            result = estimate_funnel(result, reading.estimator(outcome.design, record))
         return result, render_funnel(result)
 
     async def paths(
@@ -299,10 +362,27 @@ class Hardal:
         max_sessions: int,
         progress: Progress | None = None,
     ) -> tuple[PathResult, str]:
-        analysis = PathAnalysis(scope.window, page, top=top, segment=segment)
-        stats = await self.scan(scope, max_sessions, analysis.add, progress, self.deadline())
-        result = analysis.result(website_id=scope.website_id, total=stats.total, partial_reason=stats.partial_reason)
+        reading = Reading(lambda: PathAnalysis(scope.window, page, top=top, segment=segment))
+        outcome = await self._read(scope, reading, max_sessions, segment, progress)
+        record = Record()
+        result = reading.analysis.result(
+            website_id=scope.website_id, total=outcome.total, partial_reason=outcome.partial_reason, record=record
+        )
+        if outcome.design is not None and outcome.design.sampled:
+            result = estimate_paths(result, reading.estimator(outcome.design, record))
         return result, render_paths(result)
+
+    async def _read(
+        self, scope: Scope, reading: Reading[Any], max_sessions: int, segment: Segment | None, progress: Progress | None
+    ) -> Outcome:
+        deadline = self.deadline()
+        planner = self.planner(scope, deadline, self.allowance(deadline))
+        report = _Combined(progress, 1).part(0)
+        outcome = await planner.read(
+            reading.consume, max_sessions=max_sessions, exact=_exact_reason(segment), progress=report
+        )
+        self._fill_later(scope, outcome)
+        return outcome
 
     async def session_activity(
         self,
@@ -358,96 +438,21 @@ class Hardal:
             result = result.model_copy(update={"events": rows[: len(rows) - cut], "omitted": cut})
         return result, text
 
-    # -- scanning ------------------------------------------------------------------------------------
+    # -- reading -------------------------------------------------------------------------------------
 
-    async def scan(
-        self,
-        scope: Scope,
-        max_sessions: int,
-        consume: Callable[[list[Session], int], None],
-        progress: Progress | None = None,
-        deadline: float = math.inf,
-    ) -> ScanStats:
-        """Read every page of the window (up to `max_sessions`), handing each page to `consume` as it
-        arrives. The first page tells the total; the rest are fetched concurrently at fixed offsets."""
-        key = self.key()
-        size = min(self.settings.page_size, max_sessions)
-        stats = ScanStats()
-        seen = 0
+    def planner(self, scope: Scope, deadline: float, allowance: Allowance) -> Planner:
+        return Planner(
+            self.client, self.settings, self.key(), scope, store=self.store, deadline=deadline, allowance=allowance
+        )
 
-        async def fetch(offset: int) -> SessionsPage:
-            page = await self._page(scope, key, offset, size)
-            stats.read_to = max(stats.read_to, offset + len(page.sessions) + page.dropped)
-            if page.pagination is not None and page.pagination.total is not None and stats.total is not None:
-                stats.total = max(stats.total, page.pagination.total)
-            return page
+    def allowance(self, deadline: float) -> Allowance:
+        """What one call may send: the requests the key's budget lets start before the deadline."""
+        seconds = max(0.0, deadline - anyio.current_time() - SAFETY_SECONDS)
+        return Allowance(self.client.budget(self.key()).available(seconds))
 
-        async def take(page: SessionsPage) -> None:
-            nonlocal seen
-            room = max(0, max_sessions - seen)
-            batch = page.sessions[:room]
-            consume(batch, page.dropped)  # unreadable items are counted and told, not lost silently
-            seen += len(batch)
-            if progress is not None:
-                goal = min(stats.total, max_sessions) if stats.total is not None else None
-                await progress(seen, goal, f"{seen:,} sessions read")
-
-        with anyio.CancelScope(deadline=deadline) as first_limit:
-            first = await fetch(0)
-        if first_limit.cancelled_caught:
-            raise self._timed_out()
-        stats.total = first.pagination.total if first.pagination else None
-        await take(first)
-        if not _has_more(first, 0, size) or not first.sessions:
-            return stats
-
-        failure: UpstreamError | None = None
-        with anyio.CancelScope(deadline=deadline) as limit:
-            if stats.total is not None:
-                planned = min(stats.total, max_sessions)
-                failure = await _gather(list(range(size, planned, size)), fetch, take)
-                for _ in range(MAX_GROWTH_ROUNDS):  # later pages saw a larger total: read on from there
-                    grown = min(stats.total, max_sessions)
-                    if failure is not None or grown <= max(planned, stats.read_to):
-                        break
-                    failure = await _gather(list(range(stats.read_to, grown, size)), fetch, take)
-                    planned = grown
-            else:  # no total to plan with: walk forward until the API says stop
-                offset = size
-                try:
-                    while seen < max_sessions:
-                        page = await fetch(offset)
-                        await take(page)
-                        if not page.sessions and not page.dropped:
-                            if page.pagination is not None and page.pagination.has_more:
-                                stats.partial_reason = (
-                                    f"Hardal sent an empty page at offset {offset:,} while saying more sessions "
-                                    "follow; ask again later"
-                                )
-                            break
-                        if not _has_more(page, offset, size):
-                            break
-                        offset += size
-                except UpstreamError as exc:
-                    failure = exc
-        if limit.cancelled_caught:
-            stats.partial_reason = (
-                f"the {self.settings.tool_timeout:g} s time limit (HARDAL_TOOL_TIMEOUT) was reached; "
-                "narrow the window or ask again (pages already read are cached)"
-            )
-        elif failure is not None:
-            stats.partial_reason = f"reading stopped when a page failed: {failure.message}"
-        elif stats.total is not None and stats.total > max_sessions:
-            stats.partial_reason = (
-                f"max_sessions={max_sessions:,} reached; raise it (up to {MAX_SESSIONS_CAP:,}) or narrow the window"
-            )
-        if stats.partial_reason:
-            log.info("partial scan of %s: %s", scope.website_id, stats.partial_reason)
-        return stats
-
-    async def _page(self, scope: Scope, key: SecretStr, offset: int, limit: int) -> SessionsPage:
+    async def client_page(self, scope: Scope, offset: int, limit: int) -> SessionsPage:
         page = await self.client.sessions(
-            key,
+            self.key(),
             scope.website_id,
             scope.window,
             limit=limit,
@@ -460,19 +465,31 @@ class Hardal:
                 redact_session(s)
         return page
 
-    async def _visits(self, scope: Scope, deadline: float) -> dict[str, int]:
-        """Sessions per visitor over the whole window (what `returning` means)."""
+    async def _visits(self, scope: Scope, deadline: float, allowance: Allowance) -> dict[str, int]:
+        """Sessions per visitor over the whole window (what `returning` means): needs every session."""
         seen: set[str] = set()
         visits: dict[str, int] = {}
 
-        def count(batch: list[Session], _unreadable: int) -> None:
-            for s in batch:
+        def count(page: Page) -> None:
+            for s in page.sessions:
                 if s.id not in seen and s.visitor_id is not None:
                     seen.add(s.id)
                     visits[s.visitor_id] = visits.get(s.visitor_id, 0) + 1
 
-        await self.scan(scope, MAX_SESSIONS_CAP, count, deadline=deadline)
+        planner = self.planner(scope, deadline, allowance)
+        outcome = await planner.read(count, max_sessions=MAX_SESSIONS_CAP, exact="returning")
+        if outcome.partial_reason:
+            raise InputError("segment", f"returning needs every session of the window, but {outcome.partial_reason}.")
         return visits
+
+    def _fill_later(self, scope: Scope, outcome: Outcome) -> None:
+        """After an answer that was sampled or left closed days unstored, store them with spare budget."""
+        if self.background is None or self.store is None:
+            return
+        if outcome.design is None and outcome.partial_reason is None:
+            return
+        planner = self.planner(scope, math.inf, Allowance(MAX_SESSIONS_CAP))
+        self.background.start(f"{key_fingerprint(self.key())}/{scope}", planner.fill)
 
     def deadline(self) -> float:
         return anyio.current_time() + self.settings.tool_timeout
@@ -490,40 +507,9 @@ class Hardal:
         raise self._timed_out()
 
 
-async def _gather(
-    offsets: list[int],
-    fetch: Callable[[int], Awaitable[SessionsPage]],
-    take: Callable[[SessionsPage], Awaitable[None]],
-) -> UpstreamError | None:
-    """Fetch pages with bounded concurrency, handing each over as soon as it arrives. The first failure
-    stops the rest and is returned: what was read so far still counts."""
-    queue = iter(offsets)
-    failures: list[UpstreamError] = []
-
-    async def worker(group: anyio.abc.TaskGroup) -> None:
-        try:
-            for offset in queue:
-                await take(await fetch(offset))
-        except UpstreamError as exc:
-            failures.append(exc)
-            group.cancel_scope.cancel()
-
-    async with anyio.create_task_group() as group:
-        for _ in range(min(SCAN_CONCURRENCY, len(offsets))):
-            group.start_soon(worker, group)
-    return failures[0] if failures else None
-
-
-def _has_more(page: SessionsPage, offset: int, limit: int) -> bool:
-    """Reference §6.6: trust the counts over `hasMore` when they disagree; a short page ends the list."""
-    if len(page.sessions) < limit and not page.dropped:
-        return False
-    pagination = page.pagination
-    if pagination is not None and pagination.total is not None:
-        return offset + len(page.sessions) + page.dropped < pagination.total
-    if pagination is not None and pagination.has_more is not None:
-        return pagination.has_more
-    return True
+def _exact_reason(segment: Segment | None) -> str | None:
+    """Why a sample would not do: `returning` is a property of a visitor over the whole window."""
+    return "returning" if segment is not None and segment.returning is not None else None
 
 
 def _is_returning(s: Session, visits: dict[str, int]) -> bool:

@@ -1,0 +1,668 @@
+"""The one pager: plans how a window is read within the rate budget, then reads it.
+
+Hardal allows about 100 requests a minute per key and a page holds at most 1,000 sessions, so a
+busy site's month cannot be read within one tool call. A read therefore goes:
+
+1. Closed days already in the day store are read from disk: no request.
+2. Each run of missing days is probed with its first page, which tells the run's exact total.
+3. If every page of every run fits the call's allowance (and `max_sessions`), all are read: exact.
+4. Otherwise each missing day's first page is read (it tells that day's exact total), and the rest of
+   the allowance is spread over the days in proportion to their unread pages, at evenly spaced offsets
+   from a start fixed per day (so asking again hits the response cache). The pages read form a
+   stratified cluster sample; `analytics.estimate` turns it into estimates with margins.
+
+Days read whole and old enough are put into the day store; after a sampled answer the service fills
+the rest of the window's closed days in the background with spare budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
+from zoneinfo import ZoneInfo
+
+import anyio
+import anyio.abc
+from pydantic import SecretStr
+
+from .analytics.estimate import Design, Group
+from .client import HardalClient, key_fingerprint
+from .config import Settings
+from .errors import InputError, NetworkError, RateLimitError, UpstreamError
+from .models import Session, SessionsPage
+from .params import Window
+from .privacy import redact_session
+from .store import DayKey, DayStore
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, float | None, str], Awaitable[None]]
+
+CONCURRENCY = 4  # pages in flight; the rate limiter still bounds requests per minute
+MAX_GROWTH_ROUNDS = 3  # further rounds when later pages report a larger total than the first (a live window)
+HOLD_FOR_STORE = 50_000  # sessions an exact read keeps in memory to store its closed days afterwards
+SAFETY_SECONDS = 2.0  # requests are planned to start this long before the deadline
+FILL_RESERVE = 0.2  # share of the per-minute budget the background fill leaves to interactive calls
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where a question points: which site, which period, which signal."""
+
+    website_id: str
+    window: Window
+    target_signal_id: str | None = None
+    is_hybrid: bool = False
+
+    def day(self, day: date) -> Scope:
+        return replace(self, window=Window("custom", day, day, self.window.timezone))
+
+    def span(self, first: date, last: date) -> Scope:
+        return replace(self, window=Window("custom", first, last, self.window.timezone))
+
+
+@dataclass(slots=True)
+class Page:
+    """Sessions handed to an analysis. `cluster` is the page's index in the sample design when the read
+    is sampled (every upstream page of a sampled read has one), None for pages read as part of a whole."""
+
+    sessions: list[Session]
+    dropped: int = 0
+    cluster: int | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    total: int | None = None  # sessions in the window, exact (None: Hardal did not say)
+    partial_reason: str | None = None
+    design: Design | None = None  # set when the figures must be estimated
+    stored_days: int = 0  # days read from the store
+
+
+class Allowance:
+    """Requests one tool call may still send (shared by the windows of a comparison)."""
+
+    def __init__(self, requests: int) -> None:
+        self.left = requests
+
+    def take(self, n: int = 1) -> int:
+        granted = max(0, min(n, self.left))
+        self.left -= granted
+        return granted
+
+    def split(self, parts: int) -> list[Allowance]:
+        shares = [self.left // parts + (i < self.left % parts) for i in range(parts)]
+        self.left = 0
+        return [Allowance(n) for n in shares]
+
+
+@dataclass(slots=True)
+class _Day:
+    day: date
+    total: int | None = None  # exact, from the day's first page
+    first: int = 0  # sessions in the first page
+    pages: int = 0  # pages beyond the first
+    sampled: list[int] = field(default_factory=list)  # cluster indices of pages read beyond the first
+    first_cluster: int | None = None
+
+
+class Planner:
+    """Reads one window for one tool call (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: HardalClient,
+        settings: Settings,
+        key: SecretStr,
+        scope: Scope,
+        *,
+        store: DayStore | None,
+        deadline: float,
+        allowance: Allowance,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.key = key
+        self.scope = scope
+        self.store = store
+        self.deadline = deadline
+        self.allowance = allowance
+        self.size = settings.page_size
+        self._clusters: list[int] = []  # sessions per cluster, by index
+        self._fingerprint = key_fingerprint(key)
+        self.stopped: str | None = None  # why the last page was not read, if one was not
+
+    # -- the read --------------------------------------------------------------------------------------
+
+    async def read(
+        self,
+        consume: Callable[[Page], None],
+        *,
+        max_sessions: int,
+        exact: str | None = None,
+        progress: Progress | None = None,
+    ) -> Outcome:
+        """Hand every page read to `consume`. `exact`, when given, is why a sample would not do: the read
+        then refuses to sample (InputError naming the reason) instead of estimating."""
+        outcome = Outcome()
+        window = self.scope.window
+        days = [window.start + timedelta(days=i) for i in range(window.days)]
+        stored: dict[date, int] = {}
+        for day in days:
+            sessions = await self._stored(day)
+            if sessions is not None:
+                stored[day] = len(sessions)
+                consume(Page(sessions))
+        outcome.stored_days = len(stored)
+        runs = _runs([d for d in days if d not in stored])
+        if not runs:
+            outcome.total = sum(stored.values())
+            return outcome
+
+        with anyio.CancelScope(deadline=self.deadline) as limit:
+            probes = await self._gather([self.scope.span(run[0], run[-1]) for run in runs], [0] * len(runs))
+        if limit.cancelled_caught or any(p is None for p in probes):
+            raise self._failure(limit.cancelled_caught)
+        first_pages: list[SessionsPage] = [p for p in probes if p is not None]
+        totals = [_total(p) for p in first_pages]
+        budget_pages = math.ceil(max_sessions / self.size)
+        rest = [
+            (run, offset)
+            for run, t in zip(runs, totals, strict=True)
+            for offset in range(self.size, t if t is not None else (budget_pages + 1) * self.size, self.size)
+        ]
+        fits = len(rest) + len(runs) <= budget_pages and self.allowance.left >= sum(
+            not self._cached(self.scope.span(run[0], run[-1]), offset) for run, offset in rest
+        )
+        if fits or all(t is not None and t <= len(p.sessions) for t, p in zip(totals, first_pages, strict=True)):
+            return await self._exact(runs, first_pages, consume, stored, outcome, max_sessions, progress)
+        if exact is not None:
+            whole = sum(t or 0 for t in totals) + sum(stored.values())
+            raise InputError(
+                "segment",
+                f"{exact} needs every session of the window, and its {whole:,} sessions are more than the rate "
+                "budget lets one call read now. Narrow the window, or ask again in a few minutes: closed days are "
+                "being stored in the background.",
+            )
+        outcome.total = sum(t or 0 for t in totals) + sum(stored.values())
+        return await self._sample(runs, consume, stored, outcome, max_sessions, progress)
+
+    async def _exact(
+        self,
+        runs: list[list[date]],
+        first_pages: list[SessionsPage],
+        consume: Callable[[Page], None],
+        stored: dict[date, int],
+        outcome: Outcome,
+        max_sessions: int,
+        progress: Progress | None,
+    ) -> Outcome:
+        """Read every page of every run; store the closed days of runs read whole."""
+        outcome.total = sum(stored.values())
+        read = 0
+        for run, first in zip(runs, first_pages, strict=True):
+            scope = self.scope.span(run[0], run[-1])
+            keep = self.store is not None and any(self._closed(d) for d in run)
+            held: list[Session] | None = [] if keep else None
+            total = _total(first)
+            failure: str | None = None
+
+            def take(page: SessionsPage, held: list[Session] | None = held) -> None:
+                nonlocal read
+                room = max(0, max_sessions - read)
+                batch = page.sessions[:room]
+                read += len(batch)
+                consume(Page(batch, page.dropped))
+                if held is not None:
+                    held.extend(batch)
+                    if len(held) > HOLD_FOR_STORE:
+                        held.clear()  # too much to keep: the background fill stores these days one by one
+
+            take(first)
+            if total is None:  # no total to plan with: walk on until the API says stop
+                failure = await self._walk(scope, first, take, max_sessions)
+            else:
+                read_to = len(first.sessions) + first.dropped
+                planned = min(total, max_sessions)
+                for _ in range(MAX_GROWTH_ROUNDS + 1):
+                    offsets = list(range(max(read_to, self.size), planned, self.size))
+                    if not offsets or failure:
+                        break
+                    with anyio.CancelScope(deadline=self.deadline) as limit:
+                        pages = await self._gather([scope] * len(offsets), offsets, lambda page, _: take(page))
+                    if limit.cancelled_caught:
+                        failure = self._deadline_text()
+                        break
+                    if any(p is None for p in pages):
+                        failure = self.stopped or "a page failed"
+                        break
+                    for offset, page in zip(offsets, pages, strict=True):
+                        assert page is not None
+                        read_to = max(read_to, offset + len(page.sessions) + page.dropped)
+                        total = max(total, _total(page) or 0)
+                    if min(total, max_sessions) <= planned:
+                        break
+                    planned = min(total, max_sessions)
+                if total > max_sessions and not failure:
+                    failure = f"max_sessions={max_sessions:,} reached; raise it or narrow the window"
+            outcome.total = None if outcome.total is None or total is None else outcome.total + total
+            if failure:
+                outcome.partial_reason = outcome.partial_reason or failure
+            elif held:
+                await self._store_days(held)
+            if progress is not None:
+                await progress(read, outcome.total, f"{read:,} sessions read")
+        if outcome.partial_reason:
+            log.info("partial read of %s: %s", self.scope.website_id, outcome.partial_reason)
+        return outcome
+
+    async def _walk(
+        self, scope: Scope, first: SessionsPage, take: Callable[[SessionsPage], None], max_sessions: int
+    ) -> str | None:
+        """Pages without totals: forward one by one until a short page (reference §6.6)."""
+        offset, page, seen = 0, first, len(first.sessions)
+        with anyio.CancelScope(deadline=self.deadline) as limit:
+            while has_more_after(page, offset, self.size) and seen < max_sessions:
+                offset += self.size
+                got = await self._page(scope, offset)
+                if got is None:
+                    return self.stopped or "a page failed"
+                page = got
+                take(page)
+                seen += len(page.sessions)
+                if not page.sessions and not page.dropped:
+                    if page.pagination is not None and page.pagination.has_more:
+                        return (
+                            f"Hardal sent an empty page at offset {offset:,} while saying more sessions follow; "
+                            "ask again later"
+                        )
+                    break
+        return self._deadline_text() if limit.cancelled_caught else None
+
+    async def _sample(
+        self,
+        runs: list[list[date]],
+        consume: Callable[[Page], None],
+        stored: dict[date, int],
+        outcome: Outcome,
+        max_sessions: int,
+        progress: Progress | None,
+    ) -> Outcome:
+        """Every missing day's first page, then the rest of the allowance spread evenly (see module doc)."""
+        missing = [d for run in runs for d in run]
+        budget = math.ceil(max_sessions / self.size)  # pages; the allowance bounds the requests among them
+        cached = sum(self._cached(self.scope.day(d), 0) for d in missing)
+        affordable = min(budget, self.allowance.left + cached)
+        probed = _spread(missing, affordable) if affordable < len(missing) else missing
+        infos = {d: _Day(d) for d in missing}
+        read = 0
+
+        def take(page: SessionsPage, day: _Day, first: bool) -> None:
+            nonlocal read
+            index = len(self._clusters)
+            self._clusters.append(len(page.sessions))
+            read += len(page.sessions)
+            if first:
+                day.first_cluster, day.first = index, len(page.sessions)
+            else:
+                day.sampled.append(index)
+            consume(Page(page.sessions, page.dropped, index))
+
+        with anyio.CancelScope(deadline=self.deadline):
+            firsts = await self._gather(
+                [self.scope.day(d) for d in probed],
+                [0] * len(probed),
+                lambda page, i: take(page, infos[probed[i]], True),
+            )
+        for d, page in zip(probed, firsts, strict=True):
+            info = infos[d]
+            if page is not None and (total := _total(page)) is not None:
+                info.total = total
+                info.pages = math.ceil(max(0, total - info.first) / self.size)
+        picks = self._picks(infos, budget - len(probed))
+        scopes = [self.scope.day(d) for d, _ in picks]
+        offsets = [self.size * page for _, page in picks]
+        owners = [infos[d] for d, _ in picks]
+        with anyio.CancelScope(deadline=self.deadline):
+            await self._gather(scopes, offsets, lambda page, i: take(page, owners[i], False))
+        if progress is not None:
+            await progress(read, outcome.total, f"{read:,} sessions read")
+
+        known = sum(i.total for i in infos.values() if i.total is not None) + sum(stored.values())
+        outcome.total = max(outcome.total or 0, known)  # the days' totals are newer than the runs' if they differ
+        outcome.design = self._design([infos[d] for d in missing], stored, outcome.total, read)
+        if outcome.design is None:  # nothing but the days' first pages could be read: too little to estimate from
+            outcome.partial_reason = self._deadline_text() if anyio.current_time() >= self.deadline else None
+        return outcome
+
+    def _picks(self, infos: dict[date, _Day], most: int) -> list[tuple[date, int]]:
+        """The pages beyond the days' first to read: as many as the allowance pays for, pages already in
+        the cache being free, shared out in proportion to each day's unread pages. Each day's pages are
+        taken in a fixed low-discrepancy order, so a larger plan extends a smaller one (and asking again
+        reads the same, cached, pages)."""
+        orders = {d: _spread_order(i.pages, self._seed(d)) for d, i in infos.items() if i.pages}
+        sizes = {d: len(order) for d, order in orders.items()}
+
+        def plan(n: int) -> list[tuple[date, int]]:
+            return [(d, page) for d, count in _allocate(sizes, n).items() for page in orders[d][:count]]
+
+        def cost(picked: list[tuple[date, int]]) -> int:
+            return sum(not self._cached(self.scope.day(d), self.size * page) for d, page in picked)
+
+        lo, hi = 0, min(most, sum(sizes.values()))  # the largest plan whose uncached pages the allowance pays
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if cost(plan(mid)) <= self.allowance.left:
+                lo = mid
+            else:
+                hi = mid - 1
+        return plan(lo)
+
+    def _design(self, days: list[_Day], stored: dict[date, int], total: int, read: int) -> Design | None:
+        """Group days (in date order) until each group holds two sampled pages; see analytics.estimate."""
+        unknown = [d for d in days if d.total is None]
+        known_total = sum(d.total for d in days if d.total is not None) + sum(stored.values())
+        share = max(0, total - known_total) / len(unknown) if unknown else 0.0
+        clusters: list[int | None] = [None] * len(self._clusters)
+        groups: list[Group] = []
+
+        def build(first_pages_sampled: bool) -> bool:
+            groups.clear()
+            clusters[:] = [None] * len(self._clusters)
+            population = pages = 0
+            members: list[int] = []
+            for d in days:
+                if d.total is None:
+                    population += round(share)
+                    pages += math.ceil(share / self.size)
+                    continue
+                ids = list(d.sampled)
+                rest = d.total - d.first
+                if first_pages_sampled and d.first_cluster is not None and d.pages:
+                    ids.append(d.first_cluster)
+                    rest = d.total
+                if rest <= 0 and not ids:
+                    continue
+                population += rest
+                pages += d.pages + (first_pages_sampled and d.first_cluster is not None and d.pages > 0)
+                members += ids
+                if len(members) >= 2:
+                    close(population, pages, members)
+                    population = pages = 0
+                    members = []
+            if population or members:
+                if members and len(members) < 2 and groups:  # a short tail joins the group before it
+                    last = groups.pop()
+                    population += last.population
+                    pages += last.pages
+                    members += [i for i, g in enumerate(clusters) if g == len(groups)]
+                if len(members) < 2:
+                    return False
+                close(population, pages, members)
+            return True
+
+        def close(population: int, pages: int, members: list[int]) -> None:
+            for i in members:
+                clusters[i] = len(groups)
+            groups.append(Group(population=population, pages=max(pages, len(members))))
+
+        if not any(d.sampled for d in days) and not unknown and all(d.pages == 0 for d in days):
+            groups.clear()  # every day fit in its first page: the read is whole after all
+        elif not build(False) and not build(True):
+            return None
+        day_totals = tuple(
+            stored.get(day) if day in stored else next((d.total for d in days if d.day == day), None)
+            for day in (self.scope.window.start + timedelta(days=i) for i in range(self.scope.window.days))
+        )
+        return Design(
+            total=total,
+            read=read + sum(stored.values()),
+            days=self.scope.window.days,
+            groups=tuple(groups),
+            clusters=tuple(zip(self._clusters, clusters, strict=True)),
+            day_totals=day_totals,
+        )
+
+    # -- list_sessions' pager ------------------------------------------------------------------------
+
+    async def pages_from(self, offset: int) -> AsyncIterator[tuple[int, SessionsPage]]:
+        """Window pages from the one holding `offset` on, while the allowance and the deadline last."""
+        start = offset - offset % self.size  # aligned with the summaries' pages, so they come from the cache
+        while True:
+            page = await self._page(self.scope, start)
+            if page is None:
+                return
+            yield start, page
+            if not page.sessions or not has_more_after(page, start, self.size):
+                return
+            start += self.size
+
+    # -- background fill -----------------------------------------------------------------------------
+
+    async def fill(self) -> int:
+        """Read and store every closed day of the window the store lacks, one day at a time, leaving
+        FILL_RESERVE of the budget to interactive calls. Returns the days stored."""
+        if self.store is None:
+            return 0
+        done = 0
+        window = self.scope.window
+        for day in (window.start + timedelta(days=i) for i in range(window.days)):
+            if not self._closed(day) or await self._stored(day) is not None:
+                continue
+            sessions: list[Session] = []
+            offset = 0
+            while True:
+                await self._spare_budget()
+                page = await self._fetch(self.scope.day(day), offset)
+                sessions.extend(page.sessions)
+                if page.dropped or not has_more_after(page, offset, self.size):
+                    break
+                offset += self.size
+            if not any(s.started_at is None for s in sessions):
+                await anyio.to_thread.run_sync(self.store.put, self._day_key(day), sessions)
+                done += 1
+        return done
+
+    async def _spare_budget(self) -> None:
+        reserve = math.ceil(self.settings.rate_limit * FILL_RESERVE)
+        budget = self.client.budget(self.key)
+        # Polled: the budget frees up as time passes and as other processes' requests age, not on an event.
+        while budget.available(0.0) <= reserve:  # noqa: ASYNC110
+            await anyio.sleep(1.0)
+
+    # -- pages -----------------------------------------------------------------------------------------
+
+    async def _gather(
+        self,
+        scopes: Sequence[Scope],
+        offsets: Sequence[int],
+        on_page: Callable[[SessionsPage, int], None] | None = None,
+    ) -> list[SessionsPage | None]:
+        """Fetch pages with bounded concurrency, handing each to `on_page(page, i)` as it arrives; a page
+        that fails (or is not granted by the allowance) stays None."""
+        results: list[SessionsPage | None] = [None] * len(scopes)
+        queue = iter(range(len(scopes)))
+
+        async def worker() -> None:
+            for i in queue:
+                page = await self._page(scopes[i], offsets[i])
+                results[i] = page
+                if page is not None and on_page is not None:
+                    on_page(page, i)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(min(CONCURRENCY, len(scopes))):
+                group.start_soon(worker)
+        return results
+
+    def _cached(self, scope: Scope, offset: int) -> bool:
+        return self.client.cached(
+            self.key,
+            scope.website_id,
+            scope.window,
+            limit=self.size,
+            offset=offset,
+            target_signal_id=scope.target_signal_id,
+            is_hybrid=scope.is_hybrid,
+        )
+
+    async def _page(self, scope: Scope, offset: int) -> SessionsPage | None:
+        """One page within the allowance (cached pages are free); a 429 is waited out while the deadline
+        allows."""
+        if not self._cached(scope, offset) and not self.allowance.take():
+            self.stopped = "the rate budget of this call was used up"
+            return None
+        while True:
+            try:
+                return await self._fetch(scope, offset)
+            except RateLimitError as exc:
+                wait = exc.retry_after if exc.retry_after is not None else 60.0
+                if anyio.current_time() + wait >= self.deadline - SAFETY_SECONDS:
+                    self.stopped = exc.message
+                    return None
+                log.info("Hardal's rate limit: waiting %.0f s for the window to reopen", wait)
+                await anyio.sleep(wait)
+            except UpstreamError as exc:
+                self.stopped = exc.message
+                return None
+
+    async def _fetch(self, scope: Scope, offset: int) -> SessionsPage:
+        page = await self.client.sessions(
+            self.key,
+            scope.website_id,
+            scope.window,
+            limit=self.size,
+            offset=offset,
+            target_signal_id=scope.target_signal_id,
+            is_hybrid=scope.is_hybrid,
+        )
+        if self.settings.redact_pii:
+            for s in page.sessions:
+                redact_session(s)
+        return page
+
+    # -- the store -------------------------------------------------------------------------------------
+
+    def _day_key(self, day: date) -> DayKey:
+        s = self.scope
+        tz = s.window.timezone
+        return DayKey(self._fingerprint, s.website_id, s.target_signal_id, s.is_hybrid, tz, day)
+
+    def _closed(self, day: date) -> bool:
+        return self.store is not None and self.store.closed(self.scope.window.timezone, day)
+
+    async def _stored(self, day: date) -> list[Session] | None:
+        if self.store is None or not self._closed(day):
+            return None
+        return await anyio.to_thread.run_sync(self.store.get, self._day_key(day))
+
+    async def _store_days(self, sessions: list[Session]) -> None:
+        """Split an exact read into its local days and store the closed ones."""
+        if self.store is None or any(s.started_at is None for s in sessions):
+            return
+        zone = ZoneInfo(self.scope.window.timezone)
+        by_day: dict[date, list[Session]] = {}
+        for s in sessions:
+            assert s.started_at is not None
+            by_day.setdefault(s.started_at.astimezone(zone).date(), []).append(s)
+        window = self.scope.window
+        for day in (window.start + timedelta(days=i) for i in range(window.days)):
+            if self._closed(day):
+                await anyio.to_thread.run_sync(self.store.put, self._day_key(day), by_day.get(day, []))
+
+    def _seed(self, day: date) -> float:
+        """A start in [0, 1) fixed per site and day: the same question reads the same (cached) pages."""
+        digest = hashlib.blake2b(f"{self.scope.website_id}/{day}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
+
+    def _deadline_text(self) -> str:
+        return (
+            f"the {self.settings.tool_timeout:g} s time limit (HARDAL_TOOL_TIMEOUT) was reached; "
+            "narrow the window or ask again (pages already read are cached)"
+        )
+
+    def _failure(self, timed_out: bool) -> UpstreamError:
+        if timed_out:
+            return NetworkError(
+                f"Hardal did not answer within the {self.settings.tool_timeout:g} s time limit "
+                "(HARDAL_TOOL_TIMEOUT). Try again, or narrow the time window."
+            )
+        return UpstreamError(self.stopped or "Hardal did not answer.")
+
+
+def _runs(days: list[date]) -> list[list[date]]:
+    """Consecutive days, grouped."""
+    runs: list[list[date]] = []
+    for d in days:
+        if runs and runs[-1][-1] + timedelta(days=1) == d:
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    return runs
+
+
+def _total(page: SessionsPage) -> int | None:
+    return page.pagination.total if page.pagination is not None else None
+
+
+def has_more_after(page: SessionsPage, offset: int, limit: int) -> bool:
+    """Reference §6.6: trust the counts over `hasMore` when they disagree; a short page ends the list."""
+    if len(page.sessions) < limit and not page.dropped:
+        return False
+    pagination = page.pagination
+    if pagination is not None and pagination.total is not None:
+        return offset + len(page.sessions) + page.dropped < pagination.total
+    if pagination is not None and pagination.has_more is not None:
+        return pagination.has_more
+    return True
+
+
+def _spread(items: list[date], n: int) -> list[date]:
+    """`n` of `items`, evenly spaced."""
+    if n <= 0:
+        return []
+    return [items[math.floor((i + 0.5) * len(items) / n)] for i in range(min(n, len(items)))]
+
+
+def _allocate(pages: dict[date, int], budget: int) -> dict[date, int]:
+    """Share `budget` pages out in proportion to each day's unread pages (largest remainders), capped."""
+    whole = sum(pages.values())
+    if budget <= 0 or whole == 0:
+        return {}
+    if budget >= whole:
+        return dict(pages)
+    exact = {d: budget * n / whole for d, n in pages.items()}
+    plan = {d: min(pages[d], math.floor(x)) for d, x in exact.items()}
+    left = budget - sum(plan.values())
+    for d in sorted(pages, key=lambda d: (plan[d] - exact[d], d)):
+        if left <= 0:
+            break
+        if plan[d] < pages[d]:
+            plan[d] += 1
+            left -= 1
+    return {d: n for d, n in plan.items() if n}
+
+
+def _spread_order(pages: int, start: float) -> list[int]:
+    """Pages 1..`pages` in an order whose every prefix is spread evenly over them (the golden-ratio
+    sequence from a start fixed per day), so that a plan of any size covers the whole day."""
+    order: list[int] = []
+    seen: set[int] = set()
+    i = 0
+    while len(order) < pages:
+        page = 1 + math.floor(((start + i * _GOLDEN) % 1.0) * pages)
+        i += 1
+        if page not in seen:
+            seen.add(page)
+            order.append(page)
+        if i > 64 * pages:  # the sequence is dense; this only guards the arithmetic
+            order += [p for p in range(1, pages + 1) if p not in seen]
+            break
+    return order
+
+
+_GOLDEN = (math.sqrt(5) - 1) / 2

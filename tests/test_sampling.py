@@ -1,0 +1,117 @@
+"""Windows larger than the rate budget: exact totals, estimates spread over every day, honest margins.
+
+Small pages (50 sessions) and a small rate budget stand in for Hardal's 1,000-session pages and 100
+requests a minute, so a sampled month costs milliseconds here. The truth is the same question asked
+with a budget that reads everything."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from mcp.client import Client
+
+from hardal_mcp.sandbox import SandboxConfig
+
+from .conftest import connect, make_settings
+from .test_server import text_of
+
+END = date.today() - timedelta(days=5)  # closed days: the sandbox's data for them never changes
+MONTH = {"start_date": (END - timedelta(days=29)).isoformat(), "end_date": END.isoformat()}
+FORTNIGHT = {"start_date": (END - timedelta(days=13)).isoformat(), "end_date": END.isoformat()}
+SANDBOX = SandboxConfig(sessions_per_day=300)
+SMALL_PAGES = {"page_size": 50}
+
+
+def sampled(rate_limit: int = 60) -> Any:
+    return connect(make_settings(rate_limit=rate_limit, **SMALL_PAGES), SANDBOX)
+
+
+def exact() -> Any:
+    return connect(make_settings(rate_limit=100_000, **SMALL_PAGES), SANDBOX)
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, text_of(result)
+    assert result.structured_content is not None
+    return {**result.structured_content, "_text": text_of(result)}
+
+
+def shares(summary: dict[str, Any], key: str) -> dict[str, tuple[float, float | None]]:
+    found = next(b for b in summary["breakdowns"] + summary["pages"] if b["key"] == key)
+    return {e["v"]: (e["pct"], e.get("moe")) for e in found["top"]}
+
+
+async def test_a_sampled_month_has_exact_totals_and_no_empty_day() -> None:
+    async with exact() as client:
+        truth = await call(client, "summarize_sessions", **MONTH)
+    async with sampled() as client:
+        estimate = await call(client, "summarize_sessions", **MONTH)
+    sample = estimate["coverage"]["sample"]
+    assert truth["coverage"]["sample"] is None and truth["coverage"]["complete"]
+    assert sample is not None and sample["read"] < sample["of"] == truth["totals"]["sessions"]
+    assert sample["days"] == 30  # a page of every day
+    assert estimate["totals"]["sessions"] == truth["totals"]["sessions"]
+    assert estimate["series"]["counts"] == truth["series"]["counts"]  # per day: exact
+    assert min(estimate["series"]["counts"]) > 0
+    assert estimate["totals"]["visitors"] is None  # a distinct count is not scaled from a sample
+    assert "Estimated from" in estimate["_text"] and "every day" in estimate["_text"]
+    assert estimate["totals"]["moe"]["bounce_pct"] > 0
+
+
+async def test_asking_again_reads_the_same_pages() -> None:
+    async with sampled() as client:
+        first = await call(client, "summarize_sessions", **FORTNIGHT)
+        again = await call(client, "summarize_sessions", **FORTNIGHT)  # the budget is spent: all from the cache
+    assert first["breakdowns"] == again["breakdowns"]
+
+
+async def test_margins_cover_the_truth() -> None:
+    """The 95% margins, computed for page sampling, hold the full-data share in ≥ 90% of cases."""
+    inside = outside = 0
+    for n in range(12):
+        site = f"cover{n}"
+        async with exact() as client:
+            truth = await call(client, "summarize_sessions", website_id=site, **FORTNIGHT)
+        async with sampled(rate_limit=34) as client:
+            estimate = await call(client, "summarize_sessions", website_id=site, **FORTNIGHT)
+        assert estimate["coverage"]["sample"] is not None
+        for key in ("country", "device", "browser", "os", "landing", "utm_source"):
+            real = shares(truth, key)
+            for value, (pct, moe) in shares(estimate, key).items():
+                assert moe is not None
+                if value in real:
+                    if abs(pct - real[value][0]) <= moe + 0.05:  # both sides rounded to 0.1
+                        inside += 1
+                    else:
+                        outside += 1
+    assert inside + outside > 300
+    assert inside / (inside + outside) >= 0.9, (inside, outside)
+
+
+async def test_compare_marks_changes_within_their_margin() -> None:
+    async with exact() as client:
+        truth = await call(client, "summarize_sessions", compare="previous_period", **FORTNIGHT)
+    async with sampled(rate_limit=60) as client:
+        estimate = await call(client, "summarize_sessions", compare="previous_period", **FORTNIGHT)
+    real = {c["name"]: c for c in truth["comparison"]["totals"]}
+    changes = {c["name"]: c for c in estimate["comparison"]["totals"]}
+    assert changes["sessions"]["delta"] == real["sessions"]["delta"]  # exact on both sides
+    assert changes["sessions"]["moe"] is None
+    bounce = changes["bounce_pct"]
+    assert bounce["moe"] is not None and bounce["noise"] == (abs(bounce["delta"]) <= bounce["moe"])
+    assert abs(bounce["delta"] - real["bounce_pct"]["delta"]) <= bounce["moe"] + 0.1
+
+
+async def test_a_returning_segment_is_never_sampled() -> None:
+    async with sampled() as client:
+        result = await client.call_tool("summarize_sessions", {"segment": {"returning": True}, **MONTH})
+    assert result.is_error
+    assert "returning needs every session" in text_of(result)
+
+
+async def test_list_sessions_with_returning_answers_without_burning_the_minute() -> None:
+    async with sampled() as client:
+        result = await client.call_tool("list_sessions", {"segment": {"returning": True}, **MONTH})
+    assert result.is_error and "returning" in text_of(result)
