@@ -35,15 +35,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sandbox(args)
         settings, transport = _settings(args)
         if args.command == "call":
-            return asyncio.run(_call(settings, transport, args.tool, args.arguments, as_json=args.json))
+            return _flushed(asyncio.run(_call(settings, transport, args.tool, args.arguments, as_json=args.json)))
         if args.check:
-            return asyncio.run(_check(settings, transport))
+            return _flushed(asyncio.run(_check(settings, transport)))
         return _serve(settings, transport, args)
     except HardalError as exc:
         print(f"hardal-mcp: {exc.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except (BrokenPipeError, BaseExceptionGroup) as exc:  # the stdio server's writer fails inside a task group
+        if not _reader_gone(exc):
+            raise
+        # Whoever read stdout went away (`| head`, a host that hung up): stop quietly, as Unix tools do. A
+        # one-shot command's output was cut short (141 = 128 + SIGPIPE); a server's client simply left.
+        _stdout_to_devnull()
+        return 141 if args.command == "call" or args.check else 0
+
+
+def _flushed(code: int) -> int:
+    """Flush stdout here, so a closed reader is met inside main() and not as a traceback at exit."""
+    sys.stdout.flush()
+    return code
+
+
+def _reader_gone(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(BrokenPipeError) is not None
+    return isinstance(exc, BrokenPipeError)
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of what is still buffered cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout already closed or replaced: nothing left to flush into the pipe
+        pass
 
 
 def _parser() -> argparse.ArgumentParser:

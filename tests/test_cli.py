@@ -53,6 +53,52 @@ def test_call_with_a_bad_argument_exits_non_zero_and_names_it() -> None:
     assert "timeframe" in done.stdout
 
 
+def hardal_mcp_with_stdout_closed(*args: str) -> subprocess.Popen[bytes]:
+    """`python -m hardal_mcp ARGS` whose reader of stdout has gone before it writes (like `| head -c 10`)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HARDAL_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hardal_mcp", *args],
+        cwd=ROOT,
+        env=base,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # start-up takes far longer than this: nothing has been written yet
+    return proc
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["summarize_sessions"],  # a few KB: fails when stdout is flushed, at exit
+        ["list_sessions", "limit=200"],  # ~15 KB: fails in print()
+    ],
+)
+def test_call_into_a_closed_pipe_exits_quietly(arguments: list[str]) -> None:
+    proc = hardal_mcp_with_stdout_closed("call", arguments[0], "--demo", *arguments[1:])
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141, err  # 128 + SIGPIPE, as `yes | head` reports
+    assert err == b""  # no traceback, no "Exception ignored", no BrokenPipeError
+
+
+def test_stdio_server_whose_client_stops_reading_exits_quietly() -> None:
+    proc = hardal_mcp_with_stdout_closed("--demo")
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    # The server answers initialize before it acts on the end of its input, so the answer meets the closed
+    # pipe. (The SDK's reader blocks on stdin in a thread: the server ends only once stdin ends too.)
+    _, err = proc.communicate(json.dumps(initialize).encode() + b"\n", timeout=60)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err
+    assert b"BrokenPipe" not in err
+
+
 def test_parse_arguments() -> None:
     assert parse_arguments(["limit=5", "page=/cart", "flag=true", "x="]) == {
         "limit": 5,
