@@ -3,18 +3,20 @@ Each tool is a thin adapter over `service.Hardal`; errors become `isError` resul
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from .analytics import FunnelResult, PathResult, Segment
-from .errors import HardalError
+from .errors import HardalError, InputError
 from .params import Order, OrderBy, Timeframe
 from .results import ActivityResult, SessionsResult
 from .service import MAX_SESSIONS_CAP, Hardal, SummaryResult
@@ -238,7 +240,7 @@ def tools() -> list[Tool]:
     for fn, title, depth in TOOLS:
         # One line: docstring indentation and line breaks are tokens too.
         description = " ".join((fn.__doc__ or "").split())
-        tool = Tool.from_function(fn, title=title, description=description, annotations=READ_ONLY)
+        tool = HardalTool.from_function(fn, title=title, description=description, annotations=READ_ONLY)
         tool.parameters = compact_schema(tool.parameters, output=False)
         if tool.fn_metadata.output_schema is not None:
             shape = limit_depth(tool.fn_metadata.output_schema, depth)
@@ -316,6 +318,55 @@ def _hardal(ctx: Context[AppState]) -> Hardal:
         return state.hardal
     token = get_access_token()
     return state.hardal.for_key(SecretStr(token.token) if token and token.token else None)
+
+
+class HardalTool(Tool):
+    """A tool whose rejected arguments are reported like our own InputError (`Invalid `limit`: …`), not
+    as pydantic's multi-line report with the arguments model's name, error types and URLs."""
+
+    async def run(self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False) -> Any:
+        try:
+            return await super().run(arguments, context, convert_result)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+                raise
+            # Still caused by the ValidationError: the SDK then logs the rejected field names only.
+            raise ToolError(argument_errors(cause)) from cause
+
+
+_MAX_REPORTED = 5  # argument errors named in one answer
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def argument_errors(error: ValidationError) -> str:
+    """The arguments' validation errors, one `Invalid `parameter`: problem.` sentence each."""
+    items = error.errors(include_url=False, include_context=False, include_input=False)
+    sentences = []
+    for item in items[:_MAX_REPORTED]:
+        parameter = _parameter(item["loc"])
+        if item["type"] == "missing":
+            problem = "is required."
+        else:
+            msg = " ".join(item["msg"].split())[:200]
+            problem = msg[:1].lower() + msg[1:] + ("" if msg.endswith(".") else ".")
+        sentences.append(InputError(parameter, problem).message)
+    if len(items) > _MAX_REPORTED:
+        sentences.append(f"({len(items) - _MAX_REPORTED} more.)")
+    return " ".join(sentences)
+
+
+def _parameter(loc: tuple[int | str, ...]) -> str:
+    """`steps[1]`, `segment.country`; a part that is not a plain name (caller's data) shows as `[…]`."""
+    name = ""
+    for part in loc:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif _NAME.fullmatch(part):
+            name += f".{part}" if name else part
+        else:
+            name += "[…]"
+    return name or "arguments"
 
 
 async def _answer(work: Awaitable[tuple[BaseModel, str]]) -> CallToolResult:

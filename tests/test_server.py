@@ -9,8 +9,10 @@ import httpx2
 import pytest
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
+from pydantic import TypeAdapter, ValidationError
 
 from hardal_mcp.server import build_server
+from hardal_mcp.tools import argument_errors
 
 from .conftest import ROOT, WINDOW, Served, connect, free_port, make_settings, sandbox_transport, spawn, stop
 
@@ -137,7 +139,57 @@ async def test_bad_arguments_name_the_parameter(arguments: dict[str, Any], names
     async with connect() as client:
         result = await client.call_tool("list_sessions", arguments)
         assert result.is_error
-        assert names in text_of(result)
+        # One form whether the schema (the SDK) or our own checks rejected it.
+        assert text_of(result).startswith(f"Invalid `{names}`: ")
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "answer"),
+    [
+        ("list_sessions", {"limit": 201}, "Invalid `limit`: input should be less than or equal to 200."),
+        (
+            "list_sessions",
+            {"limit": "many", "offset": -1},
+            "Invalid `limit`: input should be a valid integer, unable to parse string as an integer. "
+            "Invalid `offset`: input should be greater than or equal to 0.",
+        ),
+        ("analyze_funnel", {}, "Invalid `steps`: is required."),
+        ("analyze_funnel", {"steps": ["/", ""]}, "Invalid `steps[1]`: string should have at least 1 character."),
+        (
+            "get_session_activity",
+            {"session_id": "sess_x", "order": "sideways"},
+            "Invalid `order`: input should be 'asc' or 'desc'.",
+        ),
+        ("summarize_sessions", {"segment": "mobile"}, "Invalid `segment`: input should be a valid dictionary."),
+    ],
+)
+async def test_schema_violations_answer_like_our_own_input_errors(
+    tool: str, arguments: dict[str, Any], answer: str
+) -> None:
+    # The SDK validates arguments against the schema before the tool runs; its pydantic report ("1 validation
+    # error for list_sessionsArguments ... [type=le") must not reach the model.
+    async with connect() as client:
+        result = await client.call_tool(tool, arguments)
+    assert result.is_error
+    assert text_of(result) == answer
+    for leak in ("validation error", "Arguments", "[type=", "pydantic", "input_value", "Error executing tool"):
+        assert leak not in text_of(result)
+
+
+def test_argument_errors_never_echo_odd_keys_and_stay_short() -> None:
+    with pytest.raises(ValidationError) as info:
+        TypeAdapter(dict[str, int]).validate_python({"evil`\nkey": "x", "ok_key": "y"})
+    assert argument_errors(info.value) == (
+        "Invalid `[…]`: input should be a valid integer, unable to parse string as an integer. "
+        "Invalid `ok_key`: input should be a valid integer, unable to parse string as an integer."
+    )
+    with pytest.raises(ValidationError) as info:
+        TypeAdapter(list[int]).validate_python(["a"] * 8)
+    text = argument_errors(info.value)
+    assert text.count("Invalid `") == 5
+    assert text.endswith(
+        "Invalid `[4]`: input should be a valid integer, unable to parse string as an integer. (3 more.)"
+    )
 
 
 async def test_previous_period_before_year_one_names_start_date() -> None:
