@@ -28,6 +28,10 @@ class Settings(BaseModel):
     page_size: int = Field(default=1000, ge=1, le=1000, description="Sessions per upstream request when scanning")
     tool_timeout: float = Field(default=50.0, gt=0, le=3600, description="Overall seconds for one tool call")
     redact_pii: bool = Field(default=True, description="Mask e-mails, phones, IPs and secrets in visitor data")
+    store: str = Field(
+        default="auto", description="Day store and shared rate budget: auto (user cache dir), off, or a file path"
+    )
+    store_max_mb: int = Field(default=512, ge=1, le=1_048_576, description="Size cap of the day store in MiB")
     mcp_token: SecretStr | None = Field(default=None, description="Bearer token the HTTP transport requires")
     mcp_allowed_hosts: tuple[str, ...] = Field(default=(), description="Extra Host values the HTTP transport accepts")
     mcp_allowed_origins: tuple[str, ...] = Field(default=(), description="Extra Origin values it accepts")
@@ -44,6 +48,14 @@ class Settings(BaseModel):
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _check_store(cls, value: str) -> str:
+        value = value.strip()
+        if value.lower() in ("", "auto", "off"):
+            return value.lower() or "auto"
         return value
 
     @field_validator("base_url")

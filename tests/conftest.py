@@ -40,7 +40,7 @@ WINDOW = {"start_date": WINDOW_START.isoformat(), "end_date": WINDOW_END.isoform
 
 def make_settings(**overrides: object) -> Settings:
     values: dict[str, object] = {"api_key": DEMO_API_KEY, "website_id": DEMO_WEBSITE_ID, "base_url": SANDBOX_URL}
-    values.update(overrides)
+    values.update({"store": "off", **overrides})  # no day store or shared budget unless a test asks
     return Settings.model_validate(values)
 
 

@@ -1,0 +1,260 @@
+"""How fast the day store (`hardal_mcp.store`) keeps and gives back a day of sessions, and what the
+alternatives would cost.
+
+    python -m bench.store_speed [--sessions 15000] [--days 28] [--repeat 5]
+
+Sessions come from the sandbox's generator (15,000 a day by default), rendered as the API's JSON, read by
+`models.parse_sessions_page` and redacted by `privacy.redact_session`, as the planner hands them over.
+Every format is checked to round-trip every `Session` field exactly before it is timed. Prints:
+
+1. body formats: ms to encode and to decode one day, and bytes per session;
+2. the checksum over one body (SHA-256, what the store uses, against blake2b and crc32);
+3. the store itself (SQLite file in a temporary directory): ms per day for `put` and for `get` (cold
+   connection and warm), bytes per session on disk, the file size for `--days` days, and the time to `get`
+   all of them back after a "restart" (a new `DayStore` object on the same file).
+Times are process CPU time (other work on the machine inflates wall time, not CPU time), the median of
+`--repeat` runs; the 28-day read-back also gives its wall time."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import statistics
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from hardal_mcp import store
+from hardal_mcp.models import Session, parse_sessions_page
+from hardal_mcp.privacy import redact_session
+from hardal_mcp.sandbox.data import Site
+from hardal_mcp.sandbox.query import Renderer, Window, resolve_window
+
+TIMEZONE = "Europe/Istanbul"
+FIRST_DAY = date(2026, 9, 1)
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def day_of_sessions(day: date, count: int) -> list[Session]:
+    """`count` sessions of one day as the planner would hold them (parsed from the API's JSON, redacted)."""
+    zone = ZoneInfo(TIMEZONE)
+    site = Site(0, "bench", count)
+    start, end = resolve_window("custom", day.isoformat(), day.isoformat(), zone, NOW)
+    window = Window(site, start, end, NOW)
+    raw = window.page(0, window.total)
+    while len(raw) < count:  # the generator varies around its average: top the day up with repeats
+        raw += raw[: count - len(raw)]
+    body = Renderer(zone).sessions_body(raw[:count], {"total": count})
+    page = parse_sessions_page(body.encode())
+    return [redact_session(s) for s in page.sessions]
+
+
+# --------------------------------------------------------------------------------------------- formats
+
+
+def store_encode(sessions: list[Session]) -> bytes:
+    return store.encode(sessions)
+
+
+def store_decode(body: bytes) -> list[Session]:
+    return store.decode(body)
+
+
+def rows_encode(sessions: list[Session]) -> bytes:
+    """One array per session."""
+    return orjson.dumps(
+        [
+            (s.id, s.visitor_id, None if s.started_at is None else s.started_at.isoformat(), s.duration, s.page_views,
+             s.events, s.pages, s.browser, s.os, s.device, s.country, s.fields)
+            for s in sessions
+        ]
+    )  # fmt: skip
+
+
+def rows_decode(body: bytes) -> list[Session]:
+    iso = datetime.fromisoformat
+    return [
+        Session(i, v, None if t is None else iso(t), d, pv, e, p, b, o, dv, c, f)
+        for i, v, t, d, pv, e, p, b, o, dv, c, f in orjson.loads(body)
+    ]
+
+
+def documented_encode(sessions: list[Session]) -> bytes:
+    """The API's own shape, so `parse_sessions_page`'s orjson fast path (`models._documented`) reads it."""
+    return orjson.dumps(
+        {
+            "sessions": [
+                {
+                    "id": s.id, "visitorId": s.visitor_id,
+                    "startedAt": None if s.started_at is None else s.started_at.isoformat(),
+                    "duration": s.duration, "pageViews": s.page_views, "events": s.events, "pages": s.pages,
+                    "browser": s.browser, "os": s.os, "device": s.device, "country": s.country, "fields": s.fields,
+                }
+                for s in sessions
+            ]
+        }
+    )  # fmt: skip
+
+
+def documented_decode(body: bytes) -> list[Session]:
+    return parse_sessions_page(body).sessions
+
+
+def columns_encode(sessions: list[Session]) -> bytes:
+    """One array per field, every value spelled out (the store's format without its coded columns)."""
+    return orjson.dumps(
+        [
+            [s.id for s in sessions],
+            [s.visitor_id for s in sessions],
+            [None if s.started_at is None else s.started_at.isoformat() for s in sessions],
+            [s.duration for s in sessions],
+            [s.page_views for s in sessions],
+            [s.events for s in sessions],
+            [s.pages for s in sessions],
+            [s.browser for s in sessions],
+            [s.os for s in sessions],
+            [s.device for s in sessions],
+            [s.country for s in sessions],
+            [s.fields for s in sessions],
+        ]
+    )
+
+
+def columns_decode(body: bytes) -> list[Session]:
+    columns = orjson.loads(body)
+    iso = datetime.fromisoformat
+    columns[2] = [None if t is None else iso(t) for t in columns[2]]
+    return list(map(Session, *columns))
+
+
+def zlib_codec(encode: Callable[[list[Session]], bytes], decode: Callable[[bytes], list[Session]], level: int) -> Any:
+    return (lambda s: zlib.compress(encode(s), level)), (lambda b: decode(zlib.decompress(b)))
+
+
+FORMATS: dict[str, tuple[Callable[[list[Session]], bytes], Callable[[bytes], list[Session]]]] = {
+    "columns, coded (store)": (store_encode, store_decode),
+    "store + zlib 1": zlib_codec(store_encode, store_decode, 1),
+    "store + zlib 6": zlib_codec(store_encode, store_decode, 6),
+    "columns": (columns_encode, columns_decode),
+    "rows": (rows_encode, rows_decode),
+    "rows + zlib 1": zlib_codec(rows_encode, rows_decode, 1),
+    "documented JSON": (documented_encode, documented_decode),
+    "documented + zlib 1": zlib_codec(documented_encode, documented_decode, 1),
+}
+
+
+def exact(a: list[Session], b: list[Session]) -> bool:
+    """Every field equal, datetimes with the same offset (equality alone ignores the offset)."""
+    return len(a) == len(b) and all(
+        x == y and (x.started_at is None or x.started_at.utcoffset() == y.started_at.utcoffset())  # type: ignore[union-attr]
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def median_ms(action: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        began = time.process_time()
+        action()
+        times.append((time.process_time() - began) * 1000)
+    return statistics.median(times)
+
+
+def through_store(days: list[list[Session]], repeat: int) -> tuple[float, float, float, float, float, int]:
+    """Put every day into a new store, then read them all back through a new store object (a restart)."""
+    # A clock well after the days, so all of them are closed (the store serves nothing younger than 48 h).
+    clock = datetime.combine(FIRST_DAY + timedelta(days=len(days) + 10), datetime.min.time(), UTC).timestamp
+    keys = [store.DayKey("fp", "bench", None, False, TIMEZONE, FIRST_DAY + timedelta(days=i)) for i in range(len(days))]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / store.FILENAME
+        with store.DayStore(path, clock=clock) as day_store:
+            puts = []
+            for key, sessions in zip(keys, days, strict=True):
+                began = time.process_time()
+                day_store.put(key, sessions)
+                puts.append((time.process_time() - began) * 1000)
+            size = day_store.status().bytes
+        with store.DayStore(path, clock=clock) as day_store:  # a restart: a new object, a new connection
+            gc.collect()
+            began, wall = time.process_time(), time.perf_counter()
+            for key in keys:  # each day used and let go, as a planner aggregating day by day does
+                day = day_store.get(key)
+                assert day is not None
+                del day
+            one_by_one = (time.process_time() - began) * 1000
+            one_by_one_wall = (time.perf_counter() - wall) * 1000
+            gc.collect()
+            began = time.process_time()
+            back = [day_store.get(key) for key in keys]  # every day held at once
+            held = (time.process_time() - began) * 1000
+            assert all(b is not None and exact(b, d) for b, d in zip(back, days, strict=True)), "store round trip"
+            del back
+            gc.collect()
+            warm = median_ms(lambda: day_store.get(keys[0]), repeat)
+    return statistics.median(puts), one_by_one, one_by_one_wall, held, warm, size
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.store_speed", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=15_000, help="sessions per day")
+    parser.add_argument("--days", type=int, default=28, help="days written and read back through the store")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    n, repeat = args.sessions, args.repeat
+
+    began = time.perf_counter()
+    days = [day_of_sessions(FIRST_DAY + timedelta(days=i), n) for i in range(args.days)]
+    print(f"{args.days} days × {n:,} sessions generated, parsed and redacted in {time.perf_counter() - began:.1f} s")
+    sample = days[0]
+    gc.collect()
+    gc.freeze()  # the bench's own copy of the days is not the store's cost: keep it out of the collector's walks
+
+    print(f"\n1. body formats, one day of {n:,} sessions (CPU ms, median of {repeat})")
+    print(f"{'format':<24}{'encode ms':>11}{'decode ms':>11}{'bytes/session':>15}")
+    for name, (enc, dec) in FORMATS.items():
+        body = enc(sample)
+        assert exact(dec(body), sample), f"{name} does not round-trip"
+        print(
+            f"{name:<24}{median_ms(lambda e=enc: e(sample), repeat):>11.1f}"  # type: ignore[misc]
+            f"{median_ms(lambda d=dec, b=body: d(b), repeat):>11.1f}{len(body) / n:>15.0f}"  # type: ignore[misc]
+        )
+
+    body = store.encode(sample)
+    print(f"\n2. checksum of one {len(body) / 2**20:.1f} MiB body (CPU ms, median of {repeat})")
+    for name, fn in (
+        ("blake2b-128", lambda: hashlib.blake2b(body, digest_size=16).digest()),
+        ("sha256 (store)", lambda: hashlib.sha256(body).digest()),
+        ("crc32", lambda: zlib.crc32(body)),
+    ):
+        print(f"{name:<24}{median_ms(fn, repeat):>11.2f} ms")
+
+    print(f"\n3. the store (SQLite, {args.days} days)")
+    heads = ("body", "put", "get", "N days", "(wall)", "N held", "warm get", "B/sess.", "MiB")
+    print("".join(f"{h:<8}" if i == 0 else f"{h:>9}" for i, h in enumerate(heads)))
+    for name, body_format in (("plain", store.PLAIN), ("zlib 1", store.ZLIB)):
+        store.BODY_FORMAT = body_format
+        put, one_by_one, wall, held, warm, size = through_store(days, repeat)
+        figures = (put, one_by_one / len(days), one_by_one, wall, held, warm, size / sum(map(len, days)), size / 2**20)
+        print(f"{name:<8}" + "".join(f"{f:>9.1f}" for f in figures))
+    store.BODY_FORMAT = store.PLAIN
+    print(
+        "CPU ms (wall: elapsed). put: encode, checksum and write one day, median over the days. After a\n"
+        "restart (a new DayStore on the same file): get, N days: every day read back, each let go before the\n"
+        "next (ms per day, total);\n"
+        "N held: every day read back and kept in memory (the collector walks the growing heap). warm get: one\n"
+        "day again, median. B/session and MiB: the file and its WAL on disk."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
