@@ -25,9 +25,10 @@ import httpx2
 from pydantic import SecretStr
 
 from . import __version__
-from .config import Settings
+from .config import Settings, display_url
 from .errors import (
     AuthError,
+    ConfigError,
     HardalError,
     NetworkError,
     NotFoundError,
@@ -36,8 +37,9 @@ from .errors import (
     ServerError,
     UpstreamError,
 )
-from .models import ActivityPage, SessionsPage, parse_activity_page, parse_sessions_page
+from .models import ActivityPage, SessionsPage, mentions, parse_activity_page, parse_sessions_page, scrub_secret
 from .params import Window
+from .sanitize import clean, elide, redact_secret
 
 log = logging.getLogger(__name__)
 P = TypeVar("P")
@@ -186,8 +188,19 @@ class HardalClient:
     @property
     def _http(self) -> httpx2.AsyncClient:
         if self._pool is None:
+            try:
+                url = httpx2.URL(self.settings.base_url)
+            except httpx2.InvalidURL:  # its message quotes the URL, credentials included
+                raise ConfigError(
+                    f"HARDAL_BASE_URL is not a valid URL ({display_url(self.settings.base_url)}); "
+                    "percent-encode any user name or password in it."
+                ) from None
+            # Credentials in the URL go in the Basic auth header httpx would build from them anyway, so the URL
+            # itself (in httpx's log lines and exceptions) carries none.
+            auth = httpx2.BasicAuth(url.username, url.password) if url.userinfo else None
             self._pool = httpx2.AsyncClient(
-                base_url=self.settings.base_url,
+                base_url=url.copy_with(username=None, password=None),
+                auth=auth,
                 transport=self._transport,
                 timeout=httpx2.Timeout(self.settings.timeout),
                 headers={"User-Agent": f"hardal-mcp/{__version__}", "Accept": "application/json"},
@@ -261,6 +274,7 @@ class HardalClient:
     async def _get(
         self, key: SecretStr, path: str, params: Mapping[str, str], what: str, ttl: float, parse: Callable[[bytes], P]
     ) -> P:
+        parse = _scrubbing(parse, key)
         fingerprint = key_fingerprint(key)
         cache_key = _cache_key(fingerprint, path, params)
         cached = self.cache.get(cache_key)
@@ -296,13 +310,14 @@ class HardalClient:
                 wait = self.retry.backoff(attempt)
             except (httpx2.ConnectError, httpx2.UnsupportedProtocol) as exc:
                 failure = NetworkError(
-                    f"Could not reach Hardal at {self.settings.base_url} ({type(exc).__name__}) after "
+                    f"Could not reach Hardal at {display_url(self.settings.base_url)} ({type(exc).__name__}) after "
                     f"{attempt + 1} attempt(s). Check HARDAL_BASE_URL and the network, then try again."
                 )
                 wait = self.retry.backoff(attempt)
             except httpx2.HTTPError as exc:  # reached, but the exchange broke off (e.g. a connection dropped mid-body)
                 failure = NetworkError(
-                    f"The connection to Hardal at {self.settings.base_url} broke off before the answer was complete "
+                    f"The connection to Hardal at {display_url(self.settings.base_url)} broke off before the answer "
+                    "was complete "
                     f"({type(exc).__name__}), {attempt + 1} attempt(s). Try again in a minute; if it persists, check "
                     "the network or proxy between this server and Hardal."
                 )
@@ -314,7 +329,8 @@ class HardalClient:
                         return content, parse(content)
                     except ProtocolError as exc:  # a garbled body from a proxy or a deploy: worth one more try
                         failure = ProtocolError(
-                            f"HTTP {status}: {exc.message} Hardal may be mid-deploy or behind a failing proxy; "
+                            f"HTTP {status}: {redact_secret(exc.message, key.get_secret_value())} "
+                            "Hardal may be mid-deploy or behind a failing proxy; "
                             "try again shortly.",
                             status=status,
                         )
@@ -370,6 +386,20 @@ def _sessions_request(
 
 def _cache_key(fingerprint: str, path: str, params: Mapping[str, str]) -> Hashable:
     return (fingerprint, path, tuple(sorted(params.items())))
+
+
+def _scrubbing(parse: Callable[[bytes], P], key: SecretStr) -> Callable[[bytes], P]:
+    """`parse`, then the API key masked in every string of the page when the body spells it: Hardal
+    echoing a key (in a field, a property, a key name) must not put it in front of a model."""
+    secret = key.get_secret_value()
+
+    def read(content: bytes) -> P:
+        page = parse(content)
+        if isinstance(page, SessionsPage | ActivityPage) and mentions(content, secret):
+            scrub_secret(page, secret)
+        return page
+
+    return read
 
 
 def _segment(value: str) -> str:
@@ -442,11 +472,11 @@ def _upstream_message(content: bytes, key: SecretStr) -> str:
         message = message or body.get("message")
     if not isinstance(message, str | int):
         return ""
-    text = str(message)
+    # Upstream text: one clean line (no escapes, no line breaks to fake structure), credentials and the key
+    # masked, before and after cleaning (which could join a key split by invisible characters), then cut.
     secret = key.get_secret_value()
-    if secret:
-        text = text.replace(secret, "[key]")  # before cutting, so no prefix of the key survives
-    return " ".join(text.split())[:200]
+    text = redact_secret(clean(redact_secret(str(message), secret), 1 << 20), secret)
+    return elide(text, 200)
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

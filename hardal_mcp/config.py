@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -100,3 +101,30 @@ def _describe(exc: ValidationError) -> str:
         field = str(err["loc"][0]) if err["loc"] else "?"
         problems.append(f"{env_name(field)}: {err['msg']}")
     return "Invalid configuration — " + "; ".join(problems)
+
+
+_HOST_PORT = re.compile(r"(?:\[[^\]]*\]|[^:\[\]]*)(?::\d*)?")
+
+
+def display_url(url: str) -> str:
+    """`url` as it may be shown in messages and logs: no userinfo (`user:password@`), no query or fragment.
+
+    HARDAL_BASE_URL may carry credentials for a gateway in front of Hardal; requests still use them, but no
+    output does. A malformed authority (a raw `/` in a password ends it early, `https://u:p/ss@host`) loses
+    everything up to its last `@`, so no part of the password survives either."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    cut = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    path, query = tail, ""
+    for mark in "?#":
+        if mark in path:
+            path, _, _ = path.partition(mark)
+            query = f"{mark}[redacted]"
+    if "@" in authority:
+        authority = authority.rpartition("@")[2]
+    elif "@" in path and not _HOST_PORT.fullmatch(authority):
+        authority, slash, after = (authority + path).rpartition("@")[2].partition("/")
+        path = slash + after
+    return f"{scheme}://{authority}{path}{query}"

@@ -20,6 +20,7 @@ import orjson
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .errors import ProtocolError
+from .sanitize import clean, redact_secret
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|sec|min|hr|s|m|h|d)", re.IGNORECASE)
@@ -299,7 +300,55 @@ def _lenient(model: type[M], item: Any) -> M | None:
 
 
 def _shape(body: Any) -> str:
+    """What an unexpected body is, for an error message. Its keys are upstream text: each is cleaned (one
+    line, credentials masked, cut) and JSON-quoted, so none can pose as part of the message."""
     if isinstance(body, dict):
-        keys = ", ".join(sorted(map(str, body))[:6])
-        return f"an object with keys {keys}" if keys else "an empty object"
+        keys = ", ".join(json.dumps(clean(k, 40), ensure_ascii=False) for k in sorted(map(str, body))[:6])
+        more = f" (+{len(body) - 6} more)" if len(body) > 6 else ""
+        return f"an object with keys {keys}{more}" if keys else "an empty object"
     return f"a JSON {type(body).__name__}"
+
+
+def secret_forms(secret: str) -> tuple[bytes, ...]:
+    """The ways a JSON body can spell `secret` as a string: raw, with its ASCII escapes, `/` as `\\/`."""
+    escaped = json.dumps(secret)[1:-1]
+    forms = {secret, escaped, escaped.replace("/", "\\/"), json.dumps(secret, ensure_ascii=False)[1:-1]}
+    return tuple(form.encode() for form in forms if form)
+
+
+def mentions(content: bytes, secret: str) -> bool:
+    """Whether a body spells `secret` anywhere (cheap: a few substring searches of the raw bytes)."""
+    return bool(secret) and any(form in content for form in secret_forms(secret))
+
+
+def scrub_secret(page: SessionsPage | ActivityPage, secret: str, mask: str = "[key]") -> None:
+    """Replace `secret` (the API key) in every string of a parsed page, keys included, in place. Only
+    called for a body that `mentions` it: Hardal echoing a key must not put it in front of a model."""
+
+    def text(value: str | None) -> str | None:
+        return None if value is None else redact_secret(value, secret, mask)
+
+    def nested(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact_secret(value, secret, mask)
+        if isinstance(value, dict):
+            return {redact_secret(str(k), secret, mask): nested(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [nested(v) for v in value]
+        return value
+
+    if isinstance(page, SessionsPage):
+        for s in page.sessions:
+            s.id = redact_secret(s.id, secret, mask)
+            s.visitor_id, s.browser, s.os = text(s.visitor_id), text(s.browser), text(s.os)
+            s.device, s.country = text(s.device), text(s.country)
+            s.pages = [redact_secret(p, secret, mask) for p in s.pages]
+            s.fields = nested(s.fields)
+        return
+    for e in page.events:
+        e.id, e.type, e.name, e.url = text(e.id), text(e.type), text(e.name), text(e.url)
+        e.properties = nested(e.properties)
+        if e.model_extra:
+            scrubbed = nested(e.model_extra)
+            e.model_extra.clear()
+            e.model_extra.update(scrubbed)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any
 
 from .models import ActivityEvent, Session
 from .sanitize import Sanitizer
@@ -46,12 +47,23 @@ def redact_session(s: Session) -> Session:
     return s
 
 
+def _redact_nested(value: Any) -> Any:
+    """An undocumented value of any JSON shape, every string in it (keys too) redacted, its shape kept."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): _redact_nested(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_nested(v) for v in value]
+    return value
+
+
 def redact_event(e: ActivityEvent) -> ActivityEvent:
     e.id, e.type, e.name, e.url = _opt(e.id), _opt(e.type), _opt(e.name), _opt(e.url)
     if e.properties:
         e.properties = {redact(k): redact(v) for k, v in e.properties.items()}
-    if e.model_extra:
-        for key, value in e.model_extra.items():
-            if isinstance(value, str):
-                e.model_extra[key] = redact(value)
+    if e.model_extra:  # undocumented keys are shown as properties: their names and nested values too
+        extra = _redact_nested(e.model_extra)
+        e.model_extra.clear()
+        e.model_extra.update(extra)
     return e

@@ -1,9 +1,11 @@
-"""Visitor-typed text (paths, UTM values, custom fields) is untrusted on its way into a model's context.
+"""Visitor-typed text (paths, UTM values, custom fields) and anything else upstream sends (keys, error
+messages) is untrusted on its way into a model's context.
 
 `clean` makes a value one visible line of bounded length: no control characters, terminal escapes,
 invisible or bidi-reordering characters that could hide or disguise text, and no line breaks that could
-fake structure. Optional PII redaction runs on the cleaned text, before the length cap, so a cut can
-never leave half an e-mail address behind. No I/O.
+fake structure. Credentials (`Authorization: …`, `Bearer <token>`, JWTs) are always masked; optional PII
+redaction runs on the cleaned text too. Both run before the length cap, so a cut can never leave half an
+e-mail address or a token's prefix behind. `redact_secret` masks one known secret (the API key). No I/O.
 """
 
 from __future__ import annotations
@@ -47,6 +49,33 @@ _SECRET_NAMES = (
 )  # fmt: skip
 
 
+# Credentials, masked whatever HARDAL_REDACT_PII says: a header value after `Authorization`, a bearer
+# token (long, or holding a digit, so that "Bearer bonds" stays) and a JWT (raw in Nexus-style headers).
+# A value already masked (`[key]`, `[credential]`) is left as it is.
+CREDENTIAL = "[credential]"
+_CRED_CHAR = r"[\w.~+/-]"
+_CREDENTIALS = re.compile(
+    r"(?i)((?<![a-z])(?:proxy-)?authori[sz]ation[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic|token|digest)\s+)?+)(?!\[)[^\s\"',;&]+"
+    rf"|(\bbearer\s+)(?:(?={_CRED_CHAR}*\d){_CRED_CHAR}{{8,}}|{_CRED_CHAR}{{16,}})=*"
+    r"|\beyJ[\w-]{4,}\.eyJ[\w-]{4,}\.[\w-]*"
+)
+_CREDENTIAL_GATE = re.compile(r"(?i:bearer|authori[sz]ation)|eyJ")
+
+
+def _mask_credential(match: re.Match[str]) -> str:
+    return (match.group(1) or match.group(2) or "") + CREDENTIAL
+
+
+def mask_credentials(value: str) -> str:
+    """`value` with anything shaped like a credential replaced by `[credential]`."""
+    return _CREDENTIALS.sub(_mask_credential, value) if _CREDENTIAL_GATE.search(value) else value
+
+
+def redact_secret(value: str, secret: str | None, mask: str = "[key]") -> str:
+    """`value` with every occurrence of `secret` (e.g. the API key) replaced; do it before any cut."""
+    return value.replace(secret, mask) if secret and secret in value else value
+
+
 def _mask_secret(match: re.Match[str]) -> str:
     name = match.group(1)
     return f"{name}[redacted]" if name[:-1].lower().endswith(_SECRET_NAMES) else match.group(0)
@@ -88,6 +117,8 @@ class Sanitizer:
         # Fast path: most values (device names, short paths) are already one plain printable ASCII line.
         if not (value.isascii() and value.isprintable() and "  " not in value and value.strip(" ") == value):
             value = _SPACES.sub(" ", _INVISIBLE.sub("", value)).strip()
+        if _CREDENTIAL_GATE.search(value):
+            value = _CREDENTIALS.sub(_mask_credential, value)
         if self.redact_pii:
             for gate, pattern, mask in _PII:
                 if gate.search(value):
@@ -99,5 +130,5 @@ _PLAIN = Sanitizer()
 
 
 def clean(value: str, limit: int = 120) -> str:
-    """One visible line of at most `limit` characters, without redaction."""
+    """One visible line of at most `limit` characters, credentials masked, without PII redaction."""
     return _PLAIN(value, limit)
