@@ -25,6 +25,7 @@ import httpx2
 from pydantic import SecretStr
 
 from . import __version__
+from .budget import MAX_HOLD, Limiter, count_available, shared_limiter
 from .config import Settings, display_url
 from .errors import (
     AuthError,
@@ -77,6 +78,7 @@ class RateLimiter:
         self._clock = clock
         self._done: deque[float] = deque()  # answer times within the last minute, oldest first
         self._in_flight = 0
+        self._hold = -math.inf  # `clock` time until which a 429 said the budget is spent
         self._lock = anyio.Lock()
 
     @property
@@ -86,11 +88,21 @@ class RateLimiter:
 
     def available(self, seconds: float) -> int:
         """Requests that could start within `seconds` from now: free slots, plus slots whose answers leave
-        the window by then (requests in flight are counted as answered now)."""
+        the window by then (requests in flight are counted as answered now); none before a hold ends."""
         now = self._clock()
-        recent = [t for t in self._done if now - t < 60.0]
-        leaving = sum(1 for t in recent if t + 60.0 <= now + seconds)
-        return max(0, self.per_minute - len(recent) - self._in_flight) + leaving
+        return count_available(self.per_minute, now, self._hold, list(self._done), self._in_flight, seconds)
+
+    def hold_until(self, when: float | None = None) -> None:
+        """Count the budget as spent until `when` (Unix time), as after a 429; None (no Retry-After): until
+        the oldest answer of the window leaves it, a minute from now if there is none.
+
+        Only `available` heeds it: in one process the request that met the 429 already waits before its
+        retry, and the planner asks `available` before sending more. (`budget.SharedRateLimiter` also holds
+        back `slot`, for the other processes.)"""
+        now = self._clock()
+        full = self._done[0] + 60.0 if self._done else now + 60.0
+        target = full if when is None else now + (when - time.time())
+        self._hold = max(self._hold, min(target, now + MAX_HOLD))
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -165,7 +177,8 @@ def key_fingerprint(key: SecretStr) -> str:
 
 class HardalClient:
     """Typed calls to the Hardal read API. Every method takes the API key to use, so one pool can serve
-    many tenants; each key gets its own rate limiter."""
+    many tenants; each key gets its own rate limiter, shared with the machine's other hardal-mcp
+    processes unless HARDAL_STORE is off (`budget.SharedRateLimiter`)."""
 
     def __init__(
         self,
@@ -180,7 +193,7 @@ class HardalClient:
         self._sleep = sleep  # how retries wait (backoff, Retry-After); tests record the waits instead
         self.retry = retry or RetryPolicy()
         self.cache = cache or ResponseCache()
-        self._limiters: OrderedDict[str, RateLimiter] = OrderedDict()  # by key fingerprint, least recent first
+        self._limiters: OrderedDict[str, Limiter] = OrderedDict()  # by key fingerprint, least recent first
         self._transport = transport
         self._pool: httpx2.AsyncClient | None = None  # made on first use: TLS set-up is off the start-up path
         self.requests_sent = 0  # upstream requests, retries included
@@ -288,7 +301,7 @@ class HardalClient:
     async def _fetch(
         self,
         key: SecretStr,
-        limiter: RateLimiter,
+        limiter: Limiter,
         path: str,
         params: Mapping[str, str],
         what: str,
@@ -340,6 +353,9 @@ class HardalClient:
                             await self._sleep(wait)
                         continue
                 failure = _status_error(status, response.headers, content, what, key)
+                if isinstance(failure, RateLimitError):  # every process sharing the key's budget backs off
+                    after = failure.retry_after
+                    limiter.hold_until(None if after is None else time.time() + after)
                 if status not in _RETRY_STATUSES:
                     raise failure
                 wait = self.retry.backoff(attempt)
@@ -353,14 +369,16 @@ class HardalClient:
         assert failure is not None
         raise failure
 
-    def budget(self, key: SecretStr) -> RateLimiter:
+    def budget(self, key: SecretStr) -> Limiter:
         """The rate limiter that this key's requests pass (to plan how many a call may send)."""
         return self._limiter(key_fingerprint(key))
 
-    def _limiter(self, fingerprint: str) -> RateLimiter:
+    def _limiter(self, fingerprint: str) -> Limiter:
         limiter = self._limiters.get(fingerprint)
         if limiter is None:
-            limiter = self._limiters[fingerprint] = RateLimiter(self.settings.rate_limit)
+            # An injected transport (the in-process sandbox, tests) is not Hardal: no budget to share.
+            shared = shared_limiter(self.settings, fingerprint) if self._transport is None else None
+            limiter = self._limiters[fingerprint] = shared or RateLimiter(self.settings.rate_limit)
             # Hosted mode meets many keys: forget those idle for a minute (their window is empty anyway).
             while len(self._limiters) > MAX_IDLE_LIMITERS and next(iter(self._limiters.values())).idle:
                 self._limiters.popitem(last=False)
