@@ -87,7 +87,13 @@ class Sandbox:
         return httpx2.ASGITransport(app=self.app)
 
     def server(self, **settings: Any) -> Any:
-        values = {"api_key": DEMO_API_KEY, "website_id": DEMO_WEBSITE_ID, "base_url": SANDBOX_URL, **settings}
+        values = {
+            "api_key": DEMO_API_KEY,
+            "website_id": DEMO_WEBSITE_ID,
+            "base_url": SANDBOX_URL,
+            "store": "off",  # never the user's cache directory
+            **settings,
+        }
         return build_server(Settings.model_validate(values), transport=self.transport())
 
     async def raw_pages(

@@ -67,6 +67,7 @@ import anyio
 import httpx2
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.types import TextContent
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ("summarize_sessions", "list_sessions", "get_session_activity", "analyze_funnel", "analyze_paths")
@@ -320,7 +321,7 @@ class Run:
     all_connected: asyncio.Event = field(default_factory=asyncio.Event)
 
     def quota(self, phase: str) -> int:
-        return self.args.warmup if phase == "warmup" else self.args.calls
+        return int(self.args.warmup if phase == "warmup" else self.args.calls)
 
     async def take(self) -> tuple[str, int] | None:
         """The next call to make, as (phase, index); None when the supply or the time is exhausted."""
@@ -365,7 +366,7 @@ async def one_call(run: Run, client: Client, phase: str, n: int) -> bool:
         raised = True
     else:
         if result.is_error:
-            text = " ".join(b.text for b in result.content if getattr(b, "type", None) == "text")
+            text = " ".join(b.text for b in result.content if isinstance(b, TextContent))
             error = f"{tool} isError: {text}"[:400]
         else:
             run.workload.harvest(tool, result.structured_content)

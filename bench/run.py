@@ -16,6 +16,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -26,10 +27,10 @@ from pathlib import Path
 
 from bench import context, scan, stdio
 from bench.report import Row, document, num, percent, times
+from hardal_mcp.planner import CONCURRENCY as SCAN_CONCURRENCY
 from hardal_mcp.render import BUDGET_CHARS
 from hardal_mcp.sandbox import DEMO_API_KEY, DEMO_WEBSITE_ID, SandboxConfig
 from hardal_mcp.sandbox.data import Site, day_count
-from hardal_mcp.service import SCAN_CONCURRENCY
 
 HERE = Path(__file__).resolve().parent
 EPOCH = date(1970, 1, 1)
@@ -133,6 +134,7 @@ async def measure(p: Plan) -> tuple[list[Row], list[str]]:
     rate_start, rate_end, rate_pages = rate_window(today)
 
     say(f"sandbox: {spd:,} sessions/day, {big_start} → {big_end} (UTC) = {big_total:,} sessions")
+    store_dir = tempfile.TemporaryDirectory(prefix="hardal-bench-")
     sandbox = scan.SandboxProcess(spd)
     try:
         background = Background(rate_start, rate_end, p.rate_runs)
@@ -176,7 +178,13 @@ async def measure(p: Plan) -> tuple[list[Row], list[str]]:
             )
 
         # -- 4. cold start, 5. warm latency -------------------------------------------------------
-        env = {"HARDAL_API_KEY": DEMO_API_KEY, "HARDAL_WEBSITE_ID": DEMO_WEBSITE_ID, "HARDAL_BASE_URL": sandbox.url}
+        env = {
+            "HARDAL_API_KEY": DEMO_API_KEY,
+            "HARDAL_WEBSITE_ID": DEMO_WEBSITE_ID,
+            "HARDAL_BASE_URL": sandbox.url,
+            # The default opens a day store; here a new one in a temporary directory, never the user's cache.
+            "HARDAL_STORE": str(Path(store_dir.name) / "store.sqlite3"),
+        }
         cold_ours: list[float] = []
         cold_bare: list[float] = []
         listed = None
@@ -205,6 +213,7 @@ async def measure(p: Plan) -> tuple[list[Row], list[str]]:
         warm_bare = await stdio.warm_latency(stdio.bare_params(), "echo", {"text": "hello"}, p.calls)
     finally:
         sandbox.stop()
+        store_dir.cleanup()
 
     # -- the table ----------------------------------------------------------------------------------
     tools_tokens = context.tools_tokens(listed)

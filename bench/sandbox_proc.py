@@ -1,6 +1,6 @@
 """The sandbox as a child process of the benchmark, with its traffic record readable over loopback.
 
-`python -m bench.sandbox_proc --port P [--sessions-per-day N] [--rate-limit L]` serves the same app as
+`python -m bench.sandbox_proc --port P [--sessions-per-day N] [--rate-limit L] [--now ISO]` serves the same app as
 `hardal-mcp sandbox` (`hardal_mcp.sandbox.create_app`) plus one route of its own,
 `GET /_bench/traffic/{website_id}`: the arrival time and status of every request that website id was
 sent. The sandbox runs in its own process so that its CPU time is never counted as the server's."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime
 from functools import lru_cache
 
 import uvicorn
@@ -57,6 +58,9 @@ def main() -> None:
     parser.add_argument("--sessions-per-day", type=int, default=1500)
     parser.add_argument("--rate-limit", type=int, default=None)
     parser.add_argument(
+        "--now", default=None, help="pin the sandbox's clock (ISO 8601 with an offset): today's sessions stop growing"
+    )
+    parser.add_argument(
         "--block-cache",
         type=int,
         default=1024,
@@ -64,7 +68,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     widen_block_cache(args.block_cache)
-    config = SandboxConfig(sessions_per_day=args.sessions_per_day, rate_limit_per_minute=args.rate_limit)
+    config = SandboxConfig(
+        sessions_per_day=args.sessions_per_day,
+        rate_limit_per_minute=args.rate_limit,
+        now=datetime.fromisoformat(args.now) if args.now else None,
+    )
     uvicorn.run(build(config), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

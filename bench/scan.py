@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import httpx2
@@ -22,15 +22,17 @@ from mcp.client import Client
 
 from bench.context import text_of
 from bench.procs import Child, cpu_seconds, free_port, peak_rss_growth, reset_peak_rss
+from hardal_mcp.planner import CONCURRENCY as SCAN_CONCURRENCY
 from hardal_mcp.sandbox import DEMO_API_KEY, DEMO_WEBSITE_ID
-from hardal_mcp.service import SCAN_CONCURRENCY
 
 
 class SandboxProcess(Child):
-    def __init__(self, sessions_per_day: int, rate_limit: int | None = None) -> None:
+    def __init__(self, sessions_per_day: int, rate_limit: int | None = None, now: datetime | None = None) -> None:
         port = free_port()
         args = ["-m", "bench.sandbox_proc", "--port", str(port), "--sessions-per-day", str(sessions_per_day)]
-        super().__init__(args + (["--rate-limit", str(rate_limit)] if rate_limit else []), port)
+        args += ["--rate-limit", str(rate_limit)] if rate_limit else []
+        args += ["--now", now.isoformat()] if now is not None else []
+        super().__init__(args, port)
 
     async def hits(self, website_id: str = DEMO_WEBSITE_ID) -> list[tuple[float, int]]:
         """(arrival time, status) of every request this website id was sent, in arrival order."""
@@ -46,6 +48,7 @@ def server_env(sandbox: SandboxProcess, **extra: str) -> dict[str, str]:
         "HARDAL_API_KEY": DEMO_API_KEY,
         "HARDAL_WEBSITE_ID": DEMO_WEBSITE_ID,
         "HARDAL_TIMEZONE": "UTC",
+        "HARDAL_STORE": "off",  # scans measure the network path; bench/scale.py measures the day store
         **extra,
     }
 
