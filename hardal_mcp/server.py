@@ -3,14 +3,16 @@ The lifespan owns the one HTTP client to Hardal."""
 
 from __future__ import annotations
 
+import copy
 import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 import httpx2
+import uvicorn
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
@@ -19,6 +21,7 @@ from mcp.types import Completion, CompletionArgument, CompletionContext, PromptR
 from pydantic import AnyHttpUrl, SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__, prompts
 from .client import HardalClient, key_fingerprint
@@ -153,9 +156,45 @@ def serve_http(
             f"Serving on {host} needs HARDAL_MCP_ALLOWED_HOSTS (e.g. 'mcp.example.com,mcp.example.com:*'): "
             "DNS-rebinding protection only accepts requests addressed to hosts it knows."
         )
+    app = http_app(server, settings, host=host, auth=auth, stateless=stateless)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=_stderr_logging())
+    anyio.run(uvicorn.Server(config).serve)
+
+
+def http_app(
+    server: MCPServer[AppState], settings: Settings, *, host: str = "127.0.0.1", auth: AuthMode, stateless: bool
+) -> ASGIApp:
+    """The ASGI app `serve_http` serves: the SDK's streamable-HTTP app at /mcp (its lifespan runs the server's),
+    behind case-insensitive Host/Origin matching."""
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *settings.mcp_allowed_hosts]
+    origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*", *settings.mcp_allowed_origins]
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
-        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", *settings.mcp_allowed_hosts],
-        allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*", *settings.mcp_allowed_origins],
+        allowed_hosts=[h.lower() for h in hosts],
+        allowed_origins=[o.lower() for o in origins],
     )
-    server.run("streamable-http", host=host, port=port, stateless_http=stateless, transport_security=security)
+    app = server.streamable_http_app(stateless_http=stateless, transport_security=security, host=host)
+    return LowercaseHost(app)
+
+
+class LowercaseHost:
+    """Host names (and the scheme and host of an Origin) are case-insensitive (RFC 9110 §4.2.3), but the SDK's
+    DNS-rebinding check compares exact strings: compare lower case on both sides."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope = dict(scope)
+            scope["headers"] = [
+                (name, value.lower() if name in (b"host", b"origin") else value) for name, value in scope["headers"]
+            ]
+        await self.app(scope, receive, send)
+
+
+def _stderr_logging() -> dict[str, Any]:
+    """uvicorn's logging with its access log on stderr too: stdout is never written to."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    return config

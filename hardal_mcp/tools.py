@@ -16,7 +16,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from .analytics import FunnelResult, PathResult, Segment
-from .errors import HardalError, InputError
+from .errors import AuthError, HardalError, InputError
 from .params import Order, OrderBy, Timeframe
 from .results import ActivityResult, SessionsResult
 from .service import MAX_SESSIONS_CAP, Hardal, SummaryResult
@@ -74,7 +74,7 @@ async def list_sessions(
         chosen = Segment.parse(segment)
         return await hardal.list_sessions(scope, limit=limit, offset=offset, segment=chosen, max_scan=max_scan)
 
-    return await _answer(run())
+    return await _answer(run(), ctx)
 
 
 async def summarize_sessions(
@@ -110,7 +110,7 @@ async def summarize_sessions(
             progress=ctx.report_progress,
         )
 
-    return await _answer(run())
+    return await _answer(run(), ctx)
 
 
 async def analyze_funnel(
@@ -155,7 +155,7 @@ async def analyze_funnel(
             progress=ctx.report_progress,
         )
 
-    return await _answer(run())
+    return await _answer(run(), ctx)
 
 
 async def analyze_paths(
@@ -190,7 +190,7 @@ async def analyze_paths(
             progress=ctx.report_progress,
         )
 
-    return await _answer(run())
+    return await _answer(run(), ctx)
 
 
 async def get_session_activity(
@@ -219,7 +219,8 @@ async def get_session_activity(
             limit=limit,
             target_signal_id=target_signal_id,
             is_hybrid=is_hybrid,
-        )
+        ),
+        ctx,
     )
 
 
@@ -369,12 +370,32 @@ def _parameter(loc: tuple[int | str, ...]) -> str:
     return name or "arguments"
 
 
-async def _answer(work: Awaitable[tuple[BaseModel, str]]) -> CallToolResult:
+_BEARER = "Authorization: Bearer <key>; Hardal dashboard: signal → Settings → Security → API Keys"
+_HARDAL_SAID = re.compile(r"\(HTTP 401[^()]*\)")
+
+
+def _for_remote_client(exc: HardalError) -> str:
+    """Passthrough (hosted) mode: the key is the client's bearer token, so the fix is on the client's side,
+    not in the server's environment (the messages below name HARDAL_API_KEY for the local case)."""
+    if isinstance(exc, AuthError) and exc.status is None:
+        return f"No Hardal API key came with the request: present your Hardal API key as the bearer token ({_BEARER})."
+    if isinstance(exc, AuthError) and exc.status == 401:
+        said = _HARDAL_SAID.search(exc.message)
+        return (
+            f"Hardal rejected the API key {said.group(0) if said else '(HTTP 401)'}: present your Hardal API key "
+            f"as the bearer token ({_BEARER})."
+        )
+    return exc.message
+
+
+async def _answer(work: Awaitable[tuple[BaseModel, str]], ctx: Context[AppState]) -> CallToolResult:
     """The one boundary where our errors become tool results a model can act on."""
     try:
         result, text = await work
     except HardalError as exc:
-        return CallToolResult(content=[TextContent(type="text", text=exc.message)], is_error=True)
+        passthrough = ctx.request_context.lifespan_context.passthrough
+        message = _for_remote_client(exc) if passthrough else exc.message
+        return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
     return CallToolResult(
         content=[TextContent(type="text", text=text)], structured_content=result.model_dump(mode="json")
     )

@@ -10,12 +10,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from itertools import count
 
+import anyio
 import httpx2
 import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
+from starlette.types import ASGIApp, Message
 
-from .conftest import ROOT, WINDOW, Served, free_port, spawn, stop
+from hardal_mcp.config import Settings
+from hardal_mcp.server import AuthMode, build_server, http_app
+
+from .conftest import ROOT, WINDOW, Served, free_port, make_settings, sandbox_transport, spawn, stop
 from .test_server import TOOL_NAMES, text_of
 
 TOKEN = "mcp-token-for-tests-0123456789"
@@ -34,6 +39,38 @@ async def served(args: list[str], env: dict[str, str]) -> AsyncIterator[Served]:
 
 def bearer(token: str) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+@asynccontextmanager
+async def running(app: ASGIApp) -> AsyncIterator[ASGIApp]:
+    """Run an ASGI app's lifespan (as uvicorn does, in a task of its own) around the block."""
+    to_app, app_inbox = anyio.create_memory_object_stream[Message](4)
+    app_outbox, from_app = anyio.create_memory_object_stream[Message](4)
+    async with anyio.create_task_group() as group:
+        group.start_soon(
+            app, {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, app_inbox.receive, app_outbox.send
+        )
+        await to_app.send({"type": "lifespan.startup"})
+        assert (await from_app.receive())["type"] == "lifespan.startup.complete"
+        try:
+            yield app
+        finally:
+            await to_app.send({"type": "lifespan.shutdown"})
+            assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
+
+
+@asynccontextmanager
+async def in_process(auth: AuthMode, settings: Settings | None = None, **options: object) -> AsyncIterator[ASGIApp]:
+    """hardal-mcp's HTTP app in process (Hardal is the sandbox, in process too), lifespan running."""
+    settings = settings or make_settings()
+    server = build_server(settings, transport=sandbox_transport(), auth=auth)
+    async with running(http_app(server, settings, auth=auth, stateless=False, **options)) as app:  # type: ignore[arg-type]
+        yield app
+
+
+def asgi_client(app: ASGIApp, token: str | None = None, host: str = "127.0.0.1:8000") -> httpx2.AsyncClient:
+    headers = {"Host": host, **({"Authorization": f"Bearer {token}"} if token else {})}
+    return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=f"http://{host}", headers=headers)
 
 
 async def test_token_auth_rejects_missing_and_wrong_tokens_and_admits_the_right_one() -> None:
@@ -128,3 +165,70 @@ def test_unsafe_http_setups_are_refused_at_startup(args: list[str], env: dict[st
     assert done.returncode == 2
     assert expected in done.stderr
     assert TOKEN not in done.stderr
+
+
+# --- Passthrough speaks to remote clients; hosts match in any case ----------------------------------------
+
+
+async def test_passthrough_tells_a_remote_client_to_present_its_key_not_to_set_a_variable() -> None:
+    settings = make_settings(api_key=None)
+    async with (
+        in_process("passthrough", settings) as app,
+        asgi_client(app, "junk-key-4711") as http,
+        Client(streamable_http_client("http://127.0.0.1:8000/mcp", http_client=http)) as client,
+    ):
+        rejected = await client.call_tool("list_sessions", {"limit": 1})
+    assert rejected.is_error
+    assert text_of(rejected).startswith("Hardal rejected the API key (HTTP 401: Invalid API key): present your Hardal")
+    assert "as the bearer token" in text_of(rejected)
+    assert "HARDAL_API_KEY" not in text_of(rejected)
+    assert "junk-key-4711" not in text_of(rejected)
+
+
+async def test_passthrough_without_a_key_in_process_says_to_present_one() -> None:
+    # The in-memory client carries no bearer token at all: the service has no key to use.
+    server = build_server(make_settings(api_key=None), transport=sandbox_transport(), auth="passthrough")
+    async with Client(server) as client:
+        result = await client.call_tool("summarize_sessions", {})
+    assert result.is_error
+    assert text_of(result).startswith(
+        "No Hardal API key came with the request: present your Hardal API key as the bearer token"
+    )
+    assert "HARDAL_API_KEY" not in text_of(result)
+
+
+async def test_local_mode_still_names_the_variable() -> None:
+    async with (
+        in_process("none", make_settings(api_key="wrong-key-4711")) as app,
+        asgi_client(app) as http,
+        Client(streamable_http_client("http://127.0.0.1:8000/mcp", http_client=http)) as client,
+    ):
+        rejected = await client.call_tool("list_sessions", {"limit": 1})
+    assert rejected.is_error
+    assert "HARDAL_API_KEY" in text_of(rejected)
+    assert "bearer token" not in text_of(rejected)
+
+
+@pytest.mark.parametrize(
+    ("host", "origin", "status"),
+    [
+        ("mcp.example.com", None, 200),
+        ("MCP.Example.COM", None, 200),
+        ("Mcp.Example.Com:8443", "HTTPS://MCP.EXAMPLE.COM", 200),
+        ("LOCALHOST:8000", "http://LocalHost:8000", 200),
+        ("evil.example", None, 421),
+        ("mcp.example.com", "https://evil.example", 403),
+    ],
+)
+async def test_allowed_hosts_and_origins_match_in_any_case(host: str, origin: str | None, status: int) -> None:
+    settings = make_settings(
+        mcp_allowed_hosts=["Mcp.Example.com", "mcp.example.com:*"], mcp_allowed_origins=["https://mcp.example.com"]
+    )
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INITIALIZE}
+    async with in_process("none", settings) as app, asgi_client(app, host=host) as http:
+        headers = {"Accept": "application/json, text/event-stream", **({"Origin": origin} if origin else {})}
+        response = await http.post("/mcp", json=body, headers=headers)
+    assert response.status_code == status, response.text
+
+
+INITIALIZE = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}
