@@ -33,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "sandbox":
             return _sandbox(args)
+        if args.command == "store":
+            return _flushed(_store(args))
         settings, transport = _settings(args)
         if args.command == "call":
             return _flushed(asyncio.run(_call(settings, transport, args.tool, args.arguments, as_json=args.json)))
@@ -115,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="[SITE=]NAME",
         help="serve a fault (e.g. 429, 503-burst, slow, drop, drift) to one website id, or to all; repeatable",
     )
+    store = sub.add_parser("store", parents=[common], help="the day store of closed days (HARDAL_STORE)")
+    store.add_argument("action", choices=["status", "clear"], help="status: what is kept; clear: forget it all")
     return parser
 
 
@@ -165,6 +169,45 @@ def _sandbox(args: argparse.Namespace) -> int:
         faults[site or "*"] = PRESETS[name]
     config = SandboxConfig(sessions_per_day=args.sessions_per_day, rate_limit_per_minute=args.rate_limit, faults=faults)
     serve(args.host, args.port, config)
+    return 0
+
+
+def _store(args: argparse.Namespace) -> int:
+    """`store status`: where the store is and what it keeps, keys named by fingerprint only; `store clear`."""
+    from .store import DayStore, store_path
+
+    settings = Settings.from_env(os.environ)
+    path = store_path(settings.store)
+    if path is None:
+        print("The day store is off (HARDAL_STORE=off): nothing is kept.")
+        return 0
+    if not path.exists():  # asking must not create it
+        print(f"path         {path}\n(nothing stored yet)" if args.action == "status" else "0 days removed")
+        return 0
+    store = DayStore.open(settings)
+    if store is None:
+        return 1  # why was logged on stderr
+    with store:
+        if args.action == "clear":
+            print(f"{store.clear():,} days removed from {path}")
+            return 0
+        status = store.status()
+    mib = 2**20
+    lines = [
+        f"path         {status.path}",
+        f"size         {status.bytes / mib:,.1f} MiB on disk (cap {status.max_bytes / mib:,.0f} MiB)",
+        f"days         {status.days:,}",
+        f"websites     {status.websites:,}",
+        f"oldest day   {status.oldest or '-'}",
+        f"newest day   {status.newest or '-'}",
+    ]
+    for site in status.sites:
+        name = site.website_id if site.website_id.isprintable() else repr(site.website_id)
+        lines.append(
+            f"  key {site.fingerprint}  website {name}: {site.days:,} days, {site.oldest} … {site.newest}, "
+            f"{site.bytes / mib:,.1f} MiB"
+        )
+    print("\n".join(lines))
     return 0
 
 
