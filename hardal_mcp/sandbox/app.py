@@ -1,5 +1,6 @@
 """HTTP layer of the sandbox: Hardal's session routes with its auth, errors, paging and rate limit, the
-faults of :mod:`hardal_mcp.sandbox.faults`, and a record of the traffic (:func:`traffic`)."""
+faults of :mod:`hardal_mcp.sandbox.faults`, and a record of the traffic (:func:`traffic`), which a sandbox
+in another process tells loopback clients at ``GET /_sandbox/stats`` (not a Hardal route)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import math
 import re
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ MAX_EVENTS_PAGE = 500
 _SITE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _INTEGER = re.compile(r"-?\d{1,12}")
 _BOOLEANS = frozenset({"true", "false", "1", "0"})
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 _REASONS = {
@@ -244,6 +246,17 @@ class _Sandbox:
     async def activity(self, request: Request) -> Response:
         return await self._serve(request, "activity")
 
+    async def stats(self, request: Request) -> Response:
+        """Per website id, the requests received and the statuses answered to the latest of them (status 0:
+        unanswered). Loopback clients only; no key needed, and no key or session data in it."""
+        if request.client is None or request.client.host not in _LOOPBACK:
+            return _error(404, "Not Found")  # as any unknown path
+        body = {
+            site: {"requests": record.requests, "statuses": dict(Counter(str(hit.status) for hit in record.hits))}
+            for site, record in self.traffic._sites.items()
+        }
+        return _json(body)
+
     async def _serve(self, request: Request, route: str) -> Response:
         """Count the request, admit it, let its website's fault act, answer; record the status."""
         website_id = request.path_params["website_id"]
@@ -410,6 +423,7 @@ def create_app(
         routes=[
             Route("/api/websites/{website_id}/sessions", sandbox.sessions, methods=["GET"]),
             Route("/api/websites/{website_id}/sessions/{session_id}/activity", sandbox.activity, methods=["GET"]),
+            Route("/_sandbox/stats", sandbox.stats, methods=["GET"]),
         ],
         exception_handlers={HTTPException: _error_body},
     )
