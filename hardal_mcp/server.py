@@ -6,8 +6,11 @@ from __future__ import annotations
 import copy
 import hmac
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
@@ -16,12 +19,15 @@ import uvicorn
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from mcp.server.streamable_http_manager import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_TIMEOUT
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
+from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import AnyHttpUrl, SecretStr
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__, prompts
 from .client import HardalClient, key_fingerprint
@@ -36,6 +42,11 @@ log = logging.getLogger(__name__)
 
 AuthMode = Literal["none", "token", "passthrough"]
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MCP_PATH = "/mcp"
+# Passthrough (hosted): anyone may present a key, so one key may hold only a few sessions, and idle ones go
+# sooner than the SDK's 30 minutes. A client that finds its session gone starts a new one (MCP says so).
+SESSIONS_PER_KEY = 8
+PASSTHROUGH_IDLE_TIMEOUT = 300.0
 
 INSTRUCTIONS = """\
 Answers questions about a website's visitors from Hardal analytics sessions.
@@ -162,10 +173,21 @@ def serve_http(
 
 
 def http_app(
-    server: MCPServer[AppState], settings: Settings, *, host: str = "127.0.0.1", auth: AuthMode, stateless: bool
+    server: MCPServer[AppState],
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    auth: AuthMode,
+    stateless: bool,
+    max_sessions: int | None = DEFAULT_MAX_SESSIONS,
+    sessions_per_key: int | None = SESSIONS_PER_KEY,
+    idle_timeout: float = PASSTHROUGH_IDLE_TIMEOUT,
+    clock: Callable[[], float] = time.monotonic,
 ) -> ASGIApp:
     """The ASGI app `serve_http` serves: the SDK's streamable-HTTP app at /mcp (its lifespan runs the server's),
-    behind case-insensitive Host/Origin matching."""
+    behind case-insensitive Host/Origin matching. In passthrough mode with sessions, each key (bearer token)
+    holds at most `sessions_per_key` sessions and a session idle for `idle_timeout` seconds ends, so no key
+    can fill the server's `max_sessions` and lock the others out."""
     hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *settings.mcp_allowed_hosts]
     origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*", *settings.mcp_allowed_origins]
     security = TransportSecuritySettings(
@@ -173,8 +195,167 @@ def http_app(
         allowed_hosts=[h.lower() for h in hosts],
         allowed_origins=[o.lower() for o in origins],
     )
-    app = server.streamable_http_app(stateless_http=stateless, transport_security=security, host=host)
+    bounded = auth == "passthrough" and not stateless
+    app: ASGIApp = server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        stateless_http=stateless,
+        transport_security=security,
+        host=host,
+        max_sessions=max_sessions,
+        session_idle_timeout=idle_timeout if bounded else DEFAULT_SESSION_IDLE_TIMEOUT,
+    )
+    if bounded and sessions_per_key is not None:
+        app = SessionsPerKey(app, per_key=sessions_per_key, idle_timeout=idle_timeout, clock=clock)
     return LowercaseHost(app)
+
+
+@dataclass(slots=True)
+class _Use:
+    last: float  # when a request for the session last ended (or it opened)
+    busy: int = 0  # its requests in flight (an open GET stream counts)
+
+
+class SessionsPerKey:
+    """At most `per_key` streamable-HTTP sessions per bearer token (by fingerprint; passthrough mode, where
+    the token is the client's Hardal key and anyone may present one).
+
+    A key that opens one more ends its least recently used session, idle ones first, through the protocol's
+    own DELETE (the SDK only lets the session's own credential end it). At most `per_key` openings of one
+    key run at once; more answer 429. Sessions are counted from the answers: an opening answered with an
+    Mcp-Session-Id adds one; a 404 or a successful DELETE for it removes it, and one idle for longer than the
+    SDK's `idle_timeout` is dropped (the SDK has ended it)."""
+
+    def __init__(
+        self, app: ASGIApp, *, per_key: int, idle_timeout: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.app = app
+        self.per_key = per_key
+        self.idle_timeout = idle_timeout
+        self._clock = clock
+        self._sessions: dict[str, OrderedDict[str, _Use]] = {}  # key fingerprint -> its sessions, LRU first
+        self._opening: Counter[str] = Counter()
+        self._next_sweep = clock() + idle_timeout
+
+    def sessions(self, owner: str) -> list[str]:
+        """The session ids counted for a key fingerprint, least recently used first."""
+        return list(self._sessions.get(owner, ()))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].rstrip("/") != MCP_PATH:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        owner = _owner(headers.get("authorization"))
+        session_id = headers.get("mcp-session-id")
+        if owner is None:  # the SDK answers 401
+            await self.app(scope, receive, send)
+        elif session_id is not None:
+            await self._use(owner, session_id, scope, receive, send)
+        elif scope["method"] == "POST" and headers.get("mcp-protocol-version") in (None, *HANDSHAKE_PROTOCOL_VERSIONS):
+            await self._open(owner, scope, receive, send)
+        else:  # a 2026-era request: sessionless by construction
+            await self.app(scope, receive, send)
+
+    async def _open(self, owner: str, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._opening[owner] >= self.per_key:
+            log.warning("Key %s opens too many sessions at once; refusing one", owner)
+            await _refuse(scope, receive, send)
+            return
+        base = {**scope, "headers": list(scope["headers"])}  # before the app adds to it: for an eviction
+        created: str | None = None
+
+        async def watch(message: Message) -> None:
+            nonlocal created
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                created = Headers(raw=message["headers"]).get("mcp-session-id")
+            await send(message)
+
+        self._opening[owner] += 1
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            self._opening[owner] -= 1
+            if not self._opening[owner]:
+                del self._opening[owner]
+        if created is None:
+            return
+        now = self._clock()
+        self._sweep(now)
+        mine = self._sessions.setdefault(owner, OrderedDict())
+        mine[created] = _Use(now)
+        while len(mine) > self.per_key:
+            victim = next((sid for sid, use in mine.items() if not use.busy), next(iter(mine)))
+            del mine[victim]  # before any await: a concurrent opening picks another
+            await self._end(base, victim)
+
+    async def _use(self, owner: str, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
+        mine = self._sessions.get(owner)
+        use = mine.get(session_id) if mine is not None else None
+        if mine is not None and use is not None:
+            use.busy += 1
+            mine.move_to_end(session_id)
+        status = 0
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            if mine is not None and use is not None:
+                use.busy -= 1
+                use.last = self._clock()
+                if status == 404 or (scope["method"] == "DELETE" and status < 400):
+                    mine.pop(session_id, None)
+                    if not mine:
+                        self._sessions.pop(owner, None)
+
+    async def _end(self, base: Scope, session_id: str) -> None:
+        """DELETE the session with the credential that opened it, as its client could."""
+        keep = (b"host", b"authorization", b"origin")
+        headers = [(k, v) for k, v in base["headers"] if k in keep] + [(b"mcp-session-id", session_id.encode())]
+        scope = {**base, "method": "DELETE", "headers": headers, "query_string": b""}
+        sent = False
+
+        async def receive() -> Message:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def discard(message: Message) -> None:
+            pass
+
+        await self.app(scope, receive, discard)
+
+    def _sweep(self, now: float) -> None:
+        """Forget sessions the SDK has ended for idleness (every `idle_timeout` at most: cheap)."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.idle_timeout
+        for owner in list(self._sessions):
+            mine = self._sessions[owner]
+            for sid in [sid for sid, use in mine.items() if not use.busy and now - use.last > self.idle_timeout]:
+                del mine[sid]
+            if not mine:
+                del self._sessions[owner]
+
+
+def _owner(authorization: str | None) -> str | None:
+    """The fingerprint of a bearer token, as HardalKeyToken names its client; None without one."""
+    if not authorization or not authorization.lower().startswith("bearer ") or not authorization[7:].strip():
+        return None
+    return key_fingerprint(SecretStr(authorization[7:]))
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
+    error = {"code": -32000, "message": "Too many sessions opening for this key at once; retry in a moment."}
+    body = JSONResponse({"jsonrpc": "2.0", "id": None, "error": error}, status_code=429, headers={"Retry-After": "1"})
+    await body(scope, receive, send)
 
 
 class LowercaseHost:

@@ -18,7 +18,8 @@ from mcp.client.streamable_http import streamable_http_client
 from starlette.types import ASGIApp, Message
 
 from hardal_mcp.config import Settings
-from hardal_mcp.server import AuthMode, build_server, http_app
+from hardal_mcp.sandbox import DEMO_API_KEY
+from hardal_mcp.server import PASSTHROUGH_IDLE_TIMEOUT, AuthMode, build_server, http_app
 
 from .conftest import ROOT, WINDOW, Served, free_port, make_settings, sandbox_transport, spawn, stop
 from .test_server import TOOL_NAMES, text_of
@@ -232,3 +233,81 @@ async def test_allowed_hosts_and_origins_match_in_any_case(host: str, origin: st
 
 
 INITIALIZE = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}
+
+
+# --- Passthrough: one key cannot take every session ----------------------------------------------------
+
+LEGACY = {"Accept": "application/json, text/event-stream"}
+
+
+async def open_session(http: httpx2.AsyncClient) -> httpx2.Response:
+    """The 2025-era handshake's opening request: an initialize without a session id."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INITIALIZE}
+    return await http.post("/mcp", json=body, headers=LEGACY)
+
+
+async def tools_in(http: httpx2.AsyncClient, session_id: str) -> int:
+    """Status of a tools/list in a session: 200 while it lives, 404 once it has ended."""
+    headers = {**LEGACY, "Mcp-Session-Id": session_id, "MCP-Protocol-Version": INITIALIZE["protocolVersion"]}
+    response = await http.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=headers)
+    return response.status_code
+
+
+@pytest.mark.parametrize(("per_key", "other_key"), [(3, 200), (None, 503)])  # None: the SDK alone (the control)
+async def test_a_flood_from_one_key_cannot_lock_out_another(per_key: int | None, other_key: int) -> None:
+    settings = make_settings(api_key=None)
+    async with (
+        in_process("passthrough", settings, max_sessions=12, sessions_per_key=per_key) as app,
+        asgi_client(app, "junk-key") as flood,
+        asgi_client(app, DEMO_API_KEY) as other,
+    ):
+        opened = []
+        for _ in range(40):
+            response = await open_session(flood)
+            if response.status_code == 200:
+                opened.append(response.headers["mcp-session-id"])
+        answer = await open_session(other)
+        assert answer.status_code == other_key, answer.text
+        if per_key is None:
+            assert len(opened) == 12  # the flood took every session there is
+            return
+        assert len(opened) == 40  # each opening ended the key's least recently used session
+        assert [await tools_in(flood, sid) for sid in opened[-4:]] == [404, 200, 200, 200]
+        assert await tools_in(flood, opened[0]) == 404
+        assert await tools_in(other, answer.headers["mcp-session-id"]) == 200
+        # A key's sessions are its own: another key cannot end or use them.
+        assert await tools_in(other, opened[-1]) == 404
+        assert await tools_in(flood, opened[-1]) == 200
+
+
+async def test_concurrent_openings_of_one_key_are_bounded_too() -> None:
+    async with (
+        in_process("passthrough", make_settings(api_key=None), max_sessions=12, sessions_per_key=3) as app,
+        asgi_client(app, "junk-key") as flood,
+        asgi_client(app, DEMO_API_KEY) as other,
+    ):
+        answers: list[httpx2.Response] = []
+
+        async def one() -> None:
+            answers.append(await open_session(flood))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(30):
+                group.start_soon(one)
+        statuses = {r.status_code for r in answers}
+        assert statuses <= {200, 429}
+        refused = [r for r in answers if r.status_code == 429]
+        assert refused  # the openings did overlap
+        assert all(r.headers["retry-after"] == "1" for r in refused)
+        live = [r.headers["mcp-session-id"] for r in answers if r.status_code == 200]
+        assert sum([await tools_in(flood, sid) == 200 for sid in live]) <= 3
+        assert (await open_session(other)).status_code == 200
+
+
+def test_passthrough_sessions_idle_out_sooner() -> None:
+    for auth, idle in (("passthrough", PASSTHROUGH_IDLE_TIMEOUT), ("token", 1800)):
+        settings = make_settings(api_key=None, mcp_token="t0ken")
+        server = build_server(settings, transport=sandbox_transport(), auth=auth)  # type: ignore[arg-type]
+        http_app(server, settings, auth=auth, stateless=False)  # type: ignore[arg-type]
+        assert server.session_manager.session_idle_timeout == idle
+    assert PASSTHROUGH_IDLE_TIMEOUT <= 300
