@@ -40,6 +40,7 @@ BUDGET_CHARS = 15_000  # the hard cap of any tool's text: ≤ 6,000 tokens even 
 LINE_CHARS = 720  # one digest line; entries that do not fit are counted, not shown
 SERIES_POINTS = 62  # more points than this are shown as 7-day sums
 ROW_FIELDS = 12  # fields shown in one table row
+NOTE_CHARS = 600  # a note or segment line: written by this server or the model, but it may quote upstream text
 UNKNOWN = "unknown"  # a figure the data cannot give (e.g. a duration when no session has one)
 
 _SEPARATORS = str.maketrans({"|": "¦", "·": "•"})  # path steps have their own arrows replaced too
@@ -227,10 +228,11 @@ def _head(title: str, website_id: str, window: WindowInfo, cov: Coverage, segmen
     """What every digest starts with: what it is of, how much of the window it covers, which sessions."""
     lines = [f"{title} of {cell(website_id, 80)} · {window_text(window)}"]
     state = f"complete, {_count(cov.scanned, 'session')} read" if cov.complete else "PARTIAL"
-    lines.append(f"coverage: {state}" + (f" · {cov.note}" if cov.note else ""))
+    # A note may quote an upstream error message: cleaned like any upstream text.
+    lines.append(f"coverage: {state}" + (f" · {clean(cov.note, NOTE_CHARS)}" if cov.note else ""))
     if segment is not None:
         # Written by the model's own arguments, not by visitors: cleaned, separators kept.
-        lines.append(f"segment: {clean(segment, 600)} · {cov.matched or 0:,} of {cov.scanned:,} sessions match")
+        lines.append(f"segment: {clean(segment, NOTE_CHARS)} · {cov.matched or 0:,} of {cov.scanned:,} sessions match")
     return lines
 
 
@@ -331,9 +333,10 @@ def render_sessions(r: SessionsResult) -> tuple[str, int]:
     of = f" of {page.total:,}" if page.total is not None else ""
     header = [f"Sessions of {cell(r.website_id, 80)} · {window_text(r.window)}"]
     if r.segment is not None:
-        header.append(f"segment: {r.segment} · {page.returned:,} matches in {r.scanned or 0:,} sessions examined")
+        examined = f"{page.returned:,} matches in {r.scanned or 0:,} sessions examined"
+        header.append(f"segment: {clean(r.segment, NOTE_CHARS)} · {examined}")
     if r.note:
-        header.append(f"note: {r.note}")
+        header.append(f"note: {clean(r.note, NOTE_CHARS)}")
     header += [
         f"columns, space-separated: id visitor start ({r.window.timezone}; MM-DDTHH:MM when the day changes) "
         "duration_s views/events device browser os country utm_source/medium/campaign/term/content "
@@ -497,9 +500,9 @@ def render_comparison(c: Comparison) -> str:
         f"Comparison of {cell(c.website_id, 80)} · now {window_text(c.current)} · before {window_text(c.previous)}",
         "complete: both periods read in full" if c.complete else "PARTIAL: not every session of both periods read",
     ]
-    lines += [f"note: {clean(n, 600)}" for n in c.notes]
+    lines += [f"note: {clean(n, NOTE_CHARS)}" for n in c.notes]
     if c.segment is not None:
-        lines.append(f"segment: {clean(c.segment, 600)}")
+        lines.append(f"segment: {clean(c.segment, NOTE_CHARS)}")
     groups = [c.totals[:4], c.totals[4:9], c.totals[9:]]  # visitors · activity and bounce · durations
     lines += ["totals: " + " · ".join(map(_change_text, group)) for group in groups if group]
     for i, b in enumerate(c.breakdowns + c.pages):
