@@ -59,7 +59,12 @@ _CREDENTIALS = re.compile(
     rf"|(\bbearer\s+)(?:(?={_CRED_CHAR}*\d){_CRED_CHAR}{{8,}}|{_CRED_CHAR}{{16,}})=*"
     r"|\beyJ[\w-]{4,}\.eyJ[\w-]{4,}\.[\w-]*"
 )
-_CREDENTIAL_GATE = re.compile(r"(?i:bearer|authori[sz]ation)|eyJ")
+
+
+def _may_hold_credential(value: str) -> bool:
+    """A cheap gate (a few times faster than a case-insensitive regex search) before the patterns."""
+    lower = value.lower()
+    return "bearer" in lower or "authori" in lower or "eyJ" in value
 
 
 def _mask_credential(match: re.Match[str]) -> str:
@@ -68,7 +73,7 @@ def _mask_credential(match: re.Match[str]) -> str:
 
 def mask_credentials(value: str) -> str:
     """`value` with anything shaped like a credential replaced by `[credential]`."""
-    return _CREDENTIALS.sub(_mask_credential, value) if _CREDENTIAL_GATE.search(value) else value
+    return _CREDENTIALS.sub(_mask_credential, value) if _may_hold_credential(value) else value
 
 
 def redact_secret(value: str, secret: str | None, mask: str = "[key]") -> str:
@@ -117,7 +122,7 @@ class Sanitizer:
         # Fast path: most values (device names, short paths) are already one plain printable ASCII line.
         if not (value.isascii() and value.isprintable() and "  " not in value and value.strip(" ") == value):
             value = _SPACES.sub(" ", _INVISIBLE.sub("", value)).strip()
-        if _CREDENTIAL_GATE.search(value):
+        if _may_hold_credential(value):
             value = _CREDENTIALS.sub(_mask_credential, value)
         if self.redact_pii:
             for gate, pattern, mask in _PII:
