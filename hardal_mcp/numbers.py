@@ -49,3 +49,30 @@ def rounded(value: Exact, places: int) -> float:
 def rounded_int(value: Exact) -> int:
     """The nearest integer, halves away from zero, in place of `round(value)` (2.5 → 3, not 2)."""
     return int(round_half_up(value, 0))
+
+
+def quotient(part: int, whole: int, places: int = 2) -> float:
+    """`part / whole` rounded once, half up (pages per session); 0 when `whole` is 0."""
+    return float(ratio(part, whole, places, scale=1))
+
+
+def difference(now: Exact, before: Exact, places: int) -> float:
+    """`now - before` rounded once, half up, from the exact values (no float residue such as 0.0499…)."""
+    return float(round_half_up(_fraction(now) - _fraction(before), places))
+
+
+def relative_pct(delta: Exact, before: Exact, places: int = 1) -> float | None:
+    """`100 * delta / before` rounded once, half up; None when `before` is 0 (no relative change)."""
+    if not before:
+        return None
+    return float(round_half_up(100 * _fraction(delta) / _fraction(before), places))
+
+
+def share_change(now: int, now_whole: int, before: int, before_whole: int, places: int = 1) -> float:
+    """The change of a share, in points, from the exact counts: `now/now_whole - before/before_whole`
+    (a share of nothing is 0), rounded once, half up."""
+
+    def share(part: int, whole: int) -> Fraction:
+        return Fraction(100 * part, whole) if whole else Fraction(0)
+
+    return float(round_half_up(share(now, now_whole) - share(before, before_whole), places))

@@ -11,7 +11,17 @@ from hypothesis import strategies as st
 
 from hardal_mcp.analytics import Funnel, PathAnalysis
 from hardal_mcp.models import Session
-from hardal_mcp.numbers import pct, ratio, round_half_up, rounded, rounded_int
+from hardal_mcp.numbers import (
+    difference,
+    pct,
+    quotient,
+    ratio,
+    relative_pct,
+    round_half_up,
+    rounded,
+    rounded_int,
+    share_change,
+)
 from hardal_mcp.render import render_activity, render_funnel, render_paths, render_sessions, render_summary
 from hardal_mcp.results import ActivityRow
 
@@ -115,3 +125,19 @@ def test_durations_and_offsets_round_half_up() -> None:
         activity([ActivityRow(at=t0, type="a"), ActivityRow(at=t0 + timedelta(seconds=2.5), type="b")])
     )
     assert "+0:00:03 b - -" in text.splitlines()  # round(2.5) gave +0:00:02
+
+
+def test_helpers_for_comparisons_round_once_from_exact_values() -> None:
+    assert quotient(22, 8) == 2.75
+    assert quotient(1, 8, 2) == 0.13  # 0.125: half up (round() gives 0.12)
+    assert quotient(5, 0) == 0.0
+    assert 31.3 - 31.25 != 0.05  # the float residue a difference of floats carries
+    assert difference(31.3, 31.25, 2) == 0.05
+    assert difference(40.0, 28.6, 1) == 11.4
+    assert relative_pct(5, 40) == 12.5
+    assert relative_pct(1, 16) == 6.3  # 6.25 (round() gives 6.2)
+    assert relative_pct(-1, 16) == -6.3
+    assert relative_pct(3, 0) is None
+    assert share_change(5, 16, 0, 10) == 31.3  # 31.25 points
+    assert share_change(1, 8, 1, 4) == -12.5
+    assert share_change(3, 0, 0, 0) == 0.0
