@@ -251,13 +251,16 @@ def render_funnel(f: FunnelResult) -> str:
     lines = _head("Funnel", f.website_id, f.window, f.coverage, f.segment)
     entered = f.steps[0].sessions
     lines.append(f"{_count(f.sessions, 'session')} · {entered:,} reached step 1 ({_pct(entered, f.sessions)}%)")
+    counted = f.coverage.sample is None  # else the counts are rounded estimates: their estimated rates are shown
     for i, step in enumerate(f.steps, 1):
         line = f"step {i} {cell(step.page, 100)}: {step.sessions:,}"
+        of_start = _pct(step.sessions, entered) if counted else _fixed(step.from_start_pct, 1)
         if i == 2:
-            line += f" ({_pct(step.sessions, entered)}% of step 1)"
+            line += f" ({of_start}% of step 1)"
         elif i > 2:
             before = f.steps[i - 2].sessions
-            line += f" ({_pct(step.sessions, entered)}% of step 1 · {_pct(step.sessions, before)}% of step {i - 1})"
+            of_prev = _pct(step.sessions, before) if counted else _fixed(step.from_prev_pct or 0.0, 1)
+            line += f" ({of_start}% of step 1 · {of_prev}% of step {i - 1})"
         if i == f.worst_step:
             before = f.steps[i - 2].sessions
             lost = before - step.sessions
@@ -269,7 +272,7 @@ def render_funnel(f: FunnelResult) -> str:
         counts = " → ".join(f"{n:,}" for n in g.steps)
         lines.append(
             f"by {cell(f.breakdown, 40)}: {cell(g.v, 100)} · {_count(g.sessions, 'session')}: {counts} "
-            f"({_pct(g.steps[-1], g.steps[0])}% of step 1 convert)"
+            f"({_pct(g.steps[-1], g.steps[0]) if counted else _fixed(g.conversion_pct, 1)}% of step 1 convert)"
         )
     return _fit_digest(lines)
 

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hardal_mcp.analytics import Funnel, PathAnalysis
+from hardal_mcp.analytics.schema import Sample
 from hardal_mcp.models import Session
 from hardal_mcp.numbers import (
     difference,
@@ -141,3 +142,20 @@ def test_helpers_for_comparisons_round_once_from_exact_values() -> None:
     assert share_change(5, 16, 0, 10) == 31.3  # 31.25 points
     assert share_change(1, 8, 1, 4) == -12.5
     assert share_change(3, 0, 0, 0) == 0.0
+
+
+def test_an_estimated_funnel_shows_its_estimated_rates() -> None:
+    # From a sample the counts are rounded estimates: the estimator's own rates are shown, not re-derived.
+    funnel = Funnel(WEEK, ["/", "/checkout"])
+    funnel.add([Session.model_validate({"id": f"a{i}", "pages": ["/", "/checkout"] if i < 5 else ["/"]})
+                for i in range(16)])  # fmt: skip
+    exact = funnel.result(website_id="demo", total=16)
+    steps = [exact.steps[0], exact.steps[1].model_copy(update={"from_start_pct": 29.95, "from_prev_pct": 29.95})]
+    sampled = exact.model_copy(
+        update={
+            "steps": steps,
+            "coverage": exact.coverage.model_copy(update={"sample": Sample(read=16, of=160, days=7, moe=4.2)}),
+        }
+    )
+    assert render_funnel(exact).splitlines()[-1].startswith("step 2 /checkout: 5 (31.3% of step 1)")
+    assert render_funnel(sampled).splitlines()[-1].startswith("step 2 /checkout: 5 (30.0% of step 1)")
