@@ -253,7 +253,7 @@ class DayStore:
                 )
                 evicted = self._evict(conn)
             if evicted:
-                conn.execute("PRAGMA incremental_vacuum")  # give the freed pages back to the file system
+                conn.executescript("PRAGMA incremental_vacuum;")  # the freed pages back to the file system
 
         with self._lock:
             self._guard(write)
@@ -292,8 +292,8 @@ class DayStore:
             try:
                 with _transaction(conn):
                     removed = conn.execute("DELETE FROM days").rowcount
-                conn.execute("PRAGMA incremental_vacuum")
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.executescript("PRAGMA incremental_vacuum;")  # executescript: to the end, not one page
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             except sqlite3.DatabaseError as exc:
                 self._failed(exc)
                 return 0
@@ -435,8 +435,8 @@ def _prepare(conn: sqlite3.Connection) -> None:
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if tables:
             raise StoreCorrupt("a SQLite file with other tables")
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect only while the file has no tables
-        conn.execute("PRAGMA page_size = 16384")
+        conn.execute("PRAGMA page_size = 16384")  # these two take effect only while the file has no tables
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         with _transaction(conn):
             if conn.execute("PRAGMA application_id").fetchone()[0] == 0:  # not made meanwhile by another process
                 for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
@@ -512,15 +512,16 @@ def encode(sessions: Sequence[Session]) -> bytes:
     try:
         return orjson.dumps(columns)
     except TypeError:  # what orjson refuses: integers beyond 64 bits, lone surrogates
-        return json.dumps(columns, ensure_ascii=True, allow_nan=False).encode()
+        # Wrapped, so that `decode` reads it back with the standard library too: orjson would read such
+        # integers as floats.
+        return orjson.dumps({_STDLIB: json.dumps(columns, ensure_ascii=True, allow_nan=False)})
 
 
 def decode(body: bytes) -> list[Session]:
     """The sessions `encode` wrote; ValueError, TypeError or LookupError when `body` is not such a day."""
-    try:
-        columns = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        columns = json.loads(body)
+    columns = orjson.loads(body)
+    if type(columns) is dict:
+        columns = json.loads(columns[_STDLIB])
     ids, visitors, starts, durations, views, events, pages, browsers, oses, devices, countries, fields = columns
     iso = datetime.fromisoformat
     starts = list(map(iso, starts)) if None not in starts else [None if t is None else iso(t) for t in starts]
@@ -529,6 +530,9 @@ def decode(body: bytes) -> list[Session]:
     if any(len(column) != len(ids) for column in values):
         raise ValueError("columns of different lengths")
     return list(map(Session, *values))
+
+
+_STDLIB = "stdlib-json"
 
 
 def _coded(values: list[str | None]) -> list[list[Any]]:

@@ -1,0 +1,554 @@
+"""The day store: exact round trips, only closed days, the LRU size cap, file modes, corruption detected and
+rebuilt (never served), several threads and processes on one file, where HARDAL_STORE puts it, and
+`hardal-mcp store status|clear`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
+
+from hardal_mcp import store as store_module
+from hardal_mcp.client import key_fingerprint
+from hardal_mcp.config import Settings
+from hardal_mcp.models import Session
+from hardal_mcp.store import CLOSED_AFTER, FILENAME, DayKey, DayStore, decode, default_path, encode, store_path
+
+from .conftest import ROOT, make_settings
+
+TZ = "Europe/Istanbul"
+DAY = date(2026, 10, 1)
+# Well after DAY (and every day the tests use), so they are all closed unless a test says otherwise.
+LATER = datetime(2026, 11, 20, tzinfo=UTC).timestamp()
+FP = "0123456789ab"
+
+
+class Clock:
+    def __init__(self, now: float = LATER) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def key(day: date = DAY, **overrides: object) -> DayKey:
+    values: dict[str, object] = {
+        "fingerprint": FP,
+        "website_id": "site",
+        "target_signal_id": None,
+        "is_hybrid": False,
+        "timezone": TZ,
+        "day": day,
+    }
+    values.update(overrides)
+    return DayKey(**values)  # type: ignore[arg-type]
+
+
+def sessions(n: int = 50, tag: str = "s") -> list[Session]:
+    zones = [UTC, timezone(timedelta(hours=3)), timezone(timedelta(hours=-3, minutes=-30)), None]
+    out = []
+    for i in range(n):
+        zone = zones[i % len(zones)]
+        out.append(
+            Session(
+                id=f"{tag}_{i}",
+                visitor_id=None if i % 7 == 0 else f"v_{i % 13}",
+                started_at=None if i % 11 == 0 else datetime(2026, 10, 1, 10, i % 60, i % 60, 997 * i % 10**6, tzinfo=zone),
+                duration=None if i % 5 == 0 else i * 1.25,
+                page_views=None if i % 9 == 0 else i % 4,
+                events=None if i % 8 == 0 else i * 3,
+                pages=[] if i % 6 == 0 else ["/", f"/p/{i % 4}", "/cart?token=[redacted]"][: 1 + i % 3],
+                browser=None if i % 10 == 0 else ["Chrome", "Safari", "Firefox"][i % 3],
+                os=["iOS", "Android", None][i % 3],
+                device=["mobile", "desktop"][i % 2],
+                country=None if i % 4 == 0 else ["Türkiye", "Deutschland", "日本"][i % 3],
+                fields={} if i % 3 == 0 else {"utm_source": ["google", "newsletter"][i % 2], "note": "é ✓ 𝄞"},
+            )
+        )
+    return out
+
+
+def assert_exact(got: list[Session] | None, want: list[Session]) -> None:
+    """Every field equal, in order, and each start with the same offset (or none): `==` on aware datetimes
+    ignores the offset, so it is checked on its own."""
+    assert got is not None
+    assert got == want
+    for a, b in zip(got, want, strict=True):
+        assert (a.started_at is None) == (b.started_at is None)
+        if a.started_at is not None and b.started_at is not None:
+            assert a.started_at.utcoffset() == b.started_at.utcoffset()
+            assert (a.started_at.tzinfo is None) == (b.started_at.tzinfo is None)
+        assert type(a.duration) is type(b.duration)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "cache" / FILENAME
+
+
+@pytest.fixture
+def day_store(path: Path):
+    with DayStore(path, clock=Clock()) as opened:
+        yield opened
+
+
+# ------------------------------------------------------------------------------------------- round trip
+
+
+def test_a_day_comes_back_exactly(day_store: DayStore) -> None:
+    day = sessions()
+    day_store.put(key(), day)
+    assert_exact(day_store.get(key()), day)
+
+
+def test_it_comes_back_exactly_after_a_restart(path: Path) -> None:
+    day = sessions()
+    with DayStore(path, clock=Clock()) as first:
+        first.put(key(), day)
+    with DayStore(path, clock=Clock()) as again:
+        assert_exact(again.get(key()), day)
+
+
+def test_values_orjson_refuses_still_round_trip(day_store: DayStore) -> None:
+    # A lone surrogate (json.loads lets one through from an escaped body) and an integer beyond 64 bits.
+    odd = [
+        Session("odd", "v\ud800x", None, None, 2**70, -(2**70), ["/\udfff"], None, None, None, None, {"k": "\ud83d"})
+    ]
+    day_store.put(key(), odd)
+    assert_exact(day_store.get(key()), odd)
+
+
+def test_an_empty_day_is_a_day(day_store: DayStore) -> None:
+    day_store.put(key(), [])
+    assert day_store.get(key()) == []
+
+
+def test_the_target_signal_defaults_to_the_website(day_store: DayStore) -> None:
+    day_store.put(key(target_signal_id=None), sessions(3))
+    assert_exact(day_store.get(key(target_signal_id="site")), sessions(3))
+    assert day_store.get(key(target_signal_id="other")) is None
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"fingerprint": "ffffffffffff"},
+        {"website_id": "site2"},
+        {"is_hybrid": True},
+        {"timezone": "UTC"},
+        {"day": DAY + timedelta(days=1)},
+    ],
+)
+def test_every_part_of_the_key_tells_days_apart(day_store: DayStore, other: dict[str, object]) -> None:
+    day_store.put(key(), sessions(3))
+    assert day_store.get(key(**other)) is None
+
+
+def test_put_replaces_the_day(day_store: DayStore) -> None:
+    day_store.put(key(), sessions(5, "old"))
+    day_store.put(key(), sessions(3, "new"))
+    assert_exact(day_store.get(key()), sessions(3, "new"))
+    assert day_store.status().days == 1
+
+
+_text = st.text(max_size=12)
+_maybe_text = st.none() | _text
+_offsets = st.none() | st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+_started = st.none() | st.builds(
+    lambda dt, tz: dt.replace(tzinfo=tz),
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    _offsets,
+)
+_session = st.builds(
+    Session,
+    id=st.text(min_size=1, max_size=12),
+    visitor_id=_maybe_text,
+    started_at=_started,
+    duration=st.none() | st.floats(min_value=0, allow_nan=False, allow_infinity=False),
+    page_views=st.none() | st.integers(-(2**80), 2**80),
+    events=st.none() | st.integers(0, 2**40),
+    pages=st.lists(_text, max_size=4),
+    browser=_maybe_text,
+    os=_maybe_text,
+    device=_maybe_text,
+    country=_maybe_text,
+    fields=st.dictionaries(_text, _text, max_size=3),
+)
+
+
+@hypothesis_settings(max_examples=200)
+@given(st.lists(_session, max_size=8))
+def test_the_body_format_round_trips_any_sessions(day: list[Session]) -> None:
+    assert_exact(decode(encode(day)), day)
+
+
+# ------------------------------------------------------------------------------------- closed days only
+
+
+def test_closed_means_48_hours_after_the_local_end_of_the_day(path: Path) -> None:
+    end = datetime(2026, 10, 2, tzinfo=timezone(timedelta(hours=3))).timestamp()  # Istanbul is UTC+3
+    clock = Clock(end + CLOSED_AFTER)
+    probe = DayStore(path, clock=clock)
+    assert probe.closed(TZ, DAY)
+    clock.now -= 1
+    assert not probe.closed(TZ, DAY)
+    # The same date ends 25 hours apart in the first and the last time zone.
+    clock.now = datetime(2026, 10, 2, tzinfo=UTC).timestamp() + CLOSED_AFTER
+    assert probe.closed("Pacific/Kiritimati", DAY)  # UTC+14: ended earlier
+    assert not probe.closed("Pacific/Pago_Pago", DAY)  # UTC-11: ends later
+    assert not probe.closed("Not/AZone", DAY)
+
+
+def test_days_younger_than_48_hours_are_never_stored(path: Path) -> None:
+    clock = Clock(datetime(2026, 10, 2, 12, tzinfo=UTC).timestamp())  # DAY ended 33 hours ago in Istanbul
+    with DayStore(path, clock=clock) as young:
+        young.put(key(), sessions(3))
+        assert young.status().days == 0
+        assert young.get(key()) is None
+
+
+def test_days_younger_than_48_hours_are_never_served(path: Path) -> None:
+    clock = Clock()
+    with DayStore(path, clock=clock) as day_store:
+        day_store.put(key(), sessions(3))
+        clock.now = datetime(2026, 10, 2, 12, tzinfo=UTC).timestamp()  # a clock set back
+        assert day_store.get(key()) is None
+        clock.now = LATER
+        assert_exact(day_store.get(key()), sessions(3))
+
+
+# --------------------------------------------------------------------------------------- size cap (LRU)
+
+
+def test_the_least_recently_used_days_go_when_the_cap_is_reached(path: Path) -> None:
+    one_day = len(encode(sessions(100, DAY.isoformat()))) + store_module.ROW_OVERHEAD
+    clock = Clock()
+    with DayStore(path, max_bytes=3 * one_day + 100, clock=clock) as day_store:
+        days = [DAY + timedelta(days=i) for i in range(4)]
+        for d in days[:3]:
+            clock.now += 120
+            day_store.put(key(d), sessions(100, d.isoformat()))
+        clock.now += 120
+        assert day_store.get(key(days[0])) is not None  # the first day is used again: now the second is oldest
+        clock.now += 120
+        day_store.put(key(days[3]), sessions(100, days[3].isoformat()))
+        assert day_store.get(key(days[1])) is None
+        for d in (days[0], days[2], days[3]):
+            assert_exact(day_store.get(key(d)), sessions(100, d.isoformat()))
+        status = day_store.status()
+        assert status.days == 3
+        assert sum(site.bytes for site in status.sites) <= day_store.max_bytes
+
+
+def test_a_day_larger_than_the_whole_cap_is_not_stored(path: Path) -> None:
+    with DayStore(path, max_bytes=1000, clock=Clock()) as day_store:
+        day_store.put(key(), sessions(100))
+        assert day_store.get(key()) is None
+        assert day_store.status().days == 0
+
+
+def test_evicted_space_goes_back_to_the_file_system(path: Path) -> None:
+    clock = Clock()
+    with DayStore(path, max_bytes=40 * 2**20, clock=clock) as day_store:
+        for i in range(6):
+            day_store.put(key(DAY + timedelta(days=i)), sessions(3000, str(i)))
+        big = day_store.status().bytes
+        assert day_store.clear() == 6
+        assert day_store.status().bytes < big / 4
+
+
+# ------------------------------------------------------------------------------------------- file modes
+
+
+def test_the_file_and_its_journal_are_private(day_store: DayStore, path: Path) -> None:
+    day_store.put(key(), sessions(3))
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    files = [p for p in path.parent.iterdir() if p.name.startswith(FILENAME)]
+    assert {p.name for p in files} >= {FILENAME, FILENAME + "-wal", FILENAME + "-shm"}
+    for file in files:
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file.name
+
+
+def test_an_existing_file_readable_by_others_is_made_private(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.touch(mode=0o644)
+    os.chmod(path, 0o644)
+    with DayStore(path, clock=Clock()):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_the_file_never_holds_the_api_key(tmp_path: Path) -> None:
+    secret = SecretStr("hk_live_SECRET_123456")
+    path = tmp_path / FILENAME
+    with DayStore(path, clock=Clock()) as day_store:
+        day_store.put(key(fingerprint=key_fingerprint(secret)), sessions(10))
+        assert day_store.status().sites[0].fingerprint == key_fingerprint(secret)
+    for file in tmp_path.iterdir():
+        assert b"SECRET" not in file.read_bytes()
+
+
+# ------------------------------------------------------------------------------------------- corruption
+
+
+def fill(path: Path, days: int = 5, n: int = 200) -> None:
+    with DayStore(path, clock=Clock()) as day_store:
+        for i in range(days):
+            day_store.put(key(DAY + timedelta(days=i)), sessions(n, f"d{i}"))
+    # Closing the last connection checkpoints the journal into the file and removes it.
+    assert not Path(f"{path}-wal").exists()
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "hardal_mcp.store" and r.levelno >= logging.WARNING]
+
+
+def test_a_garbage_file_is_rebuilt(path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_bytes(os.urandom(50_000))
+    with DayStore(path, clock=Clock()) as day_store:
+        assert day_store.get(key()) is None
+        day_store.put(key(), sessions(3))
+        assert_exact(day_store.get(key()), sessions(3))
+    assert len(warnings_of(caplog)) == 1
+    assert "rebuilding" in warnings_of(caplog)[0]
+
+
+def test_a_truncated_file_serves_nothing_wrong_and_is_rebuilt(path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fill(path)
+    with open(path, "r+b") as file:
+        file.truncate(path.stat().st_size // 2)
+    with DayStore(path, clock=Clock()) as day_store:
+        for i in range(5):
+            got = day_store.get(key(DAY + timedelta(days=i)))
+            assert got is None or got == sessions(200, f"d{i}")  # whatever survived is exact, or nothing
+        day_store.put(key(), sessions(3))
+        assert_exact(day_store.get(key()), sessions(3))
+    assert warnings_of(caplog), "the damage is said"
+
+
+def test_a_flipped_byte_in_a_body_is_caught_by_its_checksum(path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fill(path)
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b'"d2_150"')  # inside the body of the third day
+    raw[at + 2] ^= 0x01  # d -> e: still valid JSON, a different session id
+    path.write_bytes(bytes(raw))
+    with DayStore(path, clock=Clock()) as day_store:
+        assert day_store.get(key(DAY + timedelta(days=2))) is None
+        assert day_store.status().days == 4  # that day is dropped, to be fetched again
+        for i in (0, 1, 3, 4):
+            assert_exact(day_store.get(key(DAY + timedelta(days=i))), sessions(200, f"d{i}"))
+    (message,) = warnings_of(caplog)
+    assert "checksum" in message
+
+
+def test_a_body_moved_to_another_key_fails_its_checksum(path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fill(path, days=1)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE days SET fingerprint = 'ffffffffffff'")
+    with DayStore(path, clock=Clock()) as day_store:
+        assert day_store.get(key(fingerprint="ffffffffffff")) is None
+    assert any("checksum" in m for m in warnings_of(caplog))
+
+
+def test_trouble_is_logged_once_per_kind(path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fill(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE days SET checksum = zeroblob(32)")
+    with DayStore(path, clock=Clock()) as day_store:
+        assert all(day_store.get(key(DAY + timedelta(days=i))) is None for i in range(5))
+    assert len(warnings_of(caplog)) == 1
+
+
+@pytest.mark.parametrize("schema", ["CREATE TABLE notes (x)", "PRAGMA user_version = 7", "PRAGMA application_id = 42"])
+def test_a_foreign_or_older_sqlite_file_is_rebuilt(path: Path, schema: str, caplog: pytest.LogCaptureFixture) -> None:
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute(schema)
+        conn.execute("CREATE TABLE IF NOT EXISTS other (y)")
+    with DayStore(path, clock=Clock()) as day_store:
+        day_store.put(key(), sessions(3))
+        assert_exact(day_store.get(key()), sessions(3))
+    assert any("rebuilding" in m for m in warnings_of(caplog))
+    with sqlite3.connect(path) as conn:
+        assert {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {"days"}
+
+
+def test_a_file_replaced_under_an_open_store_is_followed(path: Path) -> None:
+    with DayStore(path, clock=Clock()) as first, DayStore(path, clock=Clock()) as second:
+        first.put(key(), sessions(3))
+        assert second.clear() == 1
+        for suffix in ("", "-wal", "-shm"):  # what a rebuild by another process does
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        second.put(key(DAY + timedelta(days=1)), sessions(2))
+        assert_exact(first.get(key(DAY + timedelta(days=1))), sessions(2))
+
+
+# ----------------------------------------------------------------------------------- threads, processes
+
+
+def test_threads_share_one_store(day_store: DayStore) -> None:
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(10):
+                k = key(DAY + timedelta(days=(t * 10 + i) % 15))
+                day_store.put(k, sessions(40, f"{k.day}"))
+                got = day_store.get(k)
+                assert got == sessions(40, f"{k.day}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert day_store.status().days == 15
+
+
+WRITER = """
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from tests.test_store import key, sessions, Clock
+from hardal_mcp.store import DayStore
+path, first = Path(sys.argv[1]), int(sys.argv[2])
+with DayStore(path, clock=Clock()) as day_store:
+    for i in range(first, first + 30):
+        k = key(date(2026, 9, 1) + timedelta(days=i % 40))
+        day_store.put(k, sessions(300, k.day.isoformat()))
+        got = day_store.get(k)
+        assert got == sessions(300, k.day.isoformat()), "read back"
+print("ok")
+"""
+
+
+def test_two_processes_write_one_file_at_once(path: Path) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), str(first), str(ROOT)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for first in (0, 20)  # days 20-29 are written by both
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert out.strip() == "ok"
+        assert "damaged" not in err and "failed" not in err, err
+    with DayStore(path, clock=Clock()) as day_store:
+        assert day_store.status().days == 40
+        for i in range(40):
+            d = date(2026, 9, 1) + timedelta(days=i)
+            assert_exact(day_store.get(key(d)), sessions(300, d.isoformat()))
+
+
+# --------------------------------------------------------------------------------- where, settings, CLI
+
+
+def test_store_path_follows_hardal_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert store_path("off") is None
+    assert store_path("auto", {}, "linux") == tmp_path / "home" / ".cache" / "hardal-mcp" / FILENAME
+    assert store_path("auto", {"XDG_CACHE_HOME": "/xdg"}, "linux") == Path("/xdg/hardal-mcp") / FILENAME
+    assert store_path("auto", {"XDG_CACHE_HOME": "relative"}, "linux") == default_path({}, "linux")
+    assert store_path("auto", {}, "darwin") == tmp_path / "home" / "Library" / "Caches" / "hardal-mcp" / FILENAME
+    windows = store_path("auto", {"LOCALAPPDATA": str(tmp_path / "local")}, "win32")
+    assert windows == tmp_path / "local" / "hardal-mcp" / "Cache" / FILENAME
+    assert store_path(str(tmp_path / "x.db")) == tmp_path / "x.db"
+    assert store_path(str(tmp_path)) == tmp_path / FILENAME  # an existing directory
+    assert store_path(f"{tmp_path}/new/") == tmp_path / "new" / FILENAME
+    assert store_path("~/s.db") == tmp_path / "home" / "s.db"
+
+
+def test_settings_read_hardal_store() -> None:
+    assert Settings.from_env({}).store == "auto"
+    assert Settings.from_env({"HARDAL_STORE": " OFF "}).store == "off"
+    assert Settings.from_env({"HARDAL_STORE": "/data/x.db"}).store == "/data/x.db"
+    assert Settings.from_env({"HARDAL_STORE_MAX_MB": "64"}).store_max_mb == 64
+    assert Settings.from_env({}).store_max_mb == 512
+    assert make_settings().store == "off"  # tests never touch the real cache unless they ask
+
+
+def test_open_follows_the_settings(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert DayStore.open(make_settings(store="off")) is None
+    opened = DayStore.open(make_settings(store=str(tmp_path), store_max_mb=3))
+    assert opened is not None
+    with opened:
+        assert opened.path == tmp_path / FILENAME
+        assert opened.max_bytes == 3 * 2**20
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert DayStore.open(make_settings(store=str(blocker / "sub" / "s.db"))) is None  # a directory under a file
+    assert any("unavailable" in m for m in warnings_of(caplog))
+
+
+def cli(*args: str, store: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HARDAL_")}
+    return subprocess.run(
+        [sys.executable, "-m", "hardal_mcp", *args],
+        cwd=ROOT,
+        env={**base, "HARDAL_STORE": store, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_status_and_clear(tmp_path: Path) -> None:
+    secret = "hk_live_CLI_SECRET_999"
+    path = tmp_path / FILENAME
+    with DayStore(path, clock=Clock()) as day_store:
+        for i in range(3):
+            day_store.put(key(DAY + timedelta(days=i), fingerprint=key_fingerprint(SecretStr(secret))), sessions(5))
+        day_store.put(key(DAY, website_id="shop"), sessions(5))
+    done = cli("store", "status", store=str(tmp_path), HARDAL_API_KEY=secret)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert str(path) in out
+    assert "days         4" in out
+    assert "websites     2" in out
+    assert "oldest day   2026-10-01" in out and "newest day   2026-10-03" in out
+    assert key_fingerprint(SecretStr(secret)) in out
+    assert secret not in out + done.stderr
+    done = cli("store", "clear", store=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "4 days removed" in done.stdout
+    assert "days         0" in cli("store", "status", store=str(tmp_path)).stdout
+
+
+def test_cli_status_creates_nothing_and_says_when_off(tmp_path: Path) -> None:
+    done = cli("store", "status", store=str(tmp_path / "none") + "/")
+    assert done.returncode == 0 and "nothing stored yet" in done.stdout
+    assert not (tmp_path / "none").exists()
+    assert "off" in cli("store", "status", store="off").stdout
+
+
+def test_status_counts_days_websites_and_span(day_store: DayStore) -> None:
+    empty = day_store.status()
+    assert (empty.days, empty.websites, empty.oldest, empty.newest, empty.sites) == (0, 0, None, None, ())
+    day_store.put(key(DAY), sessions(2))
+    day_store.put(key(DAY + timedelta(days=5)), sessions(2))
+    day_store.put(key(DAY - timedelta(days=3), website_id="b", fingerprint="bbbbbbbbbbbb"), sessions(2))
+    status = day_store.status()
+    assert (status.days, status.websites) == (3, 2)
+    assert (status.oldest, status.newest) == (DAY - timedelta(days=3), DAY + timedelta(days=5))
+    assert [(s.fingerprint, s.website_id, s.days) for s in status.sites] == [(FP, "site", 2), ("bbbbbbbbbbbb", "b", 1)]
+    assert status.bytes > 0
