@@ -15,7 +15,7 @@ from typing import Any
 import httpx2
 
 from . import __version__
-from .config import Settings
+from .config import Settings, display_url
 from .errors import ConfigError, HardalError
 
 DEMO_BASE_URL = "http://sandbox.demo"  # never resolved: --demo routes requests to the in-process sandbox
@@ -247,7 +247,7 @@ async def _check(settings: Settings, transport: httpx2.AsyncBaseTransport | None
     from .params import resolve_window
 
     lines = [
-        f"base URL     {settings.base_url}",
+        f"base URL     {display_url(settings.base_url)}",
         f"API key      {'set' if settings.api_key else 'MISSING — set HARDAL_API_KEY'}",
         f"website      {settings.website_id or 'MISSING — set HARDAL_WEBSITE_ID (or pass website_id per call)'}",
         f"time zone    {settings.timezone}",

@@ -81,6 +81,7 @@ class Outcome:
     partial_reason: str | None = None
     design: Design | None = None  # set when the figures must be estimated
     stored_days: int = 0  # days read from the store
+    unstored: bool = False  # closed days were read whole but too many at once to keep for the store
 
 
 class Allowance:
@@ -133,6 +134,7 @@ class Planner:
         self.allowance = allowance
         self.size = settings.page_size
         self._clusters: list[int] = []  # sessions per cluster, by index
+        self._days: list[int] = []  # each cluster's day, as an index in the window
         self._fingerprint = key_fingerprint(key)
         self.stopped: str | None = None  # why the last page was not read, if one was not
 
@@ -173,12 +175,12 @@ class Planner:
         rest = [
             (run, offset)
             for run, t in zip(runs, totals, strict=True)
-            for offset in range(self.size, t if t is not None else (budget_pages + 1) * self.size, self.size)
+            for offset in range(self.size, t or 0, self.size)
         ]
         fits = len(rest) + len(runs) <= budget_pages and self.allowance.left >= sum(
             not self._cached(self.scope.span(run[0], run[-1]), offset) for run, offset in rest
         )
-        if fits or all(t is not None and t <= len(p.sessions) for t, p in zip(totals, first_pages, strict=True)):
+        if fits or None in totals:  # without totals there is nothing to plan a sample with: walk on
             return await self._exact(runs, first_pages, consume, stored, outcome, max_sessions, progress)
         if exact is not None:
             whole = sum(t or 0 for t in totals) + sum(stored.values())
@@ -219,8 +221,9 @@ class Planner:
                 consume(Page(batch, page.dropped))
                 if held is not None:
                     held.extend(batch)
-                    if len(held) > HOLD_FOR_STORE:
-                        held.clear()  # too much to keep: the background fill stores these days one by one
+                    if len(held) > HOLD_FOR_STORE or page.dropped:
+                        held.clear()  # not kept whole: the background fill stores these days one by one
+                        outcome.unstored = True
 
             take(first)
             if total is None:  # no total to plan with: walk on until the API says stop
@@ -252,7 +255,7 @@ class Planner:
             outcome.total = None if outcome.total is None or total is None else outcome.total + total
             if failure:
                 outcome.partial_reason = outcome.partial_reason or failure
-            elif held:
+            elif held and len(held) == total and len({s.id for s in held}) == total:  # whole, once each
                 await self._store_days(held)
             if progress is not None:
                 await progress(read, outcome.total, f"{read:,} sessions read")
@@ -305,6 +308,7 @@ class Planner:
             nonlocal read
             index = len(self._clusters)
             self._clusters.append(len(page.sessions))
+            self._days.append((day.day - self.scope.window.start).days)
             read += len(page.sessions)
             if first:
                 day.first_cluster, day.first = index, len(page.sessions)
@@ -414,10 +418,9 @@ class Planner:
             groups.clear()  # every day fit in its first page: the read is whole after all
         elif not build(False) and not build(True):
             return None
-        day_totals = tuple(
-            stored.get(day) if day in stored else next((d.total for d in days if d.day == day), None)
-            for day in (self.scope.window.start + timedelta(days=i) for i in range(self.scope.window.days))
-        )
+        window_days = [self.scope.window.start + timedelta(days=i) for i in range(self.scope.window.days)]
+        totals = {d.day: d.total for d in days}
+        day_totals = tuple(stored[day] if day in stored else totals.get(day) for day in window_days)
         return Design(
             total=total,
             read=read + sum(stored.values()),
@@ -425,6 +428,9 @@ class Planner:
             groups=tuple(groups),
             clusters=tuple(zip(self._clusters, clusters, strict=True)),
             day_totals=day_totals,
+            day_of=tuple(self._days),
+            whole=tuple(day in stored for day in window_days),
+            unasked=share,
         )
 
     # -- list_sessions' pager ------------------------------------------------------------------------
@@ -454,15 +460,16 @@ class Planner:
             if not self._closed(day) or await self._stored(day) is not None:
                 continue
             sessions: list[Session] = []
-            offset = 0
+            offset, total = 0, None
             while True:
                 await self._spare_budget()
                 page = await self._fetch(self.scope.day(day), offset)
                 sessions.extend(page.sessions)
-                if page.dropped or not has_more_after(page, offset, self.size):
+                total = total if total is not None else _total(page)
+                if page.dropped or total is None or offset + self.size >= total:
                     break
                 offset += self.size
-            if not any(s.started_at is None for s in sessions):
+            if total is not None and len(sessions) == total == len({s.id for s in sessions}):
                 await anyio.to_thread.run_sync(self.store.put, self._day_key(day), sessions)
                 done += 1
         return done

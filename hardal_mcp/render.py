@@ -198,7 +198,7 @@ def render_summary(s: Summary) -> str:
         bounce, per_session = _fixed(t.bounce_pct, 1), _fixed(t.pages_per_session, 2)
     lines.append(
         f"totals: {_count(t.sessions, 'session')} · {visitors} · {t.page_views:,} page views "
-        f"({per_session}/session) · {t.events:,} events · bounce {bounce}% ({t.bounces:,})"
+        f"({per_session}/session) · {t.events:,} events · bounce {bounce}%{_moe(t.moe, 'bounce_pct')} ({t.bounces:,})"
     )
     if d.median is not None and d.mean is not None and d.p90 is not None:
         known = f"median {fmt_duration(d.median)} · mean {fmt_duration(d.mean)} · p90 {fmt_duration(d.p90)}"
@@ -219,6 +219,11 @@ def render_summary(s: Summary) -> str:
     return _fit_digest(lines)
 
 
+def _moe(margins: dict[str, float] | None, name: str) -> str:
+    moe = margins.get(name) if margins else None
+    return f" ±{_fixed(moe, 1)}" if moe is not None else ""
+
+
 def _field_label(key: str) -> str:
     """A field key is visitor-typed too: a fixed word before it keeps it from posing as a section."""
     return f"field {cell(key, 40)}"
@@ -227,12 +232,18 @@ def _field_label(key: str) -> str:
 def _head(title: str, website_id: str, window: WindowInfo, cov: Coverage, segment: str | None) -> list[str]:
     """What every digest starts with: what it is of, how much of the window it covers, which sessions."""
     lines = [f"{title} of {cell(website_id, 80)} · {window_text(window)}"]
-    state = f"complete, {_count(cov.scanned, 'session')} read" if cov.complete else "PARTIAL"
+    if cov.sample is not None:
+        state = "ESTIMATED (counts are scaled estimates; ±: 95% margin)"
+    else:
+        state = f"complete, {_count(cov.scanned, 'session')} read" if cov.complete else "PARTIAL"
     # A note may quote an upstream error message: cleaned like any upstream text.
     lines.append(f"coverage: {state}" + (f" · {clean(cov.note, NOTE_CHARS)}" if cov.note else ""))
     if segment is not None:
         # Written by the model's own arguments, not by visitors: cleaned, separators kept.
-        lines.append(f"segment: {clean(segment, NOTE_CHARS)} · {cov.matched or 0:,} of {cov.scanned:,} sessions match")
+        read = "read " if cov.sample is not None else ""
+        lines.append(
+            f"segment: {clean(segment, NOTE_CHARS)} · {cov.matched or 0:,} of {cov.scanned:,} sessions {read}match"
+        )
     return lines
 
 
@@ -256,11 +267,12 @@ def render_funnel(f: FunnelResult) -> str:
         line = f"step {i} {cell(step.page, 100)}: {step.sessions:,}"
         of_start = _pct(step.sessions, entered) if counted else _fixed(step.from_start_pct, 1)
         if i == 2:
-            line += f" ({of_start}% of step 1)"
+            line += f" ({of_start}%{'' if step.moe is None else f' ±{_fixed(step.moe, 1)}'} of step 1)"
         elif i > 2:
             before = f.steps[i - 2].sessions
             of_prev = _pct(step.sessions, before) if counted else _fixed(step.from_prev_pct or 0.0, 1)
-            line += f" ({of_start}% of step 1 · {of_prev}% of step {i - 1})"
+            margin = "" if step.moe is None else f" ±{_fixed(step.moe, 1)}"
+            line += f" ({of_start}%{margin} of step 1 · {of_prev}% of step {i - 1})"
         if i == f.worst_step:
             before = f.steps[i - 2].sessions
             lost = before - step.sessions
@@ -482,7 +494,14 @@ def _total_text(name: str, value: float | None) -> str:
 
 def _change_text(c: Change) -> str:
     """`sessions 10,234 vs 9,876 (+358, +3.6%)`; rates change in points, durations in time; `change n/a`
-    when either side is unknown."""
+    when either side is unknown; an estimated change carries its margin, and `noise` within it."""
+    text = _plain_change(c)
+    if c.moe is not None and c.delta is not None:
+        text = text[:-1] + f", ±{_fixed(c.moe, 1 if c.moe >= 1 else 2)}{', within noise' if c.noise else ''})"
+    return text
+
+
+def _plain_change(c: Change) -> str:
     label = c.name.replace("_pct", " rate").replace("_", " ")
     values = f"{label} {_total_text(c.name, c.now)} vs {_total_text(c.name, c.before)}"
     if c.now is None or c.before is None or c.delta is None:
@@ -501,7 +520,11 @@ def render_comparison(c: Comparison) -> str:
     """Every total against the previous period, then per breakdown the values that moved most."""
     lines = [
         f"Comparison of {cell(c.website_id, 80)} · now {window_text(c.current)} · before {window_text(c.previous)}",
-        "complete: both periods read in full" if c.complete else "PARTIAL: not every session of both periods read",
+        "complete: both periods read in full"
+        if c.complete
+        else "ESTIMATED: a period was sampled; ± is a change's 95% margin, 'within noise' when it is smaller"
+        if c.estimated
+        else "PARTIAL: not every session of both periods read",
     ]
     lines += [f"note: {clean(n, NOTE_CHARS)}" for n in c.notes]
     if c.segment is not None:
@@ -511,7 +534,8 @@ def render_comparison(c: Comparison) -> str:
     for i, b in enumerate(c.breakdowns + c.pages):
         parts = [
             f"{cell(m.v, 100)} {_signed(m.delta, f'{abs(m.delta):,}')} ({m.now:,} vs {m.before:,}, "
-            f"share {_signed(m.share_delta, _fixed(abs(m.share_delta), 1))} pts)"
+            f"share {_signed(m.share_delta, _fixed(abs(m.share_delta), 1))} pts"
+            + (f" ±{_fixed(m.moe, 1)}{', within noise' if m.noise else ''})" if m.moe is not None else ")")
             for m in b.movers
         ]
         drivers = [

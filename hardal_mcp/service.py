@@ -486,8 +486,8 @@ class Hardal:
         """After an answer that was sampled or left closed days unstored, store them with spare budget."""
         if self.background is None or self.store is None:
             return
-        if outcome.design is None and outcome.partial_reason is None:
-            return
+        if outcome.design is None and not outcome.unstored:
+            return  # read whole (and stored), or cut short by a failure the next question will meet anyway
         planner = self.planner(scope, math.inf, Allowance(MAX_SESSIONS_CAP))
         self.background.start(f"{key_fingerprint(self.key())}/{scope}", planner.fill)
 

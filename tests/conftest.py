@@ -114,6 +114,13 @@ def stop(served: Served) -> None:
         served.proc.stderr.close()
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test (and each server it starts as a subprocess) gets its own cache directory: a day store or
+    rate budget left by one test never serves another, and nothing is written into the real home."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(scope="session")
 def sandbox_server() -> Iterator[Served]:
     """The fake Hardal API on a real loopback port."""

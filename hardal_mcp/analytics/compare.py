@@ -51,6 +51,7 @@ class Comparison(Schema):
     previous: WindowInfo
     segment: str | None = None
     complete: bool = Field(description="Both periods read in full")
+    estimated: bool = Field(default=False, description="A period was sampled: changes carry margins")
     notes: list[str]
     totals: list[Change]
     breakdowns: list[BreakdownChange] = Field(description="country, device, browser, os, then fields")
@@ -87,6 +88,7 @@ def compare(current: Summary, previous: Summary, *, movers: int = MOVERS) -> Com
         previous=previous.window,
         segment=current.segment,
         complete=current.coverage.complete and previous.coverage.complete,
+        estimated=current.coverage.sample is not None or previous.coverage.sample is not None,
         notes=notes,
         totals=[
             _change(name, now, before, _margin(current.totals.moe, previous.totals.moe, name))

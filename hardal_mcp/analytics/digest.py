@@ -46,16 +46,19 @@ from .schema import (
     _check_top,
     _Clock,
     _exit,
-    _field_name,
+    _grouped,
     _label,
     _landing,
-    _merge,
     _path,
     _path_label,
     _Tally,
+    field_names,
     fmt_duration,
+    identity,
     pct,
     quantile,
+    sequence_exact,
+    sequence_identity,
 )
 from .segment import Segment
 
@@ -204,6 +207,7 @@ class Digest(Scan):
             record.series = [float(n) for n in self._series]
         fields = self._field_tallies()
         broken_down = sum(1 for key, _ in fields if key in UTM_KEYS) + FIELD_KEYS
+        names = field_names(key for key, _ in fields[: broken_down + LISTED_FIELD_KEYS])
         landing, exit_, path = self._dims[4].mapped(_landing, _exit, _path)
         return Summary(
             website_id=website_id,
@@ -212,20 +216,16 @@ class Digest(Scan):
             coverage=self.coverage(total, partial_reason),
             totals=self._totals(),
             breakdowns=[
-                # Upstream spells enumerations inconsistently (`Desktop` / `desktop`): fold case.
-                _breakdown(name, tally.folded(_label, casefold=True), sessions, top, record=record)
+                _enumeration(name, tally, sessions, top, record)
                 for name, tally in zip(DIMENSIONS, self._dims[:4], strict=True)
             ]
-            + [self._field_breakdown(key, tally, record) for key, tally in fields[:broken_down]],
-            other_fields=[_field_name(key) for key, _ in fields[broken_down:][:LISTED_FIELD_KEYS]],
+            + [self._field_breakdown(key, names[key], tally, record) for key, tally in fields[:broken_down]],
+            other_fields=[names[key] for key, _ in fields[broken_down:][:LISTED_FIELD_KEYS]],
             pages=[
-                _breakdown("landing", landing.folded(_label), sessions, top, record=record),
-                _breakdown("exit", exit_.folded(_label), sessions, top, record=record),
+                _breakdown("landing", landing.grouped(identity)[0], sessions, top, record=record),
+                _breakdown("exit", exit_.grouped(identity)[0], sessions, top, record=record),
                 _breakdown("viewed", self._viewed(), self._views.total(), top, record=record),
-                # A path's bounce rate only restates its length: counts alone.
-                _breakdown(
-                    "path", {v: c[:1] for v, c in path.folded(_path_label).items()}, sessions, top, record=record
-                ),
+                _paths(path, sessions, top, record),
             ],
             series=Series(
                 unit=self._clock.unit,
@@ -277,8 +277,8 @@ class Digest(Scan):
         having = {key: tally.sessions for key, tally in tallies.items()}
         return utm + sorted(tallies.items(), key=lambda item: (-having[item[0]], item[0]))
 
-    def _field_breakdown(self, key: str, tally: _Tally, record: Record | None) -> Breakdown:
-        groups = tally.folded(_label)
+    def _field_breakdown(self, key: str, name: str, tally: _Tally, record: Record | None) -> Breakdown:
+        groups = tally.grouped(identity)[0]
         having = sum(g[0] for g in groups.values())
         missing = groups.setdefault(NONE, [0, 0])  # an empty value reads as missing too
         missing[0] += self.matched - having
@@ -287,10 +287,10 @@ class Digest(Scan):
             del groups[NONE]
         values = len(groups) - (NONE in groups)
         id_like = bool(_ID_KEY.search(key)) or (values >= _ID_MIN_DISTINCT and 2 * values >= having)
-        return _breakdown(_field_name(key), groups, self.matched, self.top, id_like=id_like, record=record)
+        return _breakdown(name, groups, self.matched, self.top, id_like=id_like, record=record)
 
     def _viewed(self) -> dict[str, list[int]]:
-        return _merge(((page, (n,)) for page, n in self._views.items()), _label)
+        return _grouped(((page, (n,)) for page, n in self._views.items()), identity)[0]
 
     def _examples(self) -> list[Example]:
         """Sessions worth opening, each chosen deterministically (ties go to the smallest id)."""
@@ -310,6 +310,31 @@ class Digest(Scan):
                     f"typical {what}: median duration {fmt_duration(typical[0])} of {len(kind.ids):,}"
                 )
         return [Example(id=clean(sid, 128), why="; ".join(whys)) for sid, whys in found.items()]
+
+
+def _enumeration(name: str, tally: _Tally, sessions: int, top: int, record: Record | None) -> Breakdown:
+    """Upstream spells enumerations inconsistently (`Desktop` / `desktop`): they alone fold case, and each
+    group is shown in its most frequent spelling."""
+    groups, spelled = tally.grouped(_folded)
+    return _breakdown(name, groups, sessions, top, record=record, text=lambda i: _label(spelled[i]), exact=spelled.get)
+
+
+def _folded(value: str | None) -> str:
+    return identity(value, fold=True)
+
+
+def _paths(tally: _Tally, sessions: int, top: int, record: Record | None) -> Breakdown:
+    """Sessions by their first three pages, exactly. A path's bounce rate only restates its length: counts alone."""
+    groups, spelled = tally.grouped(sequence_identity)
+    return _breakdown(
+        "path",
+        {i: c[:1] for i, c in groups.items()},
+        sessions,
+        top,
+        record=record,
+        text=lambda i: _path_label(spelled[i]),
+        exact=lambda i: sequence_exact(spelled[i]),
+    )
 
 
 def _seconds(value: float | None) -> float | None:
@@ -350,11 +375,11 @@ def estimate_summary(summary: Summary, est: Estimator, *, segmented: bool) -> Su
     breakdowns = [estimate_breakdown(b, est) for b in summary.breakdowns]
     pages = [estimate_breakdown(b, est) for b in summary.pages]
     series = summary.series
-    if segmented or series.unit != "day" or None in design.day_totals:
-        counts = [round(est.value(element(i))) for i in range(len(series.counts))]
-        series = series.model_copy(update={"counts": counts, "estimated": True})
-    else:
-        series = series.model_copy(update={"counts": [n or 0 for n in design.day_totals]})
+    if series.unit == "day":
+        counts, estimated = est.per_day(segmented)
+    else:  # hours of a one- or two-day window
+        counts, estimated = [round(est.value(element(i))) for i in range(len(series.counts))], True
+    series = series.model_copy(update={"counts": counts, "estimated": estimated})
     sample = sample_info(est, breakdowns + pages)
     coverage = summary.coverage.model_copy(update={"sample": sample, "note": sample_note(sample, design.days)})
     return summary.model_copy(

@@ -79,6 +79,9 @@ class Design:
     groups: tuple[Group, ...]
     clusters: tuple[tuple[int, int | None], ...]  # (sessions in the page, group)
     day_totals: tuple[int | None, ...]  # exact sessions per day (None: not asked)
+    day_of: tuple[int, ...] = ()  # each cluster's day (index in the window)
+    whole: tuple[bool, ...] = ()  # per day: read whole (from the store)
+    unasked: float = 0.0  # sessions per day not asked: the rest of the window's exact total, shared evenly
 
     @property
     def sampled(self) -> bool:
@@ -99,6 +102,7 @@ class Estimator:
             if group is not None:
                 members[group].append((sessions, pages[i]))
         self._members = members
+        self._pages = pages
         self._weights = [
             g.population / max(1, sum(n for n, _ in m)) for g, m in zip(design.groups, members, strict=True)
         ]
@@ -121,6 +125,28 @@ class Estimator:
             spread = sum((w * (z - r * n)) ** 2 for z, (n, _) in zip(values, members, strict=True))
             total += max(0.0, 1 - m / group.pages) * m / (m - 1) * spread
         return total
+
+    def per_day(self, segmented: bool) -> tuple[list[int], bool]:
+        """Sessions per day, and whether any is estimated: exact totals where asked; with a segment, each
+        day's total times the share matching among that day's own pages (a separate ratio per day)."""
+        design, pages = self.design, self._pages
+        matching = self.value(scalar("sessions")) / design.total if design.total else 0.0
+        counts: list[int] = []
+        estimated = False
+        for i, total in enumerate(design.day_totals):
+            n = design.unasked if total is None else float(total)
+            estimated |= total is None
+            mine = [(sessions, pages[c]) for c, (sessions, _) in enumerate(design.clusters) if design.day_of[c] == i]
+            if not segmented:
+                counts.append(round(n))
+            elif i < len(design.whole) and design.whole[i]:
+                counts.append(round(element(i)(self.master)))
+            else:
+                read = sum(sessions for sessions, _ in mine)
+                share = sum(element(i)(rec) for _, rec in mine) / read if read else matching
+                counts.append(round(n * share))
+                estimated = True
+        return counts, estimated
 
     def ratio(self, num: Getter, den: Getter, scale: float = 1.0) -> tuple[float, float | None]:
         """`scale * num / den` and its 95% margin."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bisect import insort
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from pydantic import Field
 
@@ -12,9 +13,22 @@ from ..models import Session
 from ..params import Window
 from ..results import WindowInfo
 from ..sanitize import clean, elide
-from .estimate import Estimator, Record, canon, counter, round_moe, sample_info, sample_note, scalar
+from .estimate import Estimator, Getter, Record, counter, round_moe, sample_info, sample_note, scalar
 from .scan import Scan
-from .schema import _VALUE_CHARS, DIMENSIONS, Coverage, Schema, _check_top, _field_name, _label, _merge, pct
+from .schema import (
+    _VALUE_CHARS,
+    DIMENSIONS,
+    OTHER,
+    Coverage,
+    Schema,
+    _check_top,
+    _field_name,
+    _grouped,
+    _label,
+    identity,
+    labels,
+    pct,
+)
 from .segment import Segment, _check_patterns, _Glob, value_of
 
 # ---------------------------------------------------------------------------------------------------
@@ -23,7 +37,6 @@ from .segment import Segment, _check_patterns, _Glob, value_of
 
 MAX_STEPS = 10
 EXAMPLES = 3
-OTHER = "(other)"
 
 
 class FunnelStep(Schema):
@@ -161,23 +174,26 @@ class Funnel(Scan):
         return record
 
     def _top_groups(self, record: Record | None) -> list[FunnelGroup]:
-        if self._group_of is None:
+        """Groups of the exact breakdown value (case folded for the enumerations only); the rest as `(other)`."""
+        if self._group_of is None or self.breakdown is None:
             return []
-        merged = _merge(
+        fold = self.breakdown in DIMENSIONS
+        groups, spelled = _grouped(
             ((raw, _cumulative(counts)) for raw, counts in self._groups.items()),
-            _label,
-            casefold=self.breakdown in DIMENSIONS,
+            lambda raw: identity(raw, fold=fold),
         )
-        ranked = sorted(merged.items(), key=lambda item: (-item[1][1], -item[1][0], item[0]))
+        shown_as = labels(groups, lambda i: _label(spelled[i]), exact=spelled.get)
+        ranked = sorted(groups.items(), key=lambda item: (-item[1][1], -item[1][0], shown_as[item[0]], item[0]))
         shown = ranked[: self.top]
         rest = [counts for _, counts in ranked[self.top :]]
         if rest:
             shown.append((OTHER, [sum(column) for column in zip(*rest, strict=True)]))
-        if record is not None and self.breakdown is not None:
-            record.breakdown(_field_name(self.breakdown), {**merged, **dict(shown[-1:])}, 0, [v for v, _ in shown])
+            shown_as[OTHER] = OTHER  # never a value's identity: a value spelled so is escaped (see `identity`)
+        if record is not None:
+            recorded = {**groups, OTHER: shown[-1][1]} if rest else groups
+            record.breakdown(_field_name(self.breakdown), recorded, 0, [i for i, _ in shown])
         return [
-            FunnelGroup(v=elide(v, _VALUE_CHARS), sessions=c[0], steps=c[1:], conversion_pct=pct(c[-1], c[1]))
-            for v, c in shown
+            FunnelGroup(v=shown_as[i], sessions=c[0], steps=c[1:], conversion_pct=pct(c[-1], c[1])) for i, c in shown
         ]
 
 
@@ -211,10 +227,14 @@ def estimate_funnel(result: FunnelResult, est: Estimator) -> FunnelResult:
         )
     groups = []
     key = result.breakdown or ""
-    for group in result.groups:
-        text = canon(key, group.v)
-        counts = [est.value(counter(key, text, j)) for j in range(len(result.steps) + 1)]
-        conversion, moe = est.ratio(counter(key, text, len(result.steps)), counter(key, text, 1), 100.0)
+    # The record holds the groups by identity, in the order shown; `(other)` is the rest of the master's
+    # top groups, so on each page it is the page's sessions less theirs, not the page's own rest.
+    texts = est.master.shown.get(key, [])
+    top = [text for text in texts if text != OTHER]
+    for group, text in zip(result.groups, texts, strict=True):
+        column = _rest(key, top) if text == OTHER else partial(counter, key, text)
+        counts = [est.value(column(j)) for j in range(len(result.steps) + 1)]
+        conversion, moe = est.ratio(column(len(result.steps)), column(1), 100.0)
         groups.append(
             group.model_copy(
                 update={
@@ -225,8 +245,19 @@ def estimate_funnel(result: FunnelResult, est: Estimator) -> FunnelResult:
                 }
             )
         )
-    sample = sample_info(est, [])
+    margins = [m for m in (*(s.moe for s in steps), *(g.moe for g in groups)) if m is not None]
+    sample = sample_info(est, []).model_copy(update={"moe": max(margins, default=None)})
     coverage = result.coverage.model_copy(update={"sample": sample, "note": sample_note(sample, est.design.days)})
     return result.model_copy(
         update={"sessions": round(reach[0]), "steps": steps, "groups": groups, "coverage": coverage}
     )
+
+
+def _rest(key: str, top: list[str]) -> Callable[[int], Getter]:
+    """Count `j` of the sessions outside the groups `top`: all of them (`reach.j`) less the groups'."""
+
+    def column(j: int) -> Getter:
+        everyone = scalar(f"reach.{j}")
+        return lambda rec: everyone(rec) - sum(rec.count(key, text, j) for text in top)
+
+    return column
