@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
@@ -158,8 +158,9 @@ def _series_line(series: Series, timezone: str) -> str:
     if series.unit == "hour":
         zone = ZoneInfo(timezone)
         stamps = [(start + timedelta(hours=i)).astimezone(zone) for i in range(len(counts))]
+        shifts = len({t.utcoffset() for t in stamps}) > 1  # a DST change: 02h can happen twice, or not at all
         points = [
-            f"{t:%m-%d %H}h {n}" if i == 0 or t.hour == 0 else f"{t:%H}h {n}"
+            (f"{t:%m-%d %H}h" if i == 0 or t.hour == 0 else f"{t:%H}h") + (f"{t:%z}" if shifts else "") + f" {n}"
             for i, (t, n) in enumerate(zip(stamps, counts, strict=True))
         ]
         title = "per hour"
@@ -205,7 +206,10 @@ def render_summary(s: Summary) -> str:
         lines.append(f"duration: {known}" + (f" · {d.unknown:,} without a duration" if d.unknown else ""))
     else:
         lines.append(f"duration: unknown for all {_count(d.unknown, 'session')}")
-    lines.append("lists: value sessions bN% (bounce rate of that group) … [N distinct values]")
+    lines.append(
+        "lists: value sessions bN% (bounce rate of that group) … [N distinct values]; most viewed counts page views. "
+        "bounce = ≤1 page view; returning = visitor with ≥2 sessions in the whole window (even under a segment)"
+    )
     lines += [
         _breakdown_line(b, _field_label(b.key) if i >= len(DIMENSIONS) else None) for i, b in enumerate(s.breakdowns)
     ]
@@ -238,6 +242,9 @@ def _head(title: str, website_id: str, window: WindowInfo, cov: Coverage, segmen
         state = f"complete, {_count(cov.scanned, 'session')} read" if cov.complete else "PARTIAL"
     # A note may quote an upstream error message: cleaned like any upstream text.
     lines.append(f"coverage: {state}" + (f" · {clean(cov.note, NOTE_CHARS)}" if cov.note else ""))
+    today = window.to_window().today()
+    if date.fromisoformat(window.end) >= today:
+        lines.append(f"note: today ({today:%m-%d}) is not over: its counts still grow")
     if segment is not None:
         # Written by the model's own arguments, not by visitors: cleaned, separators kept.
         read = "read " if cov.sample is not None else ""
