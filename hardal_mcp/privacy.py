@@ -1,6 +1,7 @@
 """Personal data masked at the door (HARDAL_REDACT_PII, on by default): every session and event is
 redacted as it is read, before any aggregation, so digests, tables and structured content all carry
-`[email]`, `[phone]`, `[ip]` and `token=[redacted]` instead, in ids too. Values repeat heavily (paths,
+`[email]`, `[phone]`, `[ip]` and `token=[redacted]` instead, in ids too; nothing else in a value changes
+(cleaning is for display), so analyses work on exact values. Values repeat heavily (paths,
 UTM values, countries), so each distinct string is redacted once."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from .models import ActivityEvent, Session
-from .sanitize import Sanitizer
+from .sanitize import _INVISIBLE, _SPACES, Sanitizer
 
 _WHOLE = 1 << 20  # redaction must not shorten values; the renderers cut them later, visibly
 _SANITIZER = Sanitizer(redact_pii=True)
@@ -18,8 +19,14 @@ _SANITIZER = Sanitizer(redact_pii=True)
 
 @lru_cache(maxsize=1 << 16)
 def redact(value: str) -> str:
-    """`value` as one line with personal data masked."""
-    return _SANITIZER(value, _WHOLE)
+    """`value` with personal data masked, and otherwise exactly as it was: analyses match and group on it,
+    and a zero-width or spacing variant of a page is another page. A value with something masked comes
+    back as one cleaned line (the masks read the cleaned text, so no invisible character can hide an
+    address from them). Segments pass their own values through this too, to match the masked data."""
+    masked = _SANITIZER(value, _WHOLE)
+    if masked == value or masked == _SPACES.sub(" ", _INVISIBLE.sub("", value)).strip():
+        return value  # nothing masked: only cleaning changed it, and cleaning is for display
+    return masked
 
 
 def _opt(value: str | None) -> str | None:

@@ -182,13 +182,13 @@ class Funnel(Scan):
             ((raw, _cumulative(counts)) for raw, counts in self._groups.items()),
             lambda raw: identity(raw, fold=fold),
         )
-        shown_as = labels(groups, lambda i: _label(spelled[i]), exact=spelled.get)
+        # `(other)`, the rest, is labelled with the groups: a value spelled so is told apart from it
+        shown_as = labels([*groups, OTHER], lambda i: OTHER if i == OTHER else _label(spelled[i]), exact=spelled.get)
         ranked = sorted(groups.items(), key=lambda item: (-item[1][1], -item[1][0], shown_as[item[0]], item[0]))
         shown = ranked[: self.top]
         rest = [counts for _, counts in ranked[self.top :]]
         if rest:
             shown.append((OTHER, [sum(column) for column in zip(*rest, strict=True)]))
-            shown_as[OTHER] = OTHER  # never a value's identity: a value spelled so is escaped (see `identity`)
         if record is not None:
             recorded = {**groups, OTHER: shown[-1][1]} if rest else groups
             record.breakdown(_field_name(self.breakdown), recorded, 0, [i for i, _ in shown])

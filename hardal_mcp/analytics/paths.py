@@ -20,24 +20,26 @@ from .schema import (
     _STEP_CHARS,
     _VALUE_CHARS,
     ARROW,
+    ENTERED,
+    EXITED,
     NONE,
     Breakdown,
     Coverage,
     Schema,
     _breakdown,
     _check_top,
+    _grouped,
     _label,
-    _merge,
+    identity,
     path_step,
     path_text,
+    sequence_exact,
+    sequence_identity,
 )
 from .segment import Segment, _check_patterns
 
 # ---------------------------------------------------------------------------------------------------
 # Paths
-
-ENTERED = "(entered here)"
-EXITED = "(exited here)"
 
 
 class PathResult(Schema):
@@ -119,10 +121,12 @@ class PathAnalysis(Scan):
             page=elide(_label(self.page), _VALUE_CHARS) if self.page is not None else None,
             visits=self._viewers if by_page else None,
             views=self._views if by_page else None,
-            previous=top("previous", before, _or(ENTERED), self._views) if by_page else None,
-            next=top("next", after, _or(EXITED), self._views) if by_page else None,
-            flows=None if by_page else top("flow", before, _flow_label, self.matched),
-            paths=None if by_page else top("path", after, _whole_path_label, self.matched),
+            previous=top("previous", before, partial(identity, missing=ENTERED), _or(ENTERED), _page)
+            if by_page
+            else None,
+            next=top("next", after, partial(identity, missing=EXITED), _or(EXITED), _page) if by_page else None,
+            flows=None if by_page else top("flow", before, sequence_identity, _flow_label, sequence_exact),
+            paths=None if by_page else top("path", after, sequence_identity, _whole_path_label, sequence_exact),
         )
 
     def record(self) -> Record:
@@ -131,10 +135,30 @@ class PathAnalysis(Scan):
         return record
 
     def _top(
-        self, key: str, counts: dict[Any, int], label: Callable[[Any], str], whole: int, record: Record | None
+        self,
+        key: str,
+        counts: dict[Any, int],
+        ident: Callable[[Any], str],
+        label: Callable[[Any], str],
+        exact: Callable[[Any], str | None],
+        record: Record | None,
     ) -> Breakdown:
-        merged = _merge(((raw, (n,)) for raw, n in counts.items()), label)
-        return _breakdown(key, merged, whole, self.top, record=record)
+        """The top list of exact values (pages, or page sequences); only their labels are cleaned."""
+        groups, spelled = _grouped(((raw, (n,)) for raw, n in counts.items()), ident)
+        whole = self._views if self.page is not None else self.matched
+        return _breakdown(
+            key,
+            groups,
+            whole,
+            self.top,
+            record=record,
+            text=lambda i: label(spelled[i]),
+            exact=lambda i: exact(spelled[i]),
+        )
+
+
+def _page(page: str | None) -> str | None:
+    return page
 
 
 def _or(instead_of_none: str) -> Callable[[str | None], str]:

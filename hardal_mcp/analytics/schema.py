@@ -3,6 +3,7 @@ small helpers every analysis shares."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -176,6 +177,108 @@ def _label(value: str | None) -> str:
     return text or NONE
 
 
+# ---------------------------------------------------------------------------------------------------
+# Groups: counted on the exact value, shown cleaned.
+#
+# A group's identity is the exact value (case-folded for the enumerations, which upstream spells
+# inconsistently); only its label, made once per distinct value at the end, is cleaned and elided. Two
+# values that would show alike get a short, stable hash suffix each instead of being merged. The
+# identities are what a `Record` keys counts by, so they are the same on every page of a read.
+
+OTHER = "(other)"
+ENTERED = "(entered here)"
+EXITED = "(exited here)"
+_MARKERS = frozenset((NONE, OTHER, ENTERED, EXITED))  # identities of no value: shown as they are
+_ESCAPE = "\x00"  # prefixed to a value spelled like a marker, so that it never merges with one
+_HASH_WIDTH = 4  # hex digits of a label's hash suffix, more only where 4 do not tell values apart
+
+
+def identity(value: str | None, *, fold: bool = False, missing: str = NONE) -> str:
+    """A value's group: itself (case-folded with `fold`); `missing` for None, NONE for "" (empty reads as
+    missing). A value spelled like a marker, or starting with NUL, is prefixed with NUL: never merged."""
+    if value is None:
+        return missing
+    if not value:
+        return NONE
+    if fold:
+        value = value.casefold()
+    return _ESCAPE + value if value in _MARKERS or value[0] == _ESCAPE else value
+
+
+def value_text(ident: str) -> str:
+    """The label text (cleaned, not elided) of an identity made by `identity` without `fold`."""
+    return ident if ident in _MARKERS else _label(value_exact(ident))
+
+
+def value_exact(ident: str) -> str:
+    """The value an identity made by `identity` without `fold` stands for."""
+    return ident[1:] if ident[0] == _ESCAPE else ident
+
+
+def sequence_identity(pages: tuple[str | None, ...] | None) -> str:
+    """The identity of a path or flow: the repr of its exact pages (never a marker); NONE when empty."""
+    return repr(pages) if pages else NONE
+
+
+def _grouped(
+    items: Iterable[tuple[Any, Sequence[int]]], ident: Callable[[Any], str]
+) -> tuple[dict[str, list[int]], dict[str, Any]]:
+    """Count vectors summed by identity, and each identity's raw value: for values that fold together,
+    the spelling with the largest first count (ties: the smallest)."""
+    groups: dict[str, list[int]] = {}
+    spelled: dict[str, Any] = {}
+    best: dict[str, int] = {}
+    for raw, counts in items:
+        key = ident(raw)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = list(counts)
+            spelled[key], best[key] = raw, counts[0]
+            continue
+        groups[key] = [a + b for a, b in zip(group, counts, strict=True)]
+        other = spelled[key]
+        if isinstance(raw, str) and isinstance(other, str) and (-counts[0], raw) < (-best[key], other):
+            spelled[key], best[key] = raw, counts[0]
+    return groups, spelled
+
+
+def _suffix(ident: str, width: int) -> str:
+    return " #" + hashlib.blake2b(ident.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()[:width]
+
+
+def labels(
+    idents: Iterable[str],
+    text: Callable[[str], str],
+    limit: int = _VALUE_CHARS,
+    exact: Callable[[str], str | None] | None = None,
+) -> dict[str, str]:
+    """Each identity's label: `text` elided to `limit`. Where labels would be the same (a value and its
+    zero-width variant, two long values elided alike), the one label that is exactly its value (`exact`),
+    or a marker such as `(none)`, stays as it is, and every other gets a hash suffix of its identity, as
+    long as it takes to tell them apart: what is shown plainly is what a segment typed from it matches."""
+    full = {i: text(i) for i in idents}
+    shown = {i: elide(t, limit) for i, t in full.items()}
+    by_label: dict[str, list[str]] = {}
+    for i, label in shown.items():
+        by_label.setdefault(label, []).append(i)
+    clashing: list[str] = []
+    for label, same in by_label.items():
+        if len(same) > 1:
+            plain = [i for i in same if i in _MARKERS] or [i for i in same if exact is not None and exact(i) == label]
+            clashing += (i for i in same if len(plain) != 1 or i != plain[0])
+    width = _HASH_WIDTH
+    while clashing and width <= 32:
+        for i in clashing:
+            tag = _suffix(i, width)
+            shown[i] = elide(full[i], max(1, limit - len(tag))) + tag
+        count: dict[str, int] = {}
+        for label in shown.values():
+            count[label] = count.get(label, 0) + 1
+        clashing = [i for i in clashing if count[shown[i]] > 1]
+        width += 4
+    return shown
+
+
 def _landing(key: tuple[str | None, ...]) -> str | None:
     return key[0] if key else None
 
@@ -202,6 +305,11 @@ def path_text(pages: Sequence[str], step_chars: int = 60) -> str:
     steps = [path_step(p, step_chars) for p in pages[:PATH_HEAD]]
     steps.append(f"(+{len(pages) - PATH_HEAD - PATH_TAIL:,} pages)")
     return ARROW.join(steps + [path_step(p, step_chars) for p in pages[-PATH_TAIL:]])
+
+
+def sequence_exact(pages: Sequence[str | None] | None) -> str | None:
+    """A path or flow written out in full, as its label would be were nothing cleaned or elided."""
+    return ARROW.join("…" if page is None else page for page in pages) if pages else None
 
 
 def _path_label(key: tuple[str | None, ...]) -> str:
@@ -240,33 +348,13 @@ class _Tally:
                     target[k] = target.get(k, 0) + n
         return outs
 
-    def folded(self, label: Callable[[Any], str], casefold: bool = False) -> dict[str, list[int]]:
-        """{shown text: [sessions, bounces]}."""
+    def grouped(self, ident: Callable[[Any], str]) -> tuple[dict[str, list[int]], dict[str, Any]]:
+        """{identity: [sessions, bounces]} and each identity's raw value (see `_grouped`)."""
         bounced, stayed = self.bounced, self.stayed
-        return _merge(
+        return _grouped(
             ((raw, (bounced.get(raw, 0) + stayed.get(raw, 0), bounced.get(raw, 0))) for raw in bounced.keys() | stayed),
-            label,
-            casefold,
+            ident,
         )
-
-
-def _merge(
-    items: Iterable[tuple[Any, Sequence[int]]], label: Callable[[Any], str], casefold: bool = False
-) -> dict[str, list[int]]:
-    """Sum the count vectors of raw values that show the same (cleaned, optionally case-folded) text. A
-    merged group is shown in the spelling with the largest first count (ties: the smallest text)."""
-    groups: dict[str, list[Any]] = {}  # key -> [counts, shown text, its first count]
-    for raw, counts in items:
-        text = label(raw)
-        key = text.casefold() if casefold else text
-        group = groups.get(key)
-        if group is None:
-            groups[key] = [list(counts), text, counts[0]]
-            continue
-        group[0] = [a + b for a, b in zip(group[0], counts, strict=True)]
-        if (-counts[0], text) < (-group[2], group[1]):
-            group[1], group[2] = text, counts[0]
-    return {text: counts for counts, text, _ in groups.values()}
 
 
 def _breakdown(
@@ -276,20 +364,26 @@ def _breakdown(
     top: int,
     id_like: bool = False,
     record: Record | None = None,
+    text: Callable[[str], str] = value_text,
+    exact: Callable[[str], str | None] = value_exact,
 ) -> Breakdown:
-    """Top `top` groups by count (ties by value); `other` holds the rest, so counts always add up. With
-    `record`, every group is handed to it too (estimates need the values a page alone would not show)."""
+    """Top `top` groups by count (ties by label); `other` holds the rest, so counts always add up. `groups`
+    is keyed by identity; `text` and `exact` make labels (see `labels`). With `record`, every group is
+    handed to it too (estimates need the values a page alone would not show), keyed by identity, and the
+    shown ones in order."""
     if id_like:
         shown = [(NONE, groups[NONE])] if NONE in groups else []
+        shown_as = {NONE: NONE}
     else:
-        shown = sorted(groups.items(), key=lambda item: (-item[1][0], item[0]))[:top]
+        shown_as = labels(groups, text, exact=exact)
+        shown = sorted(groups.items(), key=lambda item: (-item[1][0], shown_as[item[0]], item[0]))[:top]
     if record is not None:
-        record.breakdown(key, groups, whole, [v for v, _ in shown])
+        record.breakdown(key, groups, whole, [i for i, _ in shown])
     entries = [
-        Entry(v=elide(v, _VALUE_CHARS), n=c[0], pct=pct(c[0], whole))
+        Entry(v=shown_as[i], n=c[0], pct=pct(c[0], whole))
         if len(c) == 1
-        else Entry(v=elide(v, _VALUE_CHARS), n=c[0], pct=pct(c[0], whole), bounces=c[1], bounce_pct=pct(c[1], c[0]))
-        for v, c in shown
+        else Entry(v=shown_as[i], n=c[0], pct=pct(c[0], whole), bounces=c[1], bounce_pct=pct(c[1], c[0]))
+        for i, c in shown
     ]
     return Breakdown(
         key=key, distinct=len(groups), top=entries, other=whole - sum(e.n for e in entries), id_like=id_like
@@ -324,5 +418,22 @@ class _Clock:
         return ((at.toordinal() * 24 + at.hour) * 60 + at.minute) * 60 + at.second - offset // _SECOND
 
 
+_KEY_CHARS = 40  # a field key as shown
+_RESERVED_NAMES = (*DIMENSIONS, "landing", "exit", "viewed", "path")  # lists a summary has of its own
+
+
 def _field_name(key: str) -> str:
-    return elide(_label(key), 40)
+    return elide(_label(key), _KEY_CHARS)
+
+
+def field_names(keys: Iterable[str]) -> dict[str, str]:
+    """Each field key's name as shown: cleaned and elided, and told apart (see `labels`) from the other
+    keys' and from the names of a summary's own lists, which share a `Record` with them."""
+    keys = list(keys)
+    names = labels(
+        [*("r" + name for name in _RESERVED_NAMES), *("k" + key for key in keys)],
+        lambda i: i[1:] if i[0] == "r" else _label(i[1:]),
+        _KEY_CHARS,
+        exact=lambda i: i[1:],
+    )
+    return {key: names["k" + key] for key in keys}

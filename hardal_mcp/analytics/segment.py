@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import islice
 from operator import attrgetter
 from typing import Annotated, Any
 
@@ -11,7 +13,8 @@ from pydantic import AfterValidator, ConfigDict, Field, ValidationError, field_v
 
 from ..errors import InputError
 from ..models import Session
-from ..sanitize import elide
+from ..privacy import redact
+from ..sanitize import clean, elide
 from .schema import DIMENSIONS, NONE, Schema, _field_name, _label, _without_titles, fmt_duration
 
 # ---------------------------------------------------------------------------------------------------
@@ -19,7 +22,9 @@ from .schema import DIMENSIONS, NONE, Schema, _field_name, _label, _without_titl
 
 MAX_PATTERN_CHARS = 200
 MAX_WILDCARDS = 10
-MAX_SEGMENT_VALUES = 50  # per list
+MAX_SEGMENT_VALUES = 50  # per list, and field keys
+MAX_VALUE_CHARS = 500  # a value, a field key, or any other text given
+_NAMED_UNKNOWN = 3  # unknown criteria an error names
 
 Values = str | list[str]
 
@@ -29,8 +34,11 @@ def _as_list(value: Values) -> list[str]:
 
 
 def _check_values(value: Values) -> Values:
-    if not 1 <= len(_as_list(value)) <= MAX_SEGMENT_VALUES:
+    values = _as_list(value)
+    if not 1 <= len(values) <= MAX_SEGMENT_VALUES:
         raise ValueError(f"give 1 to {MAX_SEGMENT_VALUES} values")
+    if any(len(v) > MAX_VALUE_CHARS for v in values):
+        raise ValueError(f"a value is longer than {MAX_VALUE_CHARS} characters")
     return value
 
 
@@ -93,17 +101,44 @@ class _Pages:
         return not self.exact.isdisjoint(pages) or any(glob(page) for glob in self.globs for page in pages)
 
 
-def _folded(values: Values) -> frozenset[str]:
-    return frozenset(v.strip().casefold() or _NONE_FOLDED for v in _as_list(values))
+def _given(value: str) -> tuple[str, ...]:
+    """A value as given and as PII redaction masks it: the data a segment is matched against is redacted
+    (HARDAL_REDACT_PII), so `/reset?email=ann@example.com` is found as `/reset?email=[email]`."""
+    masked = redact(value)
+    return (value,) if masked == value else (value, masked)
+
+
+def _wanted(values: Values, fold: bool) -> frozenset[str | None]:
+    """What a session's value must be, exactly (case-folded with `fold`); None stands for missing."""
+    out: set[str | None] = set()
+    for v in _as_list(values):
+        if not v or v.casefold() == _NONE_FOLDED:
+            out.add(None)
+        else:
+            out.update(x.casefold() if fold else x for x in _given(v))
+    return frozenset(out)
+
+
+def _patterns(values: Values) -> _Pages:
+    return _Pages(p for pattern in _as_list(values) for p in _given(pattern))
+
+
+def _all_visited(patterns: list[str]) -> Callable[[list[str]], bool]:
+    """Every pattern (as given, or as redacted) matches some page."""
+    if all(len(_given(p)) == 1 for p in patterns):
+        return _Pages(patterns).all_in
+    each = [_patterns(p).any_in for p in patterns]
+    return lambda pages: all(seen(pages) for seen in each)
 
 
 _NONE_FOLDED = NONE.casefold()
 
 
 class Segment(Schema):
-    """Which sessions to keep; every criterion given must hold. Text matches ignore case; `(none)`
-    matches a missing value. Page patterns match whole pages as listed (query string included); `*` is
-    any run of characters."""
+    """Which sessions to keep; every criterion given must hold. Values match exactly, except that country,
+    device, browser and os ignore case (upstream spells them inconsistently); `(none)` matches a missing
+    value. Page patterns match whole pages as listed (query string included); `*` is any run of
+    characters. A value or pattern is also matched as PII redaction masks it, as the data is masked."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_without_titles)
 
@@ -125,8 +160,11 @@ class Segment(Schema):
     @field_validator("fields")
     @classmethod
     def _check_fields(cls, value: dict[str, Values] | None) -> dict[str, Values] | None:
-        if value is not None and not 1 <= len(value) <= MAX_SEGMENT_VALUES:
-            raise ValueError(f"give 1 to {MAX_SEGMENT_VALUES} field keys")
+        if value is not None:
+            if not 1 <= len(value) <= MAX_SEGMENT_VALUES:
+                raise ValueError(f"give 1 to {MAX_SEGMENT_VALUES} field keys")
+            if any(not 0 < len(key) <= MAX_VALUE_CHARS for key in value):
+                raise ValueError(f"a field key is empty or longer than {MAX_VALUE_CHARS} characters")
         return value
 
     @model_validator(mode="after")
@@ -137,13 +175,17 @@ class Segment(Schema):
 
     @classmethod
     def parse(cls, value: Segment | Mapping[str, Any] | None) -> Segment | None:
-        """A segment from a tool argument; any problem is an InputError naming the criterion."""
+        """A segment from a tool argument; any problem is an InputError naming the criterion. Its size is
+        checked before anything is validated, so a hostile segment costs little time or memory."""
         if value is None or isinstance(value, Segment):
             return value
+        if not isinstance(value, Mapping):
+            raise InputError("segment", f"give an object of criteria such as {{'country': 'Turkey'}}; {_ALLOWED}.")
+        _check_size(value)
         try:
             return cls.model_validate(value)
         except ValidationError as exc:
-            error = exc.errors()[0]
+            error = exc.errors(include_url=False, include_context=False, include_input=False)[0]
             where = f"segment.{error['loc'][0]}" if error["loc"] else "segment"
             raise InputError(where, error["msg"].removeprefix("Value error, ")) from None
 
@@ -153,20 +195,20 @@ class Segment(Schema):
         for name in DIMENSIONS:
             wanted = getattr(self, name)
             if wanted is not None:
-                checks.append(_value_check(attrgetter(name), _folded(wanted)))
+                checks.append(_folded_check(attrgetter(name), _wanted(wanted, fold=True)))
         for key, wanted in (self.fields or {}).items():
-            checks.append(_value_check(_field_value(key), _folded(wanted)))
+            checks.append(_exact_check(_field_value(key), _wanted(wanted, fold=False)))
         if self.visited is not None:
-            visited = _Pages(_as_list(self.visited)).all_in
+            visited = _all_visited(_as_list(self.visited))
             checks.append(lambda s: visited(s.pages))
         if self.not_visited is not None:
-            not_visited = _Pages(_as_list(self.not_visited)).any_in
+            not_visited = _patterns(self.not_visited).any_in
             checks.append(lambda s: not not_visited(s.pages))
         if self.landing_page is not None:
-            landing = _Pages(_as_list(self.landing_page)).match
+            landing = _patterns(self.landing_page).match
             checks.append(lambda s: bool(s.pages) and landing(s.pages[0]))
         if self.exit_page is not None:
-            exit_ = _Pages(_as_list(self.exit_page)).match
+            exit_ = _patterns(self.exit_page).match
             checks.append(lambda s: bool(s.pages) and exit_(s.pages[-1]))
         if self.min_duration is not None or self.max_duration is not None:
             low, high = self.min_duration or 0.0, math.inf if self.max_duration is None else self.max_duration
@@ -226,7 +268,11 @@ def _always(s: Session) -> bool:
 
 
 def _field_value(key: str) -> Callable[[Session], str | None]:
-    return lambda s: s.fields.get(key)
+    """A field's value; the key is looked up as given, then as PII redaction masks it (keys are redacted too)."""
+    keys = _given(key)
+    if len(keys) == 1:
+        return lambda s: s.fields.get(key)
+    return lambda s: next((s.fields[k] for k in keys if k in s.fields), None)
 
 
 def value_of(name: str) -> Callable[[Session], str | None]:
@@ -234,9 +280,71 @@ def value_of(name: str) -> Callable[[Session], str | None]:
     return attrgetter(name) if name in DIMENSIONS else _field_value(name)
 
 
-def _value_check(value: Callable[[Session], str | None], wanted: frozenset[str]) -> Callable[[Session], bool]:
+def _folded_check(value: Callable[[Session], str | None], wanted: frozenset[str | None]) -> Callable[[Session], bool]:
     def check(s: Session) -> bool:
         v = value(s)
-        return (v.strip().casefold() if v else _NONE_FOLDED) in wanted
+        return (v.casefold() if v else None) in wanted
 
     return check
+
+
+def _exact_check(value: Callable[[Session], str | None], wanted: frozenset[str | None]) -> Callable[[Session], bool]:
+    def check(s: Session) -> bool:
+        return (value(s) or None) in wanted
+
+    return check
+
+
+# ---------------------------------------------------------------------------------------------------
+# The size of a segment, checked before validation: pydantic would build (and keep) an error for every
+# unknown key or bad item, so a few MB of them would cost hundreds of MB.
+
+_LISTS = ("country", "device", "browser", "os", "visited", "not_visited", "landing_page", "exit_page")
+_ALLOWED = "allowed: " + ", ".join(Segment.model_fields)
+
+
+def _check_size(value: Mapping[Any, Any]) -> None:
+    allowed = Segment.model_fields
+    if len(value) > len(allowed) or not allowed.keys() >= value.keys():
+        unknown = list(islice((k for k in value if k not in allowed), _NAMED_UNKNOWN))
+        count = sum(1 for k in value if k not in allowed)
+        named = ", ".join(_quoted(k) for k in unknown[:_NAMED_UNKNOWN])
+        more = f" (+{count - _NAMED_UNKNOWN:,} more)" if count > _NAMED_UNKNOWN else ""
+        where = f"segment.{_short(unknown[0])}" if count == 1 else "segment"
+        raise InputError(where, f"unknown criteri{'on' if count == 1 else 'a'} {named}{more}; {_ALLOWED}.")
+    for name in _LISTS:
+        _check_list(f"segment.{name}", value.get(name))
+    fields = value.get("fields")
+    if isinstance(fields, Mapping):
+        if len(fields) > MAX_SEGMENT_VALUES:
+            raise InputError("segment.fields", f"give 1 to {MAX_SEGMENT_VALUES} field keys; got {len(fields):,}.")
+        for key, values in fields.items():
+            if isinstance(key, str) and len(key) > MAX_VALUE_CHARS:
+                raise InputError("segment.fields", f"a field key is longer than {MAX_VALUE_CHARS} characters.")
+            _check_list("segment.fields", values)
+    for name in ("min_duration", "max_duration", "min_pageviews", "bounced", "returning"):
+        item = value.get(name)
+        if isinstance(item, str) and len(item) > MAX_VALUE_CHARS:
+            raise InputError(f"segment.{name}", f"longer than {MAX_VALUE_CHARS} characters.")
+
+
+def _check_list(where: str, value: Any) -> None:
+    """A list of at most MAX_SEGMENT_VALUES short items; what the items are is pydantic's to check."""
+    if isinstance(value, str):
+        items: Sequence[Any] = (value,)
+    elif isinstance(value, Sequence):
+        items = value
+        if len(items) > MAX_SEGMENT_VALUES:
+            raise InputError(where, f"give 1 to {MAX_SEGMENT_VALUES} values; got {len(items):,}.")
+    else:
+        return
+    if any(isinstance(item, str) and len(item) > MAX_VALUE_CHARS for item in items):
+        raise InputError(where, f"a value is longer than {MAX_VALUE_CHARS} characters.")
+
+
+def _short(key: Any) -> str:
+    return elide(clean(str(key), 200), 40)
+
+
+def _quoted(key: Any) -> str:
+    return json.dumps(_short(key), ensure_ascii=False)
