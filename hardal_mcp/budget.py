@@ -79,15 +79,22 @@ class Limiter(Protocol):
 
 
 def count_available(
-    per_minute: int, now: float, hold: float, answered: list[float], in_flight: int, seconds: float
+    per_minute: int,
+    now: float,
+    hold: float,
+    answered: list[float],
+    in_flight: int,
+    seconds: float,
+    window: float = WINDOW,
 ) -> int:
     """Requests that could start within `seconds` of `now`: the slots free then. An answer frees its slot
-    60 s after it came; a request in flight is counted as answered now; nothing starts before `hold`."""
+    `window` seconds after it came; a request in flight is counted as answered now; nothing starts before
+    `hold`."""
     horizon = now + max(0.0, seconds)
     if hold > horizon:
         return 0
-    still = sum(1 for t in answered if now - t < WINDOW and t + WINDOW > horizon)
-    flying = in_flight if horizon < now + WINDOW else 0
+    still = sum(1 for t in answered if now - t < window and t + window > horizon)
+    flying = in_flight if horizon < now + window else 0
     return max(0, per_minute - still - flying)
 
 
@@ -135,12 +142,19 @@ class SharedRateLimiter:
     shares `path` (see the module docstring). Same interface as `client.RateLimiter`."""
 
     def __init__(
-        self, path: Path, per_minute: int, *, request_timeout: float = 30.0, clock: Callable[[], float] = time.time
+        self,
+        path: Path,
+        per_minute: int,
+        *,
+        request_timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        window: float = WINDOW,  # seconds; Hardal's is a minute (tests shorten it)
     ) -> None:
         self.path = path
         self.per_minute = per_minute
         self._clock = clock
-        self._stale_after = request_timeout + WINDOW
+        self._window = window
+        self._stale_after = request_timeout + window
         self._lock = anyio.Lock()  # this process's waiters, in arrival order
         self._in_flight = 0
         self._host = socket.gethostname()
@@ -172,7 +186,9 @@ class SharedRateLimiter:
         whose answers leave the window by then."""
 
         def count(state: _State, now: float) -> int:
-            return count_available(self.per_minute, now, state.hold, state.done, len(state.flight), seconds)
+            return count_available(
+                self.per_minute, now, state.hold, state.done, len(state.flight), seconds, self._window
+            )
 
         result = self._transact(count)
         return self._local().available(seconds) if result is None else result
@@ -182,7 +198,8 @@ class SharedRateLimiter:
         429 without Retry-After), so until the oldest answer in it leaves, a minute from now if none."""
 
         def hold(state: _State, now: float) -> None:
-            target = when if when is not None else (state.done[0] + WINDOW if state.done else now + WINDOW)
+            full = state.done[0] + self._window if state.done else now + self._window
+            target = full if when is None else when
             state.hold = max(state.hold, min(target, now + MAX_HOLD))
 
         if self._transact(hold) is None and self._fallback is not None:
@@ -210,7 +227,7 @@ class SharedRateLimiter:
             return token, 0.0
         # Every slot taken: wait for the oldest answer to leave the window; look again soon if requests in
         # flight hold slots (their process may die, or they may grow stale).
-        wait = state.done[0] + WINDOW - now if state.done else POLL
+        wait = state.done[0] + self._window - now if state.done else POLL
         if state.flight:
             wait = min(wait, POLL)
         return None, max(wait, 0.01)
@@ -219,7 +236,7 @@ class SharedRateLimiter:
         if state.hold <= now:
             state.hold = 0.0
         # A clock set back must not make entries live longer: none is dated after now.
-        state.done = [min(t, now) for t in state.done if now - t < WINDOW]
+        state.done = [min(t, now) for t in state.done if now - t < self._window]
         kept = []
         for token, host, pid, started in state.flight:
             started = min(started, now)

@@ -189,9 +189,11 @@ class DayStore:
 
     @classmethod
     def open(cls, settings: Settings) -> DayStore | None:
-        """The store HARDAL_STORE names; None when it is `off` or cannot be used (said once on stderr)."""
+        """The store HARDAL_STORE names; None when it is `off` or cannot be used (said once on stderr), and
+        when HARDAL_REDACT_PII is off: the store holds redacted sessions only, so that unmasked personal
+        data never reaches the disk, nor a later run with redaction on."""
         path = store_path(settings.store)
-        if path is None:
+        if path is None or not settings.redact_pii:
             return None
         try:
             return cls(path, max_bytes=settings.store_max_mb * 2**20)

@@ -65,7 +65,7 @@ def sessions(n: int = 50, tag: str = "s") -> list[Session]:
             Session(
                 id=f"{tag}_{i}",
                 visitor_id=None if i % 7 == 0 else f"v_{i % 13}",
-                started_at=None if i % 11 == 0 else datetime(2026, 10, 1, 10, i % 60, i % 60, 997 * i % 10**6, tzinfo=zone),
+                started_at=None if i % 11 == 0 else datetime(2026, 10, 1, 10, i % 60, i % 60, i * 7, tzinfo=zone),
                 duration=None if i % 5 == 0 else i * 1.25,
                 page_views=None if i % 9 == 0 else i % 4,
                 events=None if i % 8 == 0 else i * 3,
@@ -489,6 +489,8 @@ def test_settings_read_hardal_store() -> None:
 
 def test_open_follows_the_settings(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert DayStore.open(make_settings(store="off")) is None
+    assert DayStore.open(make_settings(store=str(tmp_path), redact_pii=False)) is None  # redacted sessions only
+    assert not list(tmp_path.iterdir())
     opened = DayStore.open(make_settings(store=str(tmp_path), store_max_mb=3))
     assert opened is not None
     with opened:
