@@ -47,7 +47,9 @@ SegmentArg = Annotated[
         "patterns, * wildcard); min_duration, max_duration (s); min_pageviews; bounced, returning (bool)"
     ),
 ]
-MaxSessions = Annotated[int, Field(ge=1, le=MAX_SESSIONS_CAP, description="Sessions to read at most")]
+MaxSessions = Annotated[
+    int, Field(ge=1, le=MAX_SESSIONS_CAP, description="Sessions to read at most; more: sampled over every day")
+]
 Top = Annotated[int, Field(ge=1, le=50, description="Entries per list")]
 
 
@@ -89,14 +91,15 @@ async def summarize_sessions(
         Literal["previous_period"] | None,
         Field(description="Also digest the equal period before and report changes; omit for none"),
     ] = None,
-    max_sessions: MaxSessions = 20_000,
+    max_sessions: MaxSessions = 100_000,
     top: Top = 10,
     target_signal_id: TargetSignal = None,
     is_hybrid: Hybrid = False,
 ) -> Annotated[CallToolResult, SummaryResult]:
     """Start here. One fixed-size digest of every session in the window: totals (visitors, bounce,
     duration), top countries/devices/browsers/OS/UTM/fields, landing/exit/top pages, paths, per-day
-    trend, coverage, ids to drill into. compare="previous_period" explains what changed."""
+    trend, coverage, ids to drill into. compare="previous_period" explains what changed. Windows too big
+    to read within the rate limit are sampled evenly: exact totals, other figures ± 95% margins."""
     hardal = _hardal(ctx)
 
     async def run() -> tuple[SummaryResult, str]:
@@ -134,7 +137,7 @@ async def analyze_funnel(
     end_date: EndDate = None,
     timezone: TimezoneArg = None,
     segment: SegmentArg = None,
-    max_sessions: MaxSessions = 20_000,
+    max_sessions: MaxSessions = 100_000,
     top: Top = 5,
     target_signal_id: TargetSignal = None,
     is_hybrid: Hybrid = False,
@@ -170,7 +173,7 @@ async def analyze_paths(
     end_date: EndDate = None,
     timezone: TimezoneArg = None,
     segment: SegmentArg = None,
-    max_sessions: MaxSessions = 20_000,
+    max_sessions: MaxSessions = 100_000,
     top: Top = 10,
     target_signal_id: TargetSignal = None,
     is_hybrid: Hybrid = False,
