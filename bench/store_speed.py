@@ -9,9 +9,9 @@ Every format is checked to round-trip every `Session` field exactly before it is
 
 1. body formats: ms to encode and to decode one day, and bytes per session;
 2. the checksum over one body (SHA-256, what the store uses, against blake2b and crc32);
-3. the store itself (SQLite file in a temporary directory): ms per day for `put` and for `get` (cold
-   connection and warm), bytes per session on disk, the file size for `--days` days, and the time to `get`
-   all of them back after a "restart" (a new `DayStore` object on the same file).
+3. the store itself (a SQLite file in a temporary directory), in both body formats: ms per day for `put`;
+   then in a new process (a restart), the time to `get` all `--days` days back, per day and in total, and a
+   warm `get`; bytes per session on disk and the file size for `--days` days.
 Times are process CPU time (other work on the machine inflates wall time, not CPU time), the median of
 `--repeat` runs; the 28-day read-back also gives its wall time."""
 
@@ -20,7 +20,10 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import zlib
@@ -139,8 +142,14 @@ def zlib_codec(encode: Callable[[list[Session]], bytes], decode: Callable[[bytes
     return (lambda s: zlib.compress(encode(s), level)), (lambda b: decode(zlib.decompress(b)))
 
 
+def paused_decode(body: bytes) -> list[Session]:
+    with store.collector_paused():
+        return store.decode(body)
+
+
 FORMATS: dict[str, tuple[Callable[[list[Session]], bytes], Callable[[bytes], list[Session]]]] = {
-    "columns, coded (store)": (store_encode, store_decode),
+    "store (collector paused)": (store_encode, paused_decode),
+    "columns, coded": (store_encode, store_decode),
     "store + zlib 1": zlib_codec(store_encode, store_decode, 1),
     "store + zlib 6": zlib_codec(store_encode, store_decode, 6),
     "columns": (columns_encode, columns_decode),
@@ -169,11 +178,40 @@ def median_ms(action: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
-def through_store(days: list[list[Session]], repeat: int) -> tuple[float, float, float, float, float, int]:
-    """Put every day into a new store, then read them all back through a new store object (a restart)."""
-    # A clock well after the days, so all of them are closed (the store serves nothing younger than 48 h).
-    clock = datetime.combine(FIRST_DAY + timedelta(days=len(days) + 10), datetime.min.time(), UTC).timestamp
-    keys = [store.DayKey("fp", "bench", None, False, TIMEZONE, FIRST_DAY + timedelta(days=i)) for i in range(len(days))]
+def store_keys(count: int) -> tuple[list[store.DayKey], Callable[[], float]]:
+    """The keys of `count` days, and a clock well after them, so all are closed (nothing younger than 48 h
+    is stored or served)."""
+    clock = datetime.combine(FIRST_DAY + timedelta(days=count + 10), datetime.min.time(), UTC).timestamp
+    return [
+        store.DayKey("fp", "bench", None, False, TIMEZONE, FIRST_DAY + timedelta(days=i)) for i in range(count)
+    ], clock
+
+
+def read_back(path: Path, count: int, repeat: int) -> dict[str, float]:
+    """In a fresh process (a restart): every day read, each let go before the next as a planner aggregating
+    day by day does; then every day read and held at once; then one day again (warm)."""
+    keys, clock = store_keys(count)
+    with store.DayStore(path, clock=clock) as day_store:
+        gc.collect()
+        began, wall = time.process_time(), time.perf_counter()
+        for key in keys:
+            day = day_store.get(key)
+            assert day is not None
+            del day
+        one_by_one, one_by_one_wall = time.process_time() - began, time.perf_counter() - wall
+        gc.collect()
+        began = time.process_time()
+        held = [day_store.get(key) for key in keys]
+        held_cpu = time.process_time() - began
+        del held
+        gc.collect()
+        warm = median_ms(lambda: day_store.get(keys[0]), repeat)
+    return {"cpu": one_by_one * 1000, "wall": one_by_one_wall * 1000, "held": held_cpu * 1000, "warm": warm}
+
+
+def through_store(days: list[list[Session]], repeat: int) -> tuple[float, dict[str, float], int]:
+    """Put every day into a new store, then time reading them back in a new process; check they round-trip."""
+    keys, clock = store_keys(len(days))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / store.FILENAME
         with store.DayStore(path, clock=clock) as day_store:
@@ -182,25 +220,17 @@ def through_store(days: list[list[Session]], repeat: int) -> tuple[float, float,
                 began = time.process_time()
                 day_store.put(key, sessions)
                 puts.append((time.process_time() - began) * 1000)
-            size = day_store.status().bytes
-        with store.DayStore(path, clock=clock) as day_store:  # a restart: a new object, a new connection
-            gc.collect()
-            began, wall = time.process_time(), time.perf_counter()
-            for key in keys:  # each day used and let go, as a planner aggregating day by day does
-                day = day_store.get(key)
-                assert day is not None
-                del day
-            one_by_one = (time.process_time() - began) * 1000
-            one_by_one_wall = (time.perf_counter() - wall) * 1000
-            gc.collect()
-            began = time.process_time()
-            back = [day_store.get(key) for key in keys]  # every day held at once
-            held = (time.process_time() - began) * 1000
-            assert all(b is not None and exact(b, d) for b, d in zip(back, days, strict=True)), "store round trip"
-            del back
-            gc.collect()
-            warm = median_ms(lambda: day_store.get(keys[0]), repeat)
-    return statistics.median(puts), one_by_one, one_by_one_wall, held, warm, size
+        size = path.stat().st_size  # closed: the journal is checkpointed into the file and removed
+        child = subprocess.run(
+            [sys.executable, "-m", "bench.store_speed", "--read-back", str(path), "--days", str(len(days)),
+             "--repeat", str(repeat)],
+            capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
+        )  # fmt: skip
+        reads = json.loads(child.stdout)
+        with store.DayStore(path, clock=clock) as day_store:
+            for key, sessions in zip(keys, days, strict=True):
+                assert exact(day_store.get(key), sessions), "store round trip"  # type: ignore[arg-type]
+    return statistics.median(puts), reads, size
 
 
 def main() -> int:
@@ -208,8 +238,12 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=15_000, help="sessions per day")
     parser.add_argument("--days", type=int, default=28, help="days written and read back through the store")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--read-back", type=Path, help=argparse.SUPPRESS)  # the child that times a restart
     args = parser.parse_args()
     n, repeat = args.sessions, args.repeat
+    if args.read_back:
+        print(json.dumps(read_back(args.read_back, args.days, repeat)))
+        return 0
 
     began = time.perf_counter()
     days = [day_of_sessions(FIRST_DAY + timedelta(days=i), n) for i in range(args.days)]
@@ -242,16 +276,16 @@ def main() -> int:
     print("".join(f"{h:<8}" if i == 0 else f"{h:>9}" for i, h in enumerate(heads)))
     for name, body_format in (("plain", store.PLAIN), ("zlib 1", store.ZLIB)):
         store.BODY_FORMAT = body_format
-        put, one_by_one, wall, held, warm, size = through_store(days, repeat)
-        figures = (put, one_by_one / len(days), one_by_one, wall, held, warm, size / sum(map(len, days)), size / 2**20)
-        print(f"{name:<8}" + "".join(f"{f:>9.1f}" for f in figures))
+        put, reads, size = through_store(days, repeat)
+        count = sum(map(len, days))
+        figures = (put, reads["cpu"] / len(days), reads["cpu"], reads["wall"], reads["held"], reads["warm"])
+        print(f"{name:<8}" + "".join(f"{f:>9.1f}" for f in figures) + f"{size / count:>9.0f}{size / 2**20:>9.1f}")
     store.BODY_FORMAT = store.PLAIN
     print(
-        "CPU ms (wall: elapsed). put: encode, checksum and write one day, median over the days. After a\n"
-        "restart (a new DayStore on the same file): get, N days: every day read back, each let go before the\n"
-        "next (ms per day, total);\n"
-        "N held: every day read back and kept in memory (the collector walks the growing heap). warm get: one\n"
-        "day again, median. B/session and MiB: the file and its WAL on disk."
+        "CPU ms (wall: elapsed). put: encode, checksum and write one day, median over the days. Then, in a\n"
+        "new process (a restart): get, N days: every day read back, each let go before the next (ms per day,\n"
+        "total); N held: every day read back and kept in memory (the collector walks the growing heap); warm\n"
+        "get: one day again, median. B/sess. and MiB: the file on disk after the store is closed."
     )
     return 0
 

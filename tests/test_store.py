@@ -4,6 +4,7 @@ rebuilt (never served), several threads and processes on one file, where HARDAL_
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sqlite3
@@ -24,7 +25,17 @@ from hardal_mcp import store as store_module
 from hardal_mcp.client import key_fingerprint
 from hardal_mcp.config import Settings
 from hardal_mcp.models import Session
-from hardal_mcp.store import CLOSED_AFTER, FILENAME, DayKey, DayStore, decode, default_path, encode, store_path
+from hardal_mcp.store import (
+    CLOSED_AFTER,
+    FILENAME,
+    DayKey,
+    DayStore,
+    collector_paused,
+    decode,
+    default_path,
+    encode,
+    store_path,
+)
 
 from .conftest import ROOT, make_settings
 
@@ -554,3 +565,20 @@ def test_status_counts_days_websites_and_span(day_store: DayStore) -> None:
     assert (status.oldest, status.newest) == (DAY - timedelta(days=3), DAY + timedelta(days=5))
     assert [(s.fingerprint, s.website_id, s.days) for s in status.sites] == [(FP, "site", 2), ("bbbbbbbbbbbb", "b", 1)]
     assert status.bytes > 0
+
+
+def test_decoding_pauses_the_collector_and_restores_it() -> None:
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():  # another thread's decode overlapping
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # still one under way
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # it was off: it stays off
+    finally:
+        gc.enable()
