@@ -454,7 +454,7 @@ def _prepare(conn: sqlite3.Connection) -> None:
         raise StoreCorrupt(f"schema version {version}, expected {SCHEMA_VERSION}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")  # a crash may lose the last days written, never corrupt
-    conn.execute("PRAGMA journal_size_limit = 67108864")
+    conn.execute("PRAGMA journal_size_limit = 16777216")  # the journal left on disk between checkpoints
 
 
 @contextlib.contextmanager
