@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         "--quick",
         action="store_true",
         help="fewer runs and calls: 3 scans, 3 cold starts, 50 calls, one rate-limited scan; the scale section "
-        "without its max_sessions=200,000 variants",
+        "without its comparison and segment questions",
     )
     parser.add_argument(
         "--only",
