@@ -4,6 +4,9 @@ that would show alike are told apart, never merged."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import re
 import time
 import tracemalloc
 from datetime import date
@@ -223,6 +226,33 @@ def test_lookalike_pages_are_counted_apart_and_shown_apart() -> None:
     paths = listed(pages["path"])
     assert paths[0] == ("/ → /checkout", 54)
     assert paths[1][0].startswith("/ → /checkout #") and paths[1][1] == 4
+
+
+def test_a_cleaned_value_is_marked_even_alone() -> None:
+    # Shown plainly, `/checkout` would read as the page `/checkout`, which a segment would then not find.
+    alone = listed(by_key(summary(CHECKOUT[54:]).pages)["exit"])
+    both = listed(by_key(summary(CHECKOUT).pages)["exit"])
+    assert re.fullmatch(r"/checkout #[0-9a-f]{4}", alone[0][0])
+    assert alone[0] == both[1]  # the same label in every read: compare and estimates meet it again
+    # a value spelled like the marker of a missing value is marked too, missing values or not
+    spelled = listed(by_key(summary([session("1", country="(none)")]).breakdowns)["country"])
+    assert re.fullmatch(r"\(none\) #[0-9a-f]{4}", spelled[0][0])
+
+
+def test_lookalikes_whose_short_hashes_collide_get_longer_ones() -> None:
+    def short(value: str) -> str:
+        return hashlib.blake2b(value.encode(), digest_size=16).hexdigest()[:4]
+
+    seen: dict[str, str] = {}
+    for k in itertools.count(1):  # pages that all show as `/a`: find two whose 4-digit hashes agree
+        page = "/a" + ZW * k
+        if short(page) in seen:
+            break
+        seen[short(page)] = page
+    pair = [seen[short(page)], page]
+    shown = [v for v, _ in listed(by_key(summary([session("1", pages=pair)]).pages)["viewed"])]
+    assert len(set(shown)) == 2
+    assert all(re.fullmatch(r"/a #[0-9a-f]{8}", v) for v in shown), shown
 
 
 def test_two_long_paths_elided_alike_are_not_merged() -> None:

@@ -51,14 +51,15 @@ from .schema import (
     _landing,
     _path,
     _path_label,
+    _spelled,
     _Tally,
     field_names,
     fmt_duration,
     identity,
     pct,
     quantile,
-    sequence_exact,
     sequence_identity,
+    sequence_plain,
 )
 from .segment import Segment
 
@@ -316,7 +317,9 @@ def _enumeration(name: str, tally: _Tally, sessions: int, top: int, record: Reco
     """Upstream spells enumerations inconsistently (`Desktop` / `desktop`): they alone fold case, and each
     group is shown in its most frequent spelling."""
     groups, spelled = tally.grouped(_folded)
-    return _breakdown(name, groups, sessions, top, record=record, text=lambda i: _label(spelled[i]), exact=spelled.get)
+    return _breakdown(
+        name, groups, sessions, top, record=record, text=lambda i: _label(spelled[i]), plain=_spelled(spelled)
+    )
 
 
 def _folded(value: str | None) -> str:
@@ -333,7 +336,7 @@ def _paths(tally: _Tally, sessions: int, top: int, record: Record | None) -> Bre
         top,
         record=record,
         text=lambda i: _path_label(spelled[i]),
-        exact=lambda i: sequence_exact(spelled[i]),
+        plain=lambda i, text: sequence_plain(spelled[i], text),
     )
 
 

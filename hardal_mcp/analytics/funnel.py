@@ -25,6 +25,7 @@ from .schema import (
     _field_name,
     _grouped,
     _label,
+    _spelled,
     identity,
     labels,
     pct,
@@ -183,7 +184,7 @@ class Funnel(Scan):
             lambda raw: identity(raw, fold=fold),
         )
         # `(other)`, the rest, is labelled with the groups: a value spelled so is told apart from it
-        shown_as = labels([*groups, OTHER], lambda i: OTHER if i == OTHER else _label(spelled[i]), exact=spelled.get)
+        shown_as = labels([*groups, OTHER], lambda i: OTHER if i == OTHER else _label(spelled[i]), _spelled(spelled))
         ranked = sorted(groups.items(), key=lambda item: (-item[1][1], -item[1][0], shown_as[item[0]], item[0]))
         shown = ranked[: self.top]
         rest = [counts for _, counts in ranked[self.top :]]

@@ -33,8 +33,8 @@ from .schema import (
     identity,
     path_step,
     path_text,
-    sequence_exact,
     sequence_identity,
+    sequence_plain,
 )
 from .segment import Segment, _check_patterns
 
@@ -121,12 +121,12 @@ class PathAnalysis(Scan):
             page=elide(_label(self.page), _VALUE_CHARS) if self.page is not None else None,
             visits=self._viewers if by_page else None,
             views=self._views if by_page else None,
-            previous=top("previous", before, partial(identity, missing=ENTERED), _or(ENTERED), _page)
+            previous=top("previous", before, partial(identity, missing=ENTERED), _or(ENTERED), _shows)
             if by_page
             else None,
-            next=top("next", after, partial(identity, missing=EXITED), _or(EXITED), _page) if by_page else None,
-            flows=None if by_page else top("flow", before, sequence_identity, _flow_label, sequence_exact),
-            paths=None if by_page else top("path", after, sequence_identity, _whole_path_label, sequence_exact),
+            next=top("next", after, partial(identity, missing=EXITED), _or(EXITED), _shows) if by_page else None,
+            flows=None if by_page else top("flow", before, sequence_identity, _flow_label, sequence_plain),
+            paths=None if by_page else top("path", after, sequence_identity, _whole_path_label, sequence_plain),
         )
 
     def record(self) -> Record:
@@ -140,7 +140,7 @@ class PathAnalysis(Scan):
         counts: dict[Any, int],
         ident: Callable[[Any], str],
         label: Callable[[Any], str],
-        exact: Callable[[Any], str | None],
+        plain: Callable[[Any, str], bool],
         record: Record | None,
     ) -> Breakdown:
         """The top list of exact values (pages, or page sequences); only their labels are cleaned."""
@@ -153,12 +153,13 @@ class PathAnalysis(Scan):
             self.top,
             record=record,
             text=lambda i: label(spelled[i]),
-            exact=lambda i: exact(spelled[i]),
+            plain=lambda i, text: plain(spelled[i], text),
         )
 
 
-def _page(page: str | None) -> str | None:
-    return page
+def _shows(page: str | None, text: str) -> bool:
+    """Whether `text` shows `page` as it is."""
+    return text == page
 
 
 def _or(instead_of_none: str) -> Callable[[str | None], str]:

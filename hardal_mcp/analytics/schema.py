@@ -4,12 +4,13 @@ small helpers every analysis shares."""
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -215,6 +216,11 @@ def value_exact(ident: str) -> str:
     return ident[1:] if ident[0] == _ESCAPE else ident
 
 
+def value_plain(ident: str, text: str) -> bool:
+    """Whether `text` shows the value of `ident` (made without `fold`) as it is."""
+    return text == value_exact(ident)
+
+
 def sequence_identity(pages: tuple[str | None, ...] | None) -> str:
     """The identity of a path or flow: the repr of its exact pages (never a marker); NONE when empty."""
     return repr(pages) if pages else NONE
@@ -227,19 +233,29 @@ def _grouped(
     the spelling with the largest first count (ties: the smallest)."""
     groups: dict[str, list[int]] = {}
     spelled: dict[str, Any] = {}
-    best: dict[str, int] = {}
+    folded: dict[str, list[tuple[int, Any]]] = {}  # identity -> (count, raw) of each value folded into it
     for raw, counts in items:
         key = ident(raw)
         group = groups.get(key)
         if group is None:
             groups[key] = list(counts)
-            spelled[key], best[key] = raw, counts[0]
+            spelled[key] = raw
             continue
+        spellings = folded.get(key)
+        if spellings is None:
+            spellings = folded[key] = [(group[0], spelled[key])]
+        spellings.append((counts[0], raw))
         groups[key] = [a + b for a, b in zip(group, counts, strict=True)]
-        other = spelled[key]
-        if isinstance(raw, str) and isinstance(other, str) and (-counts[0], raw) < (-best[key], other):
-            spelled[key], best[key] = raw, counts[0]
+    for key, spellings in folded.items():
+        named = [(-n, raw) for n, raw in spellings if isinstance(raw, str)]
+        if named:
+            spelled[key] = min(named)[1]
     return groups, spelled
+
+
+def _spelled(spelled: Mapping[str, Any]) -> Callable[[str, str], bool]:
+    """Whether a label text shows its identity's raw value (see `_grouped`) as it is."""
+    return lambda ident, text: text == spelled.get(ident)
 
 
 def _suffix(ident: str, width: int) -> str:
@@ -247,34 +263,45 @@ def _suffix(ident: str, width: int) -> str:
 
 
 def labels(
-    idents: Iterable[str],
-    text: Callable[[str], str],
-    limit: int = _VALUE_CHARS,
-    exact: Callable[[str], str | None] | None = None,
+    idents: Iterable[str], text: Callable[[str], str], plain: Callable[[str, str], bool], limit: int = _VALUE_CHARS
 ) -> dict[str, str]:
-    """Each identity's label: `text` elided to `limit`. Where labels would be the same (a value and its
-    zero-width variant, two long values elided alike), the one label that is exactly its value (`exact`),
-    or a marker such as `(none)`, stays as it is, and every other gets a hash suffix of its identity, as
-    long as it takes to tell them apart: what is shown plainly is what a segment typed from it matches."""
-    full = {i: text(i) for i in idents}
-    shown = {i: elide(t, limit) for i, t in full.items()}
+    """Each identity's label: `text` elided to `limit`, and told apart from every other by a hash suffix
+    of its identity where it could be mistaken for another value:
+
+    * always where cleaning changed the text (`plain(identity, text)` is false): shown plainly, `Turkey`
+      is the value `Turkey`, which a segment typed from the label matches;
+    * always where a value reads as a marker such as `(none)`, which keeps its plain label;
+    * where labels would still be the same (two long values elided alike), the one label that is its
+      whole value, if any, stays as it is.
+
+    The suffix grows past 4 hex digits only where 4 do not tell values apart."""
+    full: dict[str, str] = {}
+    shown: dict[str, str] = {}
+    tagged: dict[str, None] = {}  # an ordered set
     by_label: dict[str, list[str]] = {}
-    for i, label in shown.items():
-        by_label.setdefault(label, []).append(i)
-    clashing: list[str] = []
+    for i in idents:
+        t = full[i] = text(i)
+        label = shown[i] = elide(t, limit) if len(t) > limit else t
+        same = by_label.get(label)
+        if same is None:
+            by_label[label] = [i]
+        else:
+            same.append(i)
+        if i not in _MARKERS and (t in _MARKERS or not plain(i, t)):
+            tagged[i] = None
     for label, same in by_label.items():
         if len(same) > 1:
-            plain = [i for i in same if i in _MARKERS] or [i for i in same if exact is not None and exact(i) == label]
-            clashing += (i for i in same if len(plain) != 1 or i != plain[0])
+            keep = [i for i in same if i in _MARKERS] or [i for i in same if full[i] == label and i not in tagged]
+            tagged.update(dict.fromkeys(i for i in same if len(keep) != 1 or i != keep[0]))
     width = _HASH_WIDTH
-    while clashing and width <= 32:
-        for i in clashing:
+    while tagged and width <= 32:
+        for i in tagged:
             tag = _suffix(i, width)
             shown[i] = elide(full[i], max(1, limit - len(tag))) + tag
         count: dict[str, int] = {}
         for label in shown.values():
             count[label] = count.get(label, 0) + 1
-        clashing = [i for i in clashing if count[shown[i]] > 1]
+        tagged = {i: None for i in tagged if count[shown[i]] > 1}
         width += 4
     return shown
 
@@ -298,6 +325,13 @@ def path_step(page: str, limit: int) -> str:
     return elide(_label(page), limit).replace("→", "⇢")
 
 
+def sequence_plain(pages: Sequence[str | None], text: str) -> bool:
+    """Whether a path or flow labelled `text` shows every page as it is, but for elision (see `labels`)."""
+    if None not in pages and text == ARROW.join(cast("Sequence[str]", pages)):
+        return True  # the common case, at C speed: no page cleaned, elided or holding an arrow
+    return all(page is None or (clean(page, _FULL) == page and "→" not in page) for page in pages)
+
+
 def path_text(pages: Sequence[str], step_chars: int = 60) -> str:
     """`/ → /a → /b → (+N pages) → /y → /z`: the middle of a long path is elided, visibly."""
     if len(pages) <= PATH_HEAD + PATH_TAIL + 1:
@@ -305,11 +339,6 @@ def path_text(pages: Sequence[str], step_chars: int = 60) -> str:
     steps = [path_step(p, step_chars) for p in pages[:PATH_HEAD]]
     steps.append(f"(+{len(pages) - PATH_HEAD - PATH_TAIL:,} pages)")
     return ARROW.join(steps + [path_step(p, step_chars) for p in pages[-PATH_TAIL:]])
-
-
-def sequence_exact(pages: Sequence[str | None] | None) -> str | None:
-    """A path or flow written out in full, as its label would be were nothing cleaned or elided."""
-    return ARROW.join("…" if page is None else page for page in pages) if pages else None
 
 
 def _path_label(key: tuple[str | None, ...]) -> str:
@@ -365,18 +394,18 @@ def _breakdown(
     id_like: bool = False,
     record: Record | None = None,
     text: Callable[[str], str] = value_text,
-    exact: Callable[[str], str | None] = value_exact,
+    plain: Callable[[str, str], bool] = value_plain,
 ) -> Breakdown:
     """Top `top` groups by count (ties by label); `other` holds the rest, so counts always add up. `groups`
-    is keyed by identity; `text` and `exact` make labels (see `labels`). With `record`, every group is
+    is keyed by identity; `text` and `plain` make labels (see `labels`). With `record`, every group is
     handed to it too (estimates need the values a page alone would not show), keyed by identity, and the
     shown ones in order."""
     if id_like:
         shown = [(NONE, groups[NONE])] if NONE in groups else []
         shown_as = {NONE: NONE}
     else:
-        shown_as = labels(groups, text, exact=exact)
-        shown = sorted(groups.items(), key=lambda item: (-item[1][0], shown_as[item[0]], item[0]))[:top]
+        shown_as = labels(groups, text, plain)
+        shown = heapq.nsmallest(top, groups.items(), key=lambda item: (-item[1][0], shown_as[item[0]], item[0]))
     if record is not None:
         record.breakdown(key, groups, whole, [i for i, _ in shown])
     entries = [
@@ -433,7 +462,7 @@ def field_names(keys: Iterable[str]) -> dict[str, str]:
     names = labels(
         [*("r" + name for name in _RESERVED_NAMES), *("k" + key for key in keys)],
         lambda i: i[1:] if i[0] == "r" else _label(i[1:]),
+        lambda i, text: text == i[1:],
         _KEY_CHARS,
-        exact=lambda i: i[1:],
     )
     return {key: names["k" + key] for key in keys}
