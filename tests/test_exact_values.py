@@ -308,6 +308,16 @@ def test_field_values_and_keys_are_grouped_exactly() -> None:
     assert any(k.startswith("country #") for k in keys[4:]) and any(k.startswith("plan #") for k in keys)
 
 
+def test_a_field_name_is_the_same_whatever_other_keys_a_read_has() -> None:
+    # Field names key a `Record`: a page's name for a key must be the master's, so an elided key is
+    # marked even alone (two long keys elided alike would otherwise be marked in one read, not another).
+    one, two = ("campaign_" + "x" * 60 + f"_{n}" for n in (1, 2))
+    alone = [b.key for b in summary([session("1", fields={one: "a"})]).breakdowns[4:]]
+    both = [b.key for b in summary([session("1", fields={one: "a", two: "b"})]).breakdowns[4:]]
+    assert len(set(both)) == 2
+    assert alone[0] in both and re.fullmatch(r"campaign_x+…x+_1 #[0-9a-f]{4}", alone[0])
+
+
 def test_funnel_groups_are_exact() -> None:
     sessions = [
         session("1", pages=["/", "/buy"], fields={"utm_source": "google"}),

@@ -462,7 +462,7 @@ def field_names(keys: Iterable[str]) -> dict[str, str]:
     names = labels(
         [*("r" + name for name in _RESERVED_NAMES), *("k" + key for key in keys)],
         lambda i: i[1:] if i[0] == "r" else _label(i[1:]),
-        lambda i, text: text == i[1:],
-        _KEY_CHARS,
+        lambda i, text: text == i[1:] and len(text) <= _KEY_CHARS,  # an elided key is marked too: a name
+        _KEY_CHARS,  # keys a `Record`, so it must not depend on which other keys a page happens to have
     )
     return {key: names["k" + key] for key in keys}
