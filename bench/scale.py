@@ -455,6 +455,11 @@ class DeltaCheck:
     moe: float | None
     truth: float | None
     old: float | None
+    noise: bool = False  # the answer marks the change as within its margin
+    now: float | None = None  # the answer's figures for the two periods, and the truth's
+    before: float | None = None
+    true_now: float | None = None
+    true_before: float | None = None
 
     @property
     def error(self) -> float | None:
@@ -479,6 +484,11 @@ def deltas(answer: dict[str, Any], truth: dict[str, Any], old: dict[str, Any]) -
             c.get("moe"),
             true.get(name, {}).get("delta"),
             before.get(name, {}).get("delta"),
+            bool(c.get("noise")),
+            c.get("now"),
+            c.get("before"),
+            true.get(name, {}).get("now"),
+            true.get(name, {}).get("before"),
         )
         for name, c in ours.items()
     ]
@@ -868,6 +878,16 @@ def rows_and_notes(r: Results) -> tuple[list[Row], list[str]]:
                 bool(measured) and all(d.inside for d in measured),
             )
         )
+        flagged = [d for d in measured if not d.noise]
+        rows.append(
+            Row(
+                "… changes the answer calls real (beyond their margin): Δ shown (true Δ)",
+                ", ".join(f"{d.name} {fmt_delta(d.shown)} ({fmt_delta(d.truth)})" for d in flagged) or "none",
+                "every change (no margins)",
+                "—",
+                "—",
+            )
+        )
         if unmeasured:
             r.notes.append(f"compare {c.label}: no margin stated for {', '.join(unmeasured)} (not checked).")
 
@@ -942,6 +962,14 @@ def rows_and_notes(r: Results) -> tuple[list[Row], list[str]]:
                 "both",
                 all(e is None for e in p.errors) and len(p.walls) == 2 and not any(p.partial),
             ),
+            Row(
+                "… the slower answer, wall (s)",
+                num(max(p.walls, default=math.nan), 1),
+                num(max(q.walls, default=math.nan), 1) if q else "—",
+                "—",
+                f"≤ {TOOL_TIMEOUT:g}",
+                max(p.walls, default=math.inf) <= TOOL_TIMEOUT,
+            ),
         ]
     return rows, notes(r)
 
@@ -952,14 +980,18 @@ def fmt_delta(value: float | None) -> str:
     return f"{value:+,.0f}" if float(value).is_integer() else f"{value:+,.2f}"
 
 
-def old_deltas(checks: list[DeltaCheck]) -> str:
-    measured = [d for d in checks if d.old is not None and d.truth is not None and d.name != "sessions"]
-    if not measured:
+def fmt_value(value: float | None) -> str:
+    if value is None:
         return "—"
-    worst = max(measured, key=lambda d: abs((d.old or 0) - (d.truth or 0)) / max(abs(d.truth or 0), 1e-9))
-    assert worst.old is not None
-    assert worst.truth is not None
-    return f"no margins; worst {worst.name} {fmt_delta(worst.old)} vs {fmt_delta(worst.truth)}"
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+
+
+def old_deltas(checks: list[DeltaCheck]) -> str:
+    """The old slices' changes of the rates (their counts are of 20,000 sessions each, not of the periods)."""
+    rates = [d for d in checks if d.name in ROUNDING and d.old is not None]
+    if not rates:
+        return "—"
+    return "no margins; " + ", ".join(f"{d.name} {fmt_delta(d.old)} ({fmt_delta(d.truth)})" for d in rates)
 
 
 def pair_text(p: Pair) -> str:
@@ -1011,7 +1043,13 @@ def notes(r: Results) -> list[str]:
         parts = [
             f"{d.name} {fmt_delta(d.shown)}"
             + (f" ± {d.moe:g}" if d.moe is not None else "")
-            + f" (true {fmt_delta(d.truth)}, old {fmt_delta(d.old)})"
+            + f" (true {fmt_delta(d.truth)}, old {fmt_delta(d.old)}"
+            + (
+                f"; shown {fmt_value(d.now)} vs {fmt_value(d.before)}, true {fmt_value(d.true_now)} vs "
+                f"{fmt_value(d.true_before)})"
+                if d.moe is not None
+                else ")"
+            )
             for d in c.checks
         ]
         out.append(f"compare {c.label}, Δ per total: " + "; ".join(parts) + ".")
