@@ -75,6 +75,8 @@ class Limiter(Protocol):
 
     def available(self, seconds: float) -> int: ...
 
+    def held(self) -> float: ...
+
     def hold_until(self, when: float | None = None) -> None: ...
 
 
@@ -192,6 +194,11 @@ class SharedRateLimiter:
 
         result = self._transact(count)
         return self._local().available(seconds) if result is None else result
+
+    def held(self) -> float:
+        """Seconds until a hold (set by any process) ends; 0 when none."""
+        result = self._transact(lambda state, now: max(0.0, state.hold - now))
+        return self._local().held() if result is None else result
 
     def hold_until(self, when: float | None = None) -> None:
         """No process starts a request before `when` (Unix time). None: Hardal said the window is full (a

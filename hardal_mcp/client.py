@@ -92,6 +92,10 @@ class RateLimiter:
         now = self._clock()
         return count_available(self.per_minute, now, self._hold, list(self._done), self._in_flight, seconds)
 
+    def held(self) -> float:
+        """Seconds until a hold set by `hold_until` ends (0: none)."""
+        return max(0.0, self._hold - self._clock())
+
     def hold_until(self, when: float | None = None) -> None:
         """Count the budget as spent until `when` (Unix time), as after a 429; None (no Retry-After): until
         the oldest answer of the window leaves it, a minute from now if there is none.
@@ -310,6 +314,13 @@ class HardalClient:
         headers = {"Authorization": f"Bearer {key.get_secret_value()}"}
         failure: HardalError | None = None
         for attempt in range(self.retry.attempts):
+            paused = limiter.held() if attempt == 0 else 0.0  # a retry already waits as its 429 asked
+            if paused > self.retry.max_retry_after:  # a 429 asked every caller of this key to wait that long
+                raise RateLimitError(
+                    f"Hardal's rate limit for this key is exhausted: an earlier answer asked to wait. Try again "
+                    f"in {math.ceil(paused)} s, or lower HARDAL_RATE_LIMIT if other tools share this key.",
+                    retry_after=paused,
+                )
             try:
                 async with limiter.slot():
                     self.requests_sent += 1
@@ -353,9 +364,11 @@ class HardalClient:
                             await self._sleep(wait)
                         continue
                 failure = _status_error(status, response.headers, content, what, key)
-                if isinstance(failure, RateLimitError):  # every process sharing the key's budget backs off
-                    after = failure.retry_after
-                    limiter.hold_until(None if after is None else time.time() + after)
+                if isinstance(failure, RateLimitError) and failure.retry_after is not None:
+                    # Every process sharing the key's budget waits as long as Hardal asked. Without a
+                    # Retry-After nothing says how long: the retries below back off, and the planner
+                    # waits for the window itself.
+                    limiter.hold_until(time.time() + failure.retry_after)
                 if status not in _RETRY_STATUSES:
                     raise failure
                 wait = self.retry.backoff(attempt)

@@ -85,20 +85,25 @@ class Outcome:
 
 
 class Allowance:
-    """Requests one tool call may still send (shared by the windows of a comparison)."""
+    """Requests one tool call may still send (shared by the windows of a comparison). Plans are sized
+    from `left`, a snapshot of the key's budget; `live`, when given, is asked again before each request,
+    since other calls and processes spend the same budget meanwhile: a request that could not start
+    before the deadline is not sent (and the plan's pages are ordered so that what is read stays spread)."""
 
-    def __init__(self, requests: int) -> None:
+    def __init__(self, requests: int, live: Callable[[], int] | None = None) -> None:
         self.left = requests
+        self.live = live
 
-    def take(self, n: int = 1) -> int:
-        granted = max(0, min(n, self.left))
-        self.left -= granted
-        return granted
+    def take(self) -> bool:
+        if self.left <= 0 or (self.live is not None and self.live() <= 0):
+            return False
+        self.left -= 1
+        return True
 
     def split(self, parts: int) -> list[Allowance]:
         shares = [self.left // parts + (i < self.left % parts) for i in range(parts)]
         self.left = 0
-        return [Allowance(n) for n in shares]
+        return [Allowance(n, self.live) for n in shares]
 
 
 @dataclass(slots=True)
@@ -316,6 +321,7 @@ class Planner:
                 day.sampled.append(index)
             consume(Page(page.sessions, page.dropped, index))
 
+        firsts: list[SessionsPage | None] = [None] * len(probed)
         with anyio.CancelScope(deadline=self.deadline):
             firsts = await self._gather(
                 [self.scope.day(d) for d in probed],
@@ -352,7 +358,11 @@ class Planner:
         sizes = {d: len(order) for d, order in orders.items()}
 
         def plan(n: int) -> list[tuple[date, int]]:
-            return [(d, page) for d, count in _allocate(sizes, n).items() for page in orders[d][:count]]
+            """Round by round (every day's first pick, then every day's second, …): read in this order, a
+            plan cut short by the budget or the deadline still covers every day it can."""
+            counts = _allocate(sizes, n)
+            rounds = max(counts.values(), default=0)
+            return [(d, orders[d][r]) for r in range(rounds) for d, count in counts.items() if r < count]
 
         def cost(picked: list[tuple[date, int]]) -> int:
             return sum(not self._cached(self.scope.day(d), self.size * page) for d, page in picked)

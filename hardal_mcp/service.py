@@ -447,8 +447,12 @@ class Hardal:
 
     def allowance(self, deadline: float) -> Allowance:
         """What one call may send: the requests the key's budget lets start before the deadline."""
-        seconds = max(0.0, deadline - anyio.current_time() - SAFETY_SECONDS)
-        return Allowance(self.client.budget(self.key()).available(seconds))
+        budget = self.client.budget(self.key())
+
+        def live() -> int:
+            return budget.available(max(0.0, deadline - anyio.current_time() - SAFETY_SECONDS))
+
+        return Allowance(live(), live)
 
     async def client_page(self, scope: Scope, offset: int, limit: int) -> SessionsPage:
         page = await self.client.sessions(

@@ -97,6 +97,15 @@ async def assert_serves(client: Client) -> None:
     assert result.structured_content["page"]["returned"] == 3
 
 
+async def assert_paused(client: Client) -> None:
+    """Hardal's limit is per key: after a 429 that asked to wait long, a call on any website answers at
+    once with when to try again (no request, no time-out)."""
+    started = anyio.current_time()
+    result = await client.call_tool("list_sessions", {"website_id": HEALTHY, **WINDOW, "limit": 3})
+    assert result.is_error and re.search(r"Try again in \d+ s", text_of(result)), text_of(result)
+    assert anyio.current_time() - started < SLACK
+
+
 def window_sessions(site: str) -> list[Session]:
     """The sandbox's own answer: every session of WINDOW for this website, newest first."""
     now = datetime.now(UTC)
@@ -218,7 +227,7 @@ async def test_a_long_retry_after_is_reported_not_waited_out() -> None:
         assert "Try again in 120 s" in text_of(result)
         assert traffic(app).site(site).requests == 1
         assert elapsed < SLACK
-        await assert_serves(client)
+        await assert_paused(client)
 
 
 async def test_a_failure_after_the_first_page_gives_a_partial_digest() -> None:
@@ -563,12 +572,17 @@ async def test_the_api_key_never_leaks_whatever_the_fault(caplog: pytest.LogCapt
 
             calls = [call for site in LEAK_SITES for call in await every_tool_call(client, site)]
             assert {name for name, _ in calls} >= {"summarize_sessions", "list_sessions", "get_session_activity"}
+            # A 429 asking to wait 120 s pauses the whole key (Hardal's limit is per key): that site goes last.
+            pausing = [(name, arguments) for name, arguments in calls if arguments["website_id"] == "leak-429-long"]
             async with anyio.create_task_group() as group:
                 for name, arguments in calls:
-                    group.start_soon(run, name, arguments)
-            await assert_serves(client)
+                    if (name, arguments) not in pausing:
+                        group.start_soon(run, name, arguments)
+            for name, arguments in pausing:
+                await run(name, arguments)
+            await assert_paused(client)
         for site in LEAK_SITES:
-            assert traffic(served.app).requests(site) >= 3  # every tool reached the sandbox
+            assert traffic(served.app).requests(site) >= 1  # every site's faults were met
     assert len(seen) == 2 * len(calls)
     logged = [caplog.text] + [record.getMessage() for record in caplog.records]
     logged += [repr(record.args) for record in caplog.records]
