@@ -159,3 +159,24 @@ def test_an_estimated_funnel_shows_its_estimated_rates() -> None:
     )
     assert render_funnel(exact).splitlines()[-1].startswith("step 2 /checkout: 5 (31.3% of step 1)")
     assert render_funnel(sampled).splitlines()[-1].startswith("step 2 /checkout: 5 (30.0% of step 1)")
+
+
+def test_structured_shares_and_rates_round_once_half_up() -> None:
+    """5 of 16 is 31.25%: 31.3 in the JSON too, as in the text (binary round() gave 31.2)."""
+    from datetime import date
+
+    from hardal_mcp.analytics import Digest
+    from hardal_mcp.params import Window
+
+    window = Window("custom", date(2026, 11, 20), date(2026, 11, 20), "UTC")
+    at = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    sessions = [
+        Session(id=f"s{i}", started_at=at, pages=["/"] if i < 5 else ["/", "/b"], country="Turkey" if i < 5 else "Peru")
+        for i in range(16)
+    ]
+    digest = Digest(window)
+    digest.add(sessions)
+    summary = digest.summary(website_id="w", total=16)
+    country = next(b for b in summary.breakdowns if b.key == "country")
+    assert {e.v: e.pct for e in country.top} == {"Turkey": 31.3, "Peru": 68.8}
+    assert summary.totals.bounce_pct == 31.3

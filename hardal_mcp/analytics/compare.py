@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 from pydantic import Field
 
+from ..numbers import difference, relative_pct, rounded, share_change
 from ..results import WindowInfo
 from .schema import DIMENSIONS, NONE, Breakdown, Schema, Summary, Totals
 
@@ -123,7 +124,7 @@ def _margin(now: dict[str, float] | None, before: dict[str, float] | None, name:
 
 
 def _change(name: str, now: int | float | None, before: int | float | None, moe: float | None = None) -> Change:
-    moe = None if moe is None or math.isnan(moe) else round(moe, 2)
+    moe = None if moe is None or math.isnan(moe) else rounded(moe, 2)
     if now is None or before is None:
         return Change(name=name, now=now, before=before, delta=None, delta_pct=None, moe=moe)
     delta = now - before
@@ -131,8 +132,8 @@ def _change(name: str, now: int | float | None, before: int | float | None, moe:
         name=name,
         now=now,
         before=before,
-        delta=round(delta, 2) if isinstance(delta, float) else delta,
-        delta_pct=round(100 * delta / before, 1) if before else None,
+        delta=difference(now, before, 2) if isinstance(delta, float) else delta,
+        delta_pct=relative_pct(delta, before),
         moe=moe,
         noise=moe is not None and abs(delta) <= moe,
     )
@@ -168,12 +169,11 @@ def _breakdown_change(b: Breakdown, old: _Known, current: Summary, previous: Sum
         now, before = new.get(value), old.get(value)
         if now is None or before is None:
             continue  # hidden in `other` on one side: no exact change to report
-        effect = _share(now[1], now_sessions) - _share(before[1], old_sessions)
-        share_delta = round(_share(now[0], now_sessions) - _share(before[0], old_sessions), 1)
+        share_delta = share_change(now[0], now_sessions, before[0], old_sessions)
         moe = _margin(
             new.margins if current.coverage.sample else None, old.margins if previous.coverage.sample else None, value
         )
-        moe = None if moe is None or math.isnan(moe) else round(moe, 1)
+        moe = None if moe is None or math.isnan(moe) else rounded(moe, 1)
         rows.append(
             Mover(
                 v=value,
@@ -181,7 +181,7 @@ def _breakdown_change(b: Breakdown, old: _Known, current: Summary, previous: Sum
                 before=before[0],
                 delta=now[0] - before[0],
                 share_delta=share_delta,
-                bounce_effect=round(effect, 1),
+                bounce_effect=share_change(now[1], now_sessions, before[1], old_sessions),
                 moe=moe,
                 noise=moe is not None and abs(share_delta) <= moe,
             )
@@ -189,8 +189,3 @@ def _breakdown_change(b: Breakdown, old: _Known, current: Summary, previous: Sum
     by_sessions = sorted((m for m in rows if m.delta), key=lambda m: (-abs(m.delta), -abs(m.share_delta), m.v))
     by_bounce = sorted((m for m in rows if m.bounce_effect), key=lambda m: (-abs(m.bounce_effect or 0), m.v))
     return BreakdownChange(key=b.key, movers=by_sessions[:movers], bounce_drivers=by_bounce[:movers])
-
-
-def _share(part: int, whole: int) -> float:
-    """Unrounded percentage: differences of shares are taken before rounding."""
-    return 100 * part / whole if whole else 0.0

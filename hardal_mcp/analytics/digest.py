@@ -10,6 +10,7 @@ from itertools import chain
 from typing import Any
 
 from ..models import Session
+from ..numbers import rounded, rounded_int
 from ..params import Window
 from ..results import WindowInfo
 from ..sanitize import clean
@@ -259,9 +260,9 @@ class Digest(Scan):
             events=self._events,
             bounces=self._bounces,
             bounce_pct=pct(self._bounces, sessions),
-            pages_per_session=round(self._page_views / sessions, 2) if sessions else 0.0,
+            pages_per_session=rounded(self._page_views / sessions, 2) if sessions else 0.0,
             duration=Durations(
-                mean=round(sum(ordered) / len(ordered), 1) if ordered else None,
+                mean=rounded(sum(ordered) / len(ordered), 1) if ordered else None,
                 median=_seconds(quantile(ordered, 0.5)),
                 p90=_seconds(quantile(ordered, 0.9)),
                 unknown=sessions - len(ordered),
@@ -341,7 +342,7 @@ def _paths(tally: _Tally, sessions: int, top: int, record: Record | None) -> Bre
 
 
 def _seconds(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
+    return None if value is None else rounded(value, 1)
 
 
 def estimate_summary(summary: Summary, est: Estimator, *, segmented: bool) -> Summary:
@@ -357,22 +358,22 @@ def estimate_summary(summary: Summary, est: Estimator, *, segmented: bool) -> Su
     for name in ("page_views", "events", "bounces") + (("sessions",) if segmented else ()):
         var = est.variance(scalar(name))
         margins[name] = None if var is None else Z95 * math.sqrt(var)
-    count = round(est.value(sessions)) if segmented else design.total
+    count = rounded_int(est.value(sessions)) if segmented else design.total
     totals = summary.totals.model_copy(
         update={
             "sessions": count,
             "visitors": None,
             "returning": None,
             "returning_pct": None,
-            "page_views": round(est.value(scalar("page_views"))),
-            "events": round(est.value(scalar("events"))),
-            "bounces": round(est.value(scalar("bounces"))),
-            "bounce_pct": round(bounce_pct, 1),
-            "pages_per_session": round(per_session, 2),
+            "page_views": rounded_int(est.value(scalar("page_views"))),
+            "events": rounded_int(est.value(scalar("events"))),
+            "bounces": rounded_int(est.value(scalar("bounces"))),
+            "bounce_pct": rounded(bounce_pct, 1),
+            "pages_per_session": rounded(per_session, 2),
             "duration": summary.totals.duration.model_copy(
-                update={"mean": round(mean, 1) if known else None, "unknown": max(0, count - round(known))}
+                update={"mean": rounded(mean, 1) if known else None, "unknown": max(0, count - rounded_int(known))}
             ),
-            "moe": {k: round(v, 2) for k, v in margins.items() if v is not None},
+            "moe": {k: rounded(v, 2) for k, v in margins.items() if v is not None},
         }
     )
     breakdowns = [estimate_breakdown(b, est) for b in summary.breakdowns]
@@ -381,7 +382,7 @@ def estimate_summary(summary: Summary, est: Estimator, *, segmented: bool) -> Su
     if series.unit == "day":
         counts, estimated = est.per_day(segmented)
     else:  # hours of a one- or two-day window
-        counts, estimated = [round(est.value(element(i))) for i in range(len(series.counts))], True
+        counts, estimated = [rounded_int(est.value(element(i))) for i in range(len(series.counts))], True
     series = series.model_copy(update={"counts": counts, "estimated": estimated})
     sample = sample_info(est, breakdowns + pages)
     coverage = summary.coverage.model_copy(update={"sample": sample, "note": sample_note(sample, design.days)})

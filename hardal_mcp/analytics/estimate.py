@@ -30,6 +30,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..numbers import rounded, rounded_int
 from .schema import DIMENSIONS, Breakdown, Entry, Sample
 
 Z95 = 1.959963984540054
@@ -138,13 +139,13 @@ class Estimator:
             estimated |= total is None
             mine = [(sessions, pages[c]) for c, (sessions, _) in enumerate(design.clusters) if design.day_of[c] == i]
             if not segmented:
-                counts.append(round(n))
+                counts.append(rounded_int(n))
             elif i < len(design.whole) and design.whole[i]:
-                counts.append(round(element(i)(self.master)))
+                counts.append(rounded_int(element(i)(self.master)))
             else:
                 read = sum(sessions for sessions, _ in mine)
                 share = sum(element(i)(rec) for _, rec in mine) / read if read else matching
-                counts.append(round(n * share))
+                counts.append(rounded_int(n * share))
                 estimated = True
         return counts, estimated
 
@@ -190,14 +191,14 @@ def estimate_breakdown(b: Breakdown, est: Estimator) -> Breakdown:
     entries: list[Entry] = []
     for entry, text in zip(b.top, master.shown.get(key, ()), strict=False):
         n, share, moe = est.share(key, text)
-        update: dict[str, object] = {"n": round(n), "pct": round(share, 1), "moe": round_moe(moe)}
+        update: dict[str, object] = {"n": rounded_int(n), "pct": rounded(share, 1), "moe": round_moe(moe)}
         if entry.bounces is not None:
             bounces, sessions = counter(key, text, 1), counter(key, text)
             bounce_pct, _ = est.ratio(bounces, sessions, 100.0)
-            update.update(bounces=round(est.value(bounces)), bounce_pct=round(bounce_pct, 1))
+            update.update(bounces=rounded_int(est.value(bounces)), bounce_pct=rounded(bounce_pct, 1))
         entries.append(entry.model_copy(update=update))
     entries.sort(key=lambda e: -e.n)
-    whole = round(est.value(lambda r: r.wholes.get(key, 0.0)))
+    whole = rounded_int(est.value(lambda r: r.wholes.get(key, 0.0)))
     return b.model_copy(update={"top": entries, "other": max(0, whole - sum(e.n for e in entries)), "distinct": None})
 
 

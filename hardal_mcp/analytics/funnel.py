@@ -10,6 +10,7 @@ from pydantic import Field
 
 from ..errors import InputError
 from ..models import Session
+from ..numbers import rounded, rounded_int
 from ..params import Window
 from ..results import WindowInfo
 from ..sanitize import clean, elide
@@ -215,13 +216,13 @@ def estimate_funnel(result: FunnelResult, est: Estimator) -> FunnelResult:
     for i, step in enumerate(result.steps):
         now, first = scalar(f"reach.{i + 1}"), scalar("reach.1")
         from_start, moe = est.ratio(now, first, 100.0)
-        from_prev = None if i == 0 else round(est.ratio(now, scalar(f"reach.{i}"), 100.0)[0], 1)
+        from_prev = None if i == 0 else rounded(est.ratio(now, scalar(f"reach.{i}"), 100.0)[0], 1)
         steps.append(
             step.model_copy(
                 update={
-                    "sessions": round(reach[i + 1]),
+                    "sessions": rounded_int(reach[i + 1]),
                     "from_prev_pct": from_prev,
-                    "from_start_pct": round(from_start, 1),
+                    "from_start_pct": rounded(from_start, 1),
                     "moe": round_moe(moe),
                 }
             )
@@ -239,9 +240,9 @@ def estimate_funnel(result: FunnelResult, est: Estimator) -> FunnelResult:
         groups.append(
             group.model_copy(
                 update={
-                    "sessions": round(counts[0]),
-                    "steps": [round(n) for n in counts[1:]],
-                    "conversion_pct": round(conversion, 1),
+                    "sessions": rounded_int(counts[0]),
+                    "steps": [rounded_int(n) for n in counts[1:]],
+                    "conversion_pct": rounded(conversion, 1),
                     "moe": round_moe(moe),
                 }
             )
@@ -250,7 +251,7 @@ def estimate_funnel(result: FunnelResult, est: Estimator) -> FunnelResult:
     sample = sample_info(est, []).model_copy(update={"moe": max(margins, default=None)})
     coverage = result.coverage.model_copy(update={"sample": sample, "note": sample_note(sample, est.design.days)})
     return result.model_copy(
-        update={"sessions": round(reach[0]), "steps": steps, "groups": groups, "coverage": coverage}
+        update={"sessions": rounded_int(reach[0]), "steps": steps, "groups": groups, "coverage": coverage}
     )
 
 

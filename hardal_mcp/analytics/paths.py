@@ -10,6 +10,7 @@ from pydantic import Field
 
 from ..errors import InputError
 from ..models import Session
+from ..numbers import rounded_int
 from ..params import Window
 from ..results import WindowInfo
 from ..sanitize import elide
@@ -188,13 +189,13 @@ def estimate_paths(result: PathResult, est: Estimator) -> PathResult:
     by_page = result.page is not None
     sample = sample_info(est, [b for b in lists.values() if b is not None])
     coverage = result.coverage.model_copy(update={"sample": sample, "note": sample_note(sample, est.design.days)})
-    sessions = est.design.total if result.segment is None else round(est.value(scalar("sessions")))
+    sessions = est.design.total if result.segment is None else rounded_int(est.value(scalar("sessions")))
     return result.model_copy(
         update={
             **lists,
             "sessions": sessions,
-            "visits": round(est.value(scalar("visits"))) if by_page else None,
-            "views": round(est.value(scalar("views"))) if by_page else None,
+            "visits": rounded_int(est.value(scalar("visits"))) if by_page else None,
+            "views": rounded_int(est.value(scalar("views"))) if by_page else None,
             "coverage": coverage,
         }
     )

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import TzInfo
 
 from ..errors import InputError
+from ..numbers import pct as exact_pct
+from ..numbers import rounded_int
 from ..params import Window
 from ..results import WindowInfo
 
@@ -149,13 +151,14 @@ class Summary(Schema):
 # Small shared helpers.
 
 
-def pct(part: float, whole: float) -> float:
-    return round(100 * part / whole, 1) if whole else 0.0
+def pct(part: int, whole: int) -> float:
+    """A percentage with one decimal, rounded once, half up, from the exact counts."""
+    return exact_pct(part, whole)
 
 
 def fmt_duration(seconds: float) -> str:
     """`45s`, `3m05s`, `1h02m05s`: compact and unambiguous."""
-    s = round(seconds)
+    s = rounded_int(seconds)
     if s < 60:
         return f"{s}s"
     if s < 3600:
