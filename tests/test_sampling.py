@@ -9,9 +9,12 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
+import httpx2
 from mcp.client import Client
 
-from hardal_mcp.sandbox import SandboxConfig
+from hardal_mcp.sandbox import SandboxConfig, create_app
+from hardal_mcp.sandbox.app import traffic
+from hardal_mcp.server import build_server
 
 from .conftest import connect, make_settings
 from .test_server import text_of
@@ -112,6 +115,11 @@ async def test_a_returning_segment_is_never_sampled() -> None:
 
 
 async def test_list_sessions_with_returning_answers_without_burning_the_minute() -> None:
-    async with sampled() as client:
+    app = create_app(SANDBOX)
+    server = build_server(make_settings(rate_limit=60, **SMALL_PAGES), transport=httpx2.ASGITransport(app=app))
+    async with Client(server) as client:
         result = await client.call_tool("list_sessions", {"segment": {"returning": True}, **MONTH})
-    assert result.is_error and "returning" in text_of(result)
+        assert result.is_error and "returning needs every session" in text_of(result)
+        assert traffic(app).site("demo").requests == 1  # the window's total told it all: one request
+        plain = await client.call_tool("list_sessions", {"limit": 5, **MONTH})  # the minute is not spent
+    assert not plain.is_error and plain.structured_content["page"]["next_offset"] == 5
