@@ -170,6 +170,11 @@ class Planner:
             outcome.total = sum(stored.values())
             return outcome
 
+        missing = [d for run in runs for d in run]
+        if exact is None and all(self._cached(self.scope.day(d), 0) for d in missing):
+            # Every day's first page is at hand (an earlier, sampled question): the days' totals are known
+            # without a request, and a spent budget still answers from the pages already read.
+            return await self._sample(runs, consume, stored, outcome, max_sessions, progress)
         with anyio.CancelScope(deadline=self.deadline) as limit:
             probes = await self._gather([self.scope.span(run[0], run[-1]) for run in runs], [0] * len(runs))
         if limit.cancelled_caught or any(p is None for p in probes):
@@ -531,7 +536,7 @@ class Planner:
         """One page within the allowance (cached pages are free); a 429 is waited out while the deadline
         allows."""
         if not self._cached(scope, offset) and not self.allowance.take():
-            self.stopped = "the rate budget of this call was used up"
+            self.stopped = self._spent()
             return None
         while True:
             try:
@@ -595,6 +600,14 @@ class Planner:
         """A start in [0, 1) fixed per site and day: the same question reads the same (cached) pages."""
         digest = hashlib.blake2b(f"{self.scope.website_id}/{day}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64
+
+    def _spent(self) -> str:
+        budget = self.client.budget(self.key)
+        wait = next((s for s in range(1, 61) if budget.available(float(s)) > 0), 60)
+        return (
+            f"the key's rate budget (HARDAL_RATE_LIMIT={self.settings.rate_limit} a minute) is spent by earlier "
+            f"questions; try again in about {wait} s"
+        )
 
     def _deadline_text(self) -> str:
         return (

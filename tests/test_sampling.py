@@ -123,3 +123,13 @@ async def test_list_sessions_with_returning_answers_without_burning_the_minute()
         assert traffic(app).site("demo").requests == 1  # the window's total told it all: one request
         plain = await client.call_tool("list_sessions", {"limit": 5, **MONTH})  # the minute is not spent
     assert not plain.is_error and plain.structured_content["page"]["next_offset"] == 5
+
+
+async def test_a_part_of_a_sampled_window_is_answered_once_the_budget_is_spent() -> None:
+    async with sampled() as client:
+        await call(client, "summarize_sessions", **MONTH)  # spends the minute
+        part = await call(client, "summarize_sessions", **FORTNIGHT)  # its days' pages are at hand
+        result = await client.call_tool("summarize_sessions", {"start_date": "2025-01-01", "end_date": "2025-01-31"})
+    assert part["coverage"]["sample"] is not None and part["coverage"]["sample"]["days"] == 14
+    assert min(part["series"]["counts"]) > 0
+    assert result.is_error and "rate budget" in text_of(result) and "try again in about" in text_of(result)
