@@ -127,7 +127,11 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, httpx2.AsyncBaseTrans
         return Settings.from_env(os.environ), None
     from .sandbox import DEMO_API_KEY, DEMO_WEBSITE_ID, SandboxConfig, create_app
 
-    settings = Settings.from_env(os.environ, api_key=DEMO_API_KEY, website_id=DEMO_WEBSITE_ID, base_url=DEMO_BASE_URL)
+    # The demo's data is made in process: nothing worth keeping on disk unless HARDAL_STORE asks for it.
+    store = os.environ.get("HARDAL_STORE", "").strip() or "off"
+    settings = Settings.from_env(
+        os.environ, api_key=DEMO_API_KEY, website_id=DEMO_WEBSITE_ID, base_url=DEMO_BASE_URL, store=store
+    )
     return settings, httpx2.ASGITransport(app=create_app(SandboxConfig()))
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -37,6 +38,17 @@ def test_call_on_demo_data_prints_a_digest() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Sessions of demo · yesterday:")
     assert "bounce" in done.stdout
+
+
+def test_demo_keeps_nothing_on_disk_unless_asked(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    done = run("call", "summarize_sessions", "--demo", "timeframe=last7days", env={"XDG_CACHE_HOME": str(cache)})
+    assert done.returncode == 0, done.stderr
+    assert not cache.exists()  # no day store, no budget file: the demo's data is made in process
+    kept = tmp_path / "kept.sqlite3"
+    done = run("call", "summarize_sessions", "--demo", "timeframe=last7days", env={"HARDAL_STORE": str(kept)})
+    assert done.returncode == 0, done.stderr
+    assert kept.exists()
 
 
 def test_call_json_prints_structured_content_and_json_arguments_are_parsed() -> None:
