@@ -450,7 +450,10 @@ class Hardal:
         budget = self.client.budget(self.key())
 
         def live() -> int:
-            return budget.available(max(0.0, deadline - anyio.current_time() - SAFETY_SECONDS))
+            # What the window lets start by the deadline, plus a full minute's worth for each further
+            # minute before it (a long HARDAL_TOOL_TIMEOUT can wait the window out).
+            seconds = max(0.0, deadline - anyio.current_time() - SAFETY_SECONDS)
+            return budget.available(seconds) + self.settings.rate_limit * int(seconds // 60)
 
         return Allowance(live(), live)
 

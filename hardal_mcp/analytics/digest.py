@@ -354,6 +354,7 @@ def estimate_summary(summary: Summary, est: Estimator, *, segmented: bool) -> Su
     per_session, per_session_moe = est.ratio(scalar("page_views"), sessions)
     mean, mean_moe = est.ratio(scalar("duration_sum"), scalar("duration_n"))
     known = est.value(scalar("duration_n"))
+    unknown = est.value(lambda r: r.scalars.get("sessions", 0.0) - r.scalars.get("duration_n", 0.0))
     margins = {"bounce_pct": round_moe(bounce_moe), "pages_per_session": per_session_moe, "duration_mean": mean_moe}
     for name in ("page_views", "events", "bounces") + (("sessions",) if segmented else ()):
         var = est.variance(scalar(name))
@@ -371,7 +372,7 @@ def estimate_summary(summary: Summary, est: Estimator, *, segmented: bool) -> Su
             "bounce_pct": rounded(bounce_pct, 1),
             "pages_per_session": rounded(per_session, 2),
             "duration": summary.totals.duration.model_copy(
-                update={"mean": rounded(mean, 1) if known else None, "unknown": max(0, count - rounded_int(known))}
+                update={"mean": rounded(mean, 1) if known else None, "unknown": max(0, rounded_int(unknown))}
             ),
             "moe": {k: rounded(v, 2) for k, v in margins.items() if v is not None},
         }
