@@ -183,9 +183,7 @@ class Planner:
         totals = [_total(p) for p in first_pages]
         budget_pages = math.ceil(max_sessions / self.size)
         rest = [
-            (run, offset)
-            for run, t in zip(runs, totals, strict=True)
-            for offset in range(self.size, t or 0, self.size)
+            (run, offset) for run, t in zip(runs, totals, strict=True) for offset in range(self.size, t or 0, self.size)
         ]
         fits = len(rest) + len(runs) <= budget_pages and self.allowance.left >= sum(
             not self._cached(self.scope.span(run[0], run[-1]), offset) for run, offset in rest
@@ -553,19 +551,7 @@ class Planner:
                 return None
 
     async def _fetch(self, scope: Scope, offset: int) -> SessionsPage:
-        page = await self.client.sessions(
-            self.key,
-            scope.website_id,
-            scope.window,
-            limit=self.size,
-            offset=offset,
-            target_signal_id=scope.target_signal_id,
-            is_hybrid=scope.is_hybrid,
-        )
-        if self.settings.redact_pii:
-            for s in page.sessions:
-                redact_session(s)
-        return page
+        return await fetch_page(self.client, self.settings, self.key, scope, offset, self.size)
 
     # -- the store -------------------------------------------------------------------------------------
 
@@ -622,6 +608,25 @@ class Planner:
                 "(HARDAL_TOOL_TIMEOUT). Try again, or narrow the time window."
             )
         return UpstreamError(self.stopped or "Hardal did not answer.")
+
+
+async def fetch_page(
+    client: HardalClient, settings: Settings, key: SecretStr, scope: Scope, offset: int, limit: int
+) -> SessionsPage:
+    """One sessions page of `scope`, personal data masked as it arrives (before anything counts it)."""
+    page = await client.sessions(
+        key,
+        scope.website_id,
+        scope.window,
+        limit=limit,
+        offset=offset,
+        target_signal_id=scope.target_signal_id,
+        is_hybrid=scope.is_hybrid,
+    )
+    if settings.redact_pii:
+        for s in page.sessions:
+            redact_session(s)
+    return page
 
 
 def _runs(days: list[date]) -> list[list[date]]:

@@ -27,16 +27,16 @@ from .analytics import (
 )
 from .analytics import compare as compare_periods
 from .analytics.digest import estimate_summary
-from .analytics.estimate import Design, Estimator, Record
+from .analytics.estimate import Estimator, Record
 from .analytics.funnel import estimate_funnel
 from .analytics.paths import estimate_paths
 from .client import HardalClient, key_fingerprint
 from .config import Settings, env_name
 from .errors import AuthError, HardalError, InputError, NetworkError
-from .models import ActivityEvent, Session, SessionsPage
+from .models import ActivityEvent, Session
 from .params import Order, OrderBy, check_id, check_timezone, resolve_window
-from .planner import SAFETY_SECONDS, Allowance, Outcome, Page, Planner, Scope, has_more_after
-from .privacy import redact_event, redact_session
+from .planner import SAFETY_SECONDS, Allowance, Outcome, Page, Planner, Scope, fetch_page, has_more_after
+from .privacy import redact_event
 from .render import render_activity, render_comparison, render_funnel, render_paths, render_sessions, render_summary
 from .results import ActivityResult, ActivityRow, PageInfo, SessionRow, SessionsResult, WindowInfo
 from .sanitize import clean
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[float, float | None, str], Awaitable[None]]
 T = TypeVar("T")
 A = TypeVar("A", bound=Scan)
+R = TypeVar("R")
 
 MAX_SESSIONS_CAP = 200_000
 
@@ -67,8 +68,21 @@ class Reading(Generic[A]):
             alone.add(page.sessions)
             self.pages[page.cluster] = alone.record()
 
-    def estimator(self, design: Design, master: Record) -> Estimator:
-        return Estimator(design, master, self.pages)
+    def finish(
+        self, website_id: str, outcome: Outcome, build: Callable[..., R], estimate: Callable[[R, Estimator], R]
+    ) -> R:
+        """The analysis' result; scaled by `estimate` when the read was a sample."""
+        record = Record()
+        result = build(
+            self.analysis,
+            website_id=website_id,
+            total=outcome.total,
+            partial_reason=outcome.partial_reason,
+            record=record,
+        )
+        if outcome.design is not None and outcome.design.sampled:
+            result = estimate(result, Estimator(outcome.design, record, self.pages))
+        return result
 
 
 class Background:
@@ -198,7 +212,7 @@ class Hardal:
         """A plain page of the API; with a segment, the next `limit` matches found from `offset` on."""
         if segment is not None:
             return await self._matching_sessions(scope, segment, limit=limit, offset=offset, max_scan=max_scan)
-        page = await self.within_deadline(self.client_page(scope, offset, limit))
+        page = await self.within_deadline(fetch_page(self.client, self.settings, self.key(), scope, offset, limit))
         has_more = has_more_after(page, offset, limit)
         listing = Listing(
             total=page.pagination.total if page.pagination else None,
@@ -313,15 +327,11 @@ class Hardal:
                 group.start_soon(run, i, group)
         if failures:
             raise failures[0]
-        summaries = []
-        for reading, outcome in zip(readings, outcomes, strict=True):
-            record = Record()
-            summary = reading.analysis.summary(
-                website_id=scope.website_id, total=outcome.total, partial_reason=outcome.partial_reason, record=record
-            )
-            if outcome.design is not None and outcome.design.sampled:
-                summary = estimate_summary(summary, reading.estimator(outcome.design, record), segmented=bool(segment))
-            summaries.append(summary)
+        scale = partial(estimate_summary, segmented=segment is not None)
+        summaries = [
+            reading.finish(scope.website_id, outcome, Digest.summary, scale)
+            for reading, outcome in zip(readings, outcomes, strict=True)
+        ]
         comparison = compare_periods(*summaries) if compare else None
         if comparison is not None and scope.window.end >= scope.window.today():
             comparison.notes.append("the current period includes today, which is not over: expect lower counts")
@@ -342,14 +352,9 @@ class Hardal:
         max_sessions: int,
         progress: Progress | None = None,
     ) -> tuple[FunnelResult, str]:
-        reading = Reading(lambda: Funnel(scope.window, steps, breakdown=breakdown, top=top, segment=segment))
+        reading = Reading(partial(Funnel, scope.window, steps, breakdown=breakdown, top=top, segment=segment))
         outcome = await self._read(scope, reading, max_sessions, segment, progress)
-        record = Record()
-        result = reading.analysis.result(
-            website_id=scope.website_id, total=outcome.total, partial_reason=outcome.partial_reason, record=record
-        )
-        if outcome.design is not None and outcome.design.sampled:
-            result = estimate_funnel(result, reading.estimator(outcome.design, record))
+        result = reading.finish(scope.website_id, outcome, Funnel.result, estimate_funnel)
         return result, render_funnel(result)
 
     async def paths(
@@ -362,14 +367,9 @@ class Hardal:
         max_sessions: int,
         progress: Progress | None = None,
     ) -> tuple[PathResult, str]:
-        reading = Reading(lambda: PathAnalysis(scope.window, page, top=top, segment=segment))
+        reading = Reading(partial(PathAnalysis, scope.window, page, top=top, segment=segment))
         outcome = await self._read(scope, reading, max_sessions, segment, progress)
-        record = Record()
-        result = reading.analysis.result(
-            website_id=scope.website_id, total=outcome.total, partial_reason=outcome.partial_reason, record=record
-        )
-        if outcome.design is not None and outcome.design.sampled:
-            result = estimate_paths(result, reading.estimator(outcome.design, record))
+        result = reading.finish(scope.website_id, outcome, PathAnalysis.result, estimate_paths)
         return result, render_paths(result)
 
     async def _read(
@@ -456,21 +456,6 @@ class Hardal:
             return budget.available(seconds) + self.settings.rate_limit * int(seconds // 60)
 
         return Allowance(live(), live)
-
-    async def client_page(self, scope: Scope, offset: int, limit: int) -> SessionsPage:
-        page = await self.client.sessions(
-            self.key(),
-            scope.website_id,
-            scope.window,
-            limit=limit,
-            offset=offset,
-            target_signal_id=scope.target_signal_id,
-            is_hybrid=scope.is_hybrid,
-        )
-        if self.settings.redact_pii:
-            for s in page.sessions:
-                redact_session(s)
-        return page
 
     async def _visits(self, scope: Scope, deadline: float, allowance: Allowance) -> dict[str, int]:
         """Sessions per visitor over the whole window (what `returning` means): needs every session."""
