@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -39,6 +40,7 @@ import anyio
 import orjson
 
 from .config import Settings
+from .errors import RateLimitError
 
 if TYPE_CHECKING:
     from .client import RateLimiter
@@ -48,6 +50,24 @@ T = TypeVar("T")
 
 WINDOW = 60.0  # seconds: Hardal's sliding window
 POLL = 0.25  # seconds between looks at the file while only requests in flight hold the slots
+
+# The latest Unix time at which a request of the current task may still start. A caller with a deadline
+# sets it (tasks it starts inherit it): a slot that frees up later is refused at once, not waited for,
+# since another caller or process took the one that was planned on.
+START_BY: ContextVar[float | None] = ContextVar("hardal_start_by", default=None)
+
+
+def too_late(wait: float) -> RateLimitError | None:
+    """The error for a request that would have to wait `wait` seconds for a slot, if that is too late."""
+    start_by = START_BY.get()
+    if start_by is None or time.time() + wait <= start_by:
+        return None
+    return RateLimitError(
+        f"the key's rate budget is spent by other requests for the next {wait:.0f} s; try again then",
+        retry_after=wait,
+    )
+
+
 MAX_HOLD = 900.0  # a hold (Retry-After) longer than this is cut to it
 _FINGERPRINT = re.compile(r"[0-9a-f]{1,64}")
 
@@ -223,6 +243,9 @@ class SharedRateLimiter:
             token, wait = taken
             if token is not None:
                 return token
+            late = too_late(wait)
+            if late is not None:
+                raise late
             await anyio.sleep(wait)
 
     def _take(self, state: _State, now: float) -> tuple[str | None, float]:

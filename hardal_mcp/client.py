@@ -25,7 +25,7 @@ import httpx2
 from pydantic import SecretStr
 
 from . import __version__
-from .budget import MAX_HOLD, Limiter, count_available, shared_limiter
+from .budget import MAX_HOLD, Limiter, count_available, shared_limiter, too_late
 from .config import Settings, display_url
 from .errors import (
     AuthError,
@@ -119,7 +119,11 @@ class RateLimiter:
                     self._in_flight += 1
                     break
                 # Every slot taken: wait for the oldest answer to leave the window, or for one in flight.
-                await anyio.sleep(60.0 - (now - self._done[0]) if self._done else 0.05)
+                wait = 60.0 - (now - self._done[0]) if self._done else 0.05
+                late = too_late(wait)
+                if late is not None:
+                    raise late
+                await anyio.sleep(wait)
         try:
             yield
         finally:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
@@ -30,6 +31,7 @@ import anyio.abc
 from pydantic import SecretStr
 
 from .analytics.estimate import Design, Group
+from .budget import START_BY
 from .client import HardalClient, key_fingerprint
 from .config import Settings
 from .errors import InputError, NetworkError, RateLimitError, UpstreamError
@@ -155,6 +157,20 @@ class Planner:
     ) -> Outcome:
         """Hand every page read to `consume`. `exact`, when given, is why a sample would not do: the read
         then refuses to sample (InputError naming the reason) instead of estimating."""
+        start_by = START_BY.set(time.time() + self.deadline - anyio.current_time() - SAFETY_SECONDS)
+        try:
+            return await self._read(consume, max_sessions=max_sessions, exact=exact, progress=progress)
+        finally:
+            START_BY.reset(start_by)
+
+    async def _read(
+        self,
+        consume: Callable[[Page], None],
+        *,
+        max_sessions: int,
+        exact: str | None,
+        progress: Progress | None,
+    ) -> Outcome:
         outcome = Outcome()
         window = self.scope.window
         days = [window.start + timedelta(days=i) for i in range(window.days)]

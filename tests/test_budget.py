@@ -430,3 +430,24 @@ def test_two_calls_with_one_key_share_the_budget_and_meet_no_429(tmp_path: Path)
     statuses = stats["demo"]["statuses"]
     assert statuses.get("429", 0) == 0, stats
     assert stats["demo"]["requests"] > limit, "the two calls together needed more than one minute's budget"
+
+
+async def test_a_slot_that_frees_too_late_is_refused_at_once() -> None:
+    """Another caller took the slot a plan counted on: a caller with a deadline is told, not kept waiting."""
+    from hardal_mcp.budget import START_BY
+    from hardal_mcp.client import RateLimiter
+
+    limiter = RateLimiter(1)
+    async with limiter.slot():
+        pass  # the minute's only request
+    token = START_BY.set(time.time() + 5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RateLimitError) as info:
+            async with limiter.slot():
+                pass
+        assert time.monotonic() - started < 1
+        assert info.value.retry_after is not None and 55 < info.value.retry_after <= 60
+    finally:
+        START_BY.reset(token)
+    assert limiter.available(61) == 1  # nothing was taken
