@@ -108,6 +108,14 @@ class Allowance:
         return [Allowance(n, self.live) for n in shares]
 
 
+@dataclass(frozen=True, slots=True)
+class _Got:
+    """What a page said of itself, once its sessions were handed on."""
+
+    end: int  # sessions and unreadable items it held
+    total: int | None
+
+
 @dataclass(slots=True)
 class _Day:
     day: date
@@ -191,11 +199,16 @@ class Planner:
             # Every day's first page is at hand (an earlier, sampled question): the days' totals are known
             # without a request, and a spent budget still answers from the pages already read.
             return await self._sample(runs, consume, stored, outcome, max_sessions, progress)
+        probes: dict[int, SessionsPage] = {}
         with anyio.CancelScope(deadline=self.deadline) as limit:
-            probes = await self._gather([self.scope.span(run[0], run[-1]) for run in runs], [0] * len(runs))
-        if limit.cancelled_caught or any(p is None for p in probes):
+            await self._gather(
+                [self.scope.span(run[0], run[-1]) for run in runs],
+                [0] * len(runs),
+                lambda page, i: probes.__setitem__(i, page),
+            )
+        if limit.cancelled_caught or len(probes) < len(runs):
             raise self._failure(limit.cancelled_caught)
-        first_pages: list[SessionsPage] = [p for p in probes if p is not None]
+        first_pages = [probes[i] for i in range(len(runs))]
         totals = [_total(p) for p in first_pages]
         budget_pages = math.ceil(max_sessions / self.size)
         rest = [
@@ -267,10 +280,10 @@ class Planner:
                     if any(p is None for p in pages):
                         failure = self.stopped or "a page failed"
                         break
-                    for offset, page in zip(offsets, pages, strict=True):
-                        assert page is not None
-                        read_to = max(read_to, offset + len(page.sessions) + page.dropped)
-                        total = max(total, _total(page) or 0)
+                    for offset, got in zip(offsets, pages, strict=True):
+                        assert got is not None
+                        read_to = max(read_to, offset + got.end)
+                        total = max(total, got.total or 0)
                     if min(total, max_sessions) <= planned:
                         break
                     planned = min(total, max_sessions)
@@ -340,16 +353,16 @@ class Planner:
                 day.sampled.append(index)
             consume(Page(page.sessions, page.dropped, index))
 
-        firsts: list[SessionsPage | None] = [None] * len(probed)
+        firsts: list[_Got | None] = [None] * len(probed)
         with anyio.CancelScope(deadline=self.deadline):
             firsts = await self._gather(
                 [self.scope.day(d) for d in probed],
                 [0] * len(probed),
                 lambda page, i: take(page, infos[probed[i]], True),
             )
-        for d, page in zip(probed, firsts, strict=True):
+        for d, got in zip(probed, firsts, strict=True):
             info = infos[d]
-            if page is not None and (total := _total(page)) is not None:
+            if got is not None and (total := got.total) is not None:
                 info.total = total
                 info.pages = math.ceil(max(0, total - info.first) / self.size)
         picks = self._picks(infos, budget - len(probed))
@@ -513,21 +526,19 @@ class Planner:
     # -- pages -----------------------------------------------------------------------------------------
 
     async def _gather(
-        self,
-        scopes: Sequence[Scope],
-        offsets: Sequence[int],
-        on_page: Callable[[SessionsPage, int], None] | None = None,
-    ) -> list[SessionsPage | None]:
-        """Fetch pages with bounded concurrency, handing each to `on_page(page, i)` as it arrives; a page
-        that fails (or is not granted by the allowance) stays None."""
-        results: list[SessionsPage | None] = [None] * len(scopes)
+        self, scopes: Sequence[Scope], offsets: Sequence[int], on_page: Callable[[SessionsPage, int], None]
+    ) -> list[_Got | None]:
+        """Fetch pages with bounded concurrency, handing each to `on_page(page, i)` as it arrives (and
+        keeping only what it said of its size: a window's sessions are never held); a page that fails, or
+        is not granted by the allowance, stays None."""
+        results: list[_Got | None] = [None] * len(scopes)
         queue = iter(range(len(scopes)))
 
         async def worker() -> None:
             for i in queue:
                 page = await self._page(scopes[i], offsets[i])
-                results[i] = page
-                if page is not None and on_page is not None:
+                if page is not None:
+                    results[i] = _Got(len(page.sessions) + page.dropped, _total(page))
                     on_page(page, i)
 
         async with anyio.create_task_group() as group:

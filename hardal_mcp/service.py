@@ -72,7 +72,8 @@ class Reading(Generic[A]):
         self, website_id: str, outcome: Outcome, build: Callable[..., R], estimate: Callable[[R, Estimator], R]
     ) -> R:
         """The analysis' result; scaled by `estimate` when the read was a sample."""
-        record = Record()
+        sampled = outcome.design is not None and outcome.design.sampled
+        record = Record() if sampled else None  # every group of the whole read: only estimates need them
         result = build(
             self.analysis,
             website_id=website_id,
@@ -80,7 +81,7 @@ class Reading(Generic[A]):
             partial_reason=outcome.partial_reason,
             record=record,
         )
-        if outcome.design is not None and outcome.design.sampled:
+        if outcome.design is not None and record is not None:
             result = estimate(result, Estimator(outcome.design, record, self.pages))
         return result
 
