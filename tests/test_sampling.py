@@ -133,3 +133,27 @@ async def test_a_part_of_a_sampled_window_is_answered_once_the_budget_is_spent()
     assert part["coverage"]["sample"] is not None and part["coverage"]["sample"]["days"] == 14
     assert min(part["series"]["counts"]) > 0
     assert result.is_error and "rate budget" in text_of(result) and "try again in about" in text_of(result)
+
+
+async def test_sampled_funnels_and_paths_carry_margins_that_hold_the_truth() -> None:
+    steps = {"steps": ["/", "/products*", "/cart"], "breakdown": "device"}
+    async with exact() as client:
+        funnel = await call(client, "analyze_funnel", **steps, **MONTH)
+        paths = await call(client, "analyze_paths", page="/products*", **MONTH)
+    async with sampled() as client:
+        funnel_est = await call(client, "analyze_funnel", **steps, **MONTH)
+    async with sampled() as client:
+        paths_est = await call(client, "analyze_paths", page="/products*", **MONTH)
+    for got in (funnel_est, paths_est):
+        assert got["coverage"]["sample"] is not None and "ESTIMATED" in got["_text"]
+    assert funnel_est["sessions"] == funnel["sessions"]  # the window total: exact
+    for step, real in zip(funnel_est["steps"][1:], funnel["steps"][1:], strict=True):
+        assert step["moe"] is not None
+        assert abs(step["from_start_pct"] - real["from_start_pct"]) <= step["moe"] + 0.05
+    real_groups = {g["v"]: g["conversion_pct"] for g in funnel["groups"]}
+    assert all(abs(g["conversion_pct"] - real_groups[g["v"]]) <= g["moe"] + 0.05 for g in funnel_est["groups"][:3])
+    real_next = {e["v"]: e["pct"] for e in paths["next"]["top"]}
+    inside = [
+        abs(e["pct"] - real_next[e["v"]]) <= e["moe"] + 0.05 for e in paths_est["next"]["top"] if e["v"] in real_next
+    ]
+    assert len(inside) >= 5 and sum(inside) >= 0.8 * len(inside)
