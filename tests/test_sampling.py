@@ -157,3 +157,12 @@ async def test_sampled_funnels_and_paths_carry_margins_that_hold_the_truth() -> 
         abs(e["pct"] - real_next[e["v"]]) <= e["moe"] + 0.05 for e in paths_est["next"]["top"] if e["v"] in real_next
     ]
     assert len(inside) >= 5 and sum(inside) >= 0.8 * len(inside)
+
+
+def test_margins_widen_with_few_pages_as_students_t_does() -> None:
+    from hardal_mcp.analytics.estimate import Z95, t95
+
+    table = {3: 3.182, 5: 2.571, 10: 2.228, 30: 2.042, 100: 1.984}  # two-sided 95% quantiles
+    for df, t in table.items():
+        assert abs(t95(df) - t) / t < 0.01
+    assert t95(10**6) - Z95 < 1e-5 and t95(0) == float("inf")

@@ -18,7 +18,6 @@ from ..sanitize import clean
 # ---------------------------------------------------------------------------------------------------
 # Scanning.
 from .estimate import (
-    Z95,
     Estimator,
     Record,
     element,
@@ -358,7 +357,7 @@ def estimate_summary(summary: Summary, est: Estimator, *, segmented: bool) -> Su
     margins = {"bounce_pct": round_moe(bounce_moe), "pages_per_session": per_session_moe, "duration_mean": mean_moe}
     for name in ("page_views", "events", "bounces") + (("sessions",) if segmented else ()):
         var = est.variance(scalar(name))
-        margins[name] = None if var is None else Z95 * math.sqrt(var)
+        margins[name] = None if var is None else est.t * math.sqrt(var)
     count = rounded_int(est.value(sessions)) if segmented else design.total
     totals = summary.totals.model_copy(
         update={
