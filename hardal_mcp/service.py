@@ -311,14 +311,15 @@ class Hardal:
 
         async def run(i: int, group: anyio.abc.TaskGroup) -> None:
             try:
-                planner = self.planner(scopes[i], deadline, allowances[i])
-                outcomes[i] = await planner.read(
+                outcomes[i] = await self._read(
+                    scopes[i],
                     readings[i].consume,
+                    deadline,
+                    allowances[i],
                     max_sessions=max_sessions,
                     exact=_exact_reason(segment),
                     progress=report.part(i),
                 )
-                self._fill_later(scopes[i], outcomes[i])
             except HardalError as exc:  # one period failing fails the answer; say why, not "ExceptionGroup"
                 failures.append(exc)
                 group.cancel_scope.cancel()
@@ -354,7 +355,16 @@ class Hardal:
         progress: Progress | None = None,
     ) -> tuple[FunnelResult, str]:
         reading = Reading(partial(Funnel, scope.window, steps, breakdown=breakdown, top=top, segment=segment))
-        outcome = await self._read(scope, reading, max_sessions, segment, progress)
+        deadline = self.deadline()
+        outcome = await self._read(
+            scope,
+            reading.consume,
+            deadline,
+            self.allowance(deadline),
+            max_sessions=max_sessions,
+            exact=_exact_reason(segment),
+            progress=progress,
+        )
         result = reading.finish(scope.website_id, outcome, Funnel.result, estimate_funnel)
         return result, render_funnel(result)
 
@@ -369,20 +379,41 @@ class Hardal:
         progress: Progress | None = None,
     ) -> tuple[PathResult, str]:
         reading = Reading(partial(PathAnalysis, scope.window, page, top=top, segment=segment))
-        outcome = await self._read(scope, reading, max_sessions, segment, progress)
+        deadline = self.deadline()
+        outcome = await self._read(
+            scope,
+            reading.consume,
+            deadline,
+            self.allowance(deadline),
+            max_sessions=max_sessions,
+            exact=_exact_reason(segment),
+            progress=progress,
+        )
         result = reading.finish(scope.website_id, outcome, PathAnalysis.result, estimate_paths)
         return result, render_paths(result)
 
     async def _read(
-        self, scope: Scope, reading: Reading[Any], max_sessions: int, segment: Segment | None, progress: Progress | None
+        self,
+        scope: Scope,
+        consume: Callable[[Page], None],
+        deadline: float,
+        allowance: Allowance,
+        *,
+        max_sessions: int,
+        exact: str | None,
+        progress: Progress | None = None,
     ) -> Outcome:
-        deadline = self.deadline()
-        planner = self.planner(scope, deadline, self.allowance(deadline))
-        report = _Combined(progress, 1).part(0)
-        outcome = await planner.read(
-            reading.consume, max_sessions=max_sessions, exact=_exact_reason(segment), progress=report
-        )
-        self._fill_later(scope, outcome)
+        """One planned read of a window. When it was sampled, kept too many closed days to store at once,
+        or was refused because only a whole read would do, the window's closed days are then stored in
+        the background, so that asking again later is exact."""
+        planner = self.planner(scope, deadline, allowance)
+        try:
+            outcome = await planner.read(consume, max_sessions=max_sessions, exact=exact, progress=progress)
+        except InputError:  # too big to read whole now (the refusal says the days are being stored)
+            self._fill_later(scope)
+            raise
+        if outcome.design is not None or outcome.unstored:
+            self._fill_later(scope)
         return outcome
 
     async def session_activity(
@@ -469,18 +500,15 @@ class Hardal:
                     seen.add(s.id)
                     visits[s.visitor_id] = visits.get(s.visitor_id, 0) + 1
 
-        planner = self.planner(scope, deadline, allowance)
-        outcome = await planner.read(count, max_sessions=MAX_SESSIONS_CAP, exact="returning")
+        outcome = await self._read(scope, count, deadline, allowance, max_sessions=MAX_SESSIONS_CAP, exact="returning")
         if outcome.partial_reason:
             raise InputError("segment", f"returning needs every session of the window, but {outcome.partial_reason}.")
         return visits
 
-    def _fill_later(self, scope: Scope, outcome: Outcome) -> None:
-        """After an answer that was sampled or left closed days unstored, store them with spare budget."""
+    def _fill_later(self, scope: Scope) -> None:
+        """Store the window's closed days the store lacks, in the background with spare budget."""
         if self.background is None or self.store is None:
             return
-        if outcome.design is None and not outcome.unstored:
-            return  # read whole (and stored), or cut short by a failure the next question will meet anyway
         planner = self.planner(scope, math.inf, Allowance(MAX_SESSIONS_CAP))
         self.background.start(f"{key_fingerprint(self.key())}/{scope}", planner.fill)
 

@@ -7,16 +7,19 @@ with a budget that reads everything."""
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 from mcp.client import Client
 
 from hardal_mcp.sandbox import SandboxConfig, create_app
 from hardal_mcp.sandbox.app import traffic
 from hardal_mcp.server import build_server
+from hardal_mcp.store import DayStore
 
-from .conftest import connect, make_settings
+from .conftest import connect, make_settings, sandbox_transport
 from .test_server import text_of
 
 END = date.today() - timedelta(days=5)  # closed days: the sandbox's data for them never changes
@@ -166,3 +169,27 @@ def test_margins_widen_with_few_pages_as_students_t_does() -> None:
     for df, t in table.items():
         assert abs(t95(df) - t) / t < 0.01
     assert t95(10**6) - Z95 < 1e-5 and t95(0) == float("inf")
+
+
+def stored_days(path: Path) -> int:
+    with DayStore(path) as store:
+        return store.status().days
+
+
+async def test_a_read_refused_for_returning_stores_the_window_for_next_time(tmp_path: Path) -> None:
+    """The refusal says closed days are being stored in the background: they are."""
+    store = tmp_path / "store.sqlite3"
+    window = {"start_date": (END - timedelta(days=2)).isoformat(), "end_date": END.isoformat()}
+    server = build_server(
+        make_settings(store=str(store), rate_limit=100_000, **SMALL_PAGES), transport=sandbox_transport(SANDBOX)
+    )
+    async with Client(server) as client:
+        result = await client.call_tool(
+            "summarize_sessions", {"segment": {"returning": True}, "max_sessions": 100, **window}
+        )
+        assert result.is_error and "being stored in the background" in text_of(result)
+        with anyio.fail_after(30):
+            while stored_days(store) < 3:  # noqa: ASYNC110  (the fill signals nothing: the file is watched)
+                await anyio.sleep(0.05)
+        again = await client.call_tool("summarize_sessions", {"segment": {"returning": True}, **window})
+    assert not again.is_error, text_of(again)  # every day from the store: read whole
