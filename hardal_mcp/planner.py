@@ -441,7 +441,7 @@ class Planner:
                     population = pages = 0
                     members = []
             if population or members:
-                if members and len(members) < 2 and groups:  # a short tail joins the group before it
+                if len(members) < 2 and groups:  # a short tail (sampled pages or none) joins the group before it
                     last = groups.pop()
                     population += last.population
                     pages += last.pages
