@@ -116,15 +116,15 @@ _NOT_FIGURES = ("duration", "moe")
 
 def _margin(now: dict[str, float] | None, before: dict[str, float] | None, name: str) -> float | None:
     """The margin of a difference of two independent estimates; an exact side adds nothing. None when
-    neither side is estimated, NaN when one is but has no margin for this figure."""
-    if now is None and before is None:
+    neither side is estimated, or an estimated side has no margin for this figure."""
+    sides = [m.get(name) for m in (now, before) if m is not None]
+    if not sides or None in sides:
         return None
-    sides = [m.get(name, math.nan) for m in (now, before) if m is not None]
-    return math.sqrt(sum(x * x for x in sides))
+    return math.sqrt(sum(x * x for x in sides if x is not None))
 
 
 def _change(name: str, now: int | float | None, before: int | float | None, moe: float | None = None) -> Change:
-    moe = None if moe is None or math.isnan(moe) else rounded(moe, 2)
+    moe = None if moe is None else rounded(moe, 2)
     if now is None or before is None:
         return Change(name=name, now=now, before=before, delta=None, delta_pct=None, moe=moe)
     delta = now - before
@@ -173,7 +173,7 @@ def _breakdown_change(b: Breakdown, old: _Known, current: Summary, previous: Sum
         moe = _margin(
             new.margins if current.coverage.sample else None, old.margins if previous.coverage.sample else None, value
         )
-        moe = None if moe is None or math.isnan(moe) else rounded(moe, 1)
+        moe = None if moe is None else rounded(moe, 1)
         rows.append(
             Mover(
                 v=value,
