@@ -314,11 +314,11 @@ class Hardal:
                 outcomes[i] = await self._read(
                     scopes[i],
                     readings[i].consume,
-                    deadline,
-                    allowances[i],
                     max_sessions=max_sessions,
                     exact=_exact_reason(segment),
                     progress=report.part(i),
+                    deadline=deadline,
+                    allowance=allowances[i],
                 )
             except HardalError as exc:  # one period failing fails the answer; say why, not "ExceptionGroup"
                 failures.append(exc)
@@ -355,15 +355,8 @@ class Hardal:
         progress: Progress | None = None,
     ) -> tuple[FunnelResult, str]:
         reading = Reading(partial(Funnel, scope.window, steps, breakdown=breakdown, top=top, segment=segment))
-        deadline = self.deadline()
         outcome = await self._read(
-            scope,
-            reading.consume,
-            deadline,
-            self.allowance(deadline),
-            max_sessions=max_sessions,
-            exact=_exact_reason(segment),
-            progress=progress,
+            scope, reading.consume, max_sessions=max_sessions, exact=_exact_reason(segment), progress=progress
         )
         result = reading.finish(scope.website_id, outcome, Funnel.result, estimate_funnel)
         return result, render_funnel(result)
@@ -379,15 +372,8 @@ class Hardal:
         progress: Progress | None = None,
     ) -> tuple[PathResult, str]:
         reading = Reading(partial(PathAnalysis, scope.window, page, top=top, segment=segment))
-        deadline = self.deadline()
         outcome = await self._read(
-            scope,
-            reading.consume,
-            deadline,
-            self.allowance(deadline),
-            max_sessions=max_sessions,
-            exact=_exact_reason(segment),
-            progress=progress,
+            scope, reading.consume, max_sessions=max_sessions, exact=_exact_reason(segment), progress=progress
         )
         result = reading.finish(scope.website_id, outcome, PathAnalysis.result, estimate_paths)
         return result, render_paths(result)
@@ -396,16 +382,19 @@ class Hardal:
         self,
         scope: Scope,
         consume: Callable[[Page], None],
-        deadline: float,
-        allowance: Allowance,
         *,
         max_sessions: int,
         exact: str | None,
         progress: Progress | None = None,
+        deadline: float | None = None,
+        allowance: Allowance | None = None,
     ) -> Outcome:
-        """One planned read of a window. When it was sampled, kept too many closed days to store at once,
-        or was refused because only a whole read would do, the window's closed days are then stored in
-        the background, so that asking again later is exact."""
+        """One planned read of a window (by default with the call's own deadline and allowance). When it was
+        sampled, kept too many closed days to store at once, or was refused because only a whole read
+        would do, the window's closed days are then stored in the background, so that asking again later
+        is exact."""
+        deadline = self.deadline() if deadline is None else deadline
+        allowance = self.allowance(deadline) if allowance is None else allowance
         planner = self.planner(scope, deadline, allowance)
         try:
             outcome = await planner.read(consume, max_sessions=max_sessions, exact=exact, progress=progress)
@@ -500,7 +489,9 @@ class Hardal:
                     seen.add(s.id)
                     visits[s.visitor_id] = visits.get(s.visitor_id, 0) + 1
 
-        outcome = await self._read(scope, count, deadline, allowance, max_sessions=MAX_SESSIONS_CAP, exact="returning")
+        outcome = await self._read(
+            scope, count, max_sessions=MAX_SESSIONS_CAP, exact="returning", deadline=deadline, allowance=allowance
+        )
         if outcome.partial_reason:
             raise InputError("segment", f"returning needs every session of the window, but {outcome.partial_reason}.")
         return visits
