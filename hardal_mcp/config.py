@@ -65,6 +65,12 @@ class Settings(BaseModel):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with https:// (or http:// for a local sandbox)")
+        address = re.split("[?#]", value, maxsplit=1)[0]
+        if display_url(address) != address:  # it had a user name or password
+            raise ValueError(
+                "must not carry a user name or password: a gateway that needs credentials of its own is not "
+                f"supported (requests carry only HARDAL_API_KEY, as a Bearer token); use {display_url(value)}"
+            )
         return value
 
     @field_validator("timezone")
@@ -109,9 +115,9 @@ _HOST_PORT = re.compile(r"(?:\[[^\]]*\]|[^:\[\]]*)(?::\d*)?")
 def display_url(url: str) -> str:
     """`url` as it may be shown in messages and logs: no userinfo (`user:password@`), no query or fragment.
 
-    HARDAL_BASE_URL may carry credentials for a gateway in front of Hardal; requests still use them, but no
-    output does. A malformed authority (a raw `/` in a password ends it early, `https://u:p/ss@host`) loses
-    everything up to its last `@`, so no part of the password survives either."""
+    HARDAL_BASE_URL may not carry credentials (`Settings` refuses them), but the refusal shows the URL, so
+    it must not repeat them. A malformed authority (a raw `/` in a password ends it early,
+    `https://u:p/ss@host`) loses everything up to its last `@`, so no part of the password survives either."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url

@@ -13,9 +13,14 @@ upstream status at fault and says what to do. No message ever contains the API k
         ├── ServerError        5xx persisted through the retries
         ├── NetworkError       connect/read failures and timeouts persisted through the retries
         └── ProtocolError      the response was not the JSON the API documents
+
+An error of ours raised in a task group leaves it as itself (`own_errors`), never as an ExceptionGroup.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class HardalError(Exception):
@@ -72,3 +77,22 @@ class NetworkError(UpstreamError):
 
 class ProtocolError(UpstreamError):
     """Hardal answered with a body this client cannot read."""
+
+
+@contextmanager
+def own_errors() -> Iterator[None]:
+    """Around a task group: when every error it collected is a HardalError, raise the first one itself, so
+    the reader gets its message instead of an ExceptionGroup (anything else still leaves as the group)."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        ours, others = group.split(HardalError)
+        if ours is None or others is not None:
+            raise
+        raise _first(ours) from None
+
+
+def _first(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

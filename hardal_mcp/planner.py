@@ -11,6 +11,14 @@ busy site's month cannot be read within one tool call. A read therefore goes:
    from a start fixed per day (so asking again hits the response cache). The pages read form a
    stratified cluster sample; `analytics.estimate` turns it into estimates with margins.
 
+What cannot be read is said, never hidden. A page left unread because the rate budget or the time is
+spent, or because Hardal kept failing (5xx, network) through the retries, makes the answer partial, and
+its note says why and when to ask again; when nothing at all could be read, that reason is the error
+(a spent budget: RateLimitError with `retry_after`). When the budget is spent before a run could be
+probed, the answer comes from what is at hand: stored days and days whose first pages are cached,
+partial, the window's total unknown. Every other error (a refused key, an unknown website, an unreadable
+answer, a bad setting) ends the read as itself: asking again would not mend it.
+
 Days read whole and old enough are put into the day store; after a sampled answer the service fills
 the rest of the window's closed days in the background with spare budget.
 """
@@ -21,7 +29,8 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from zoneinfo import ZoneInfo
@@ -32,9 +41,9 @@ from pydantic import SecretStr
 
 from .analytics.estimate import Design, Group
 from .budget import START_BY
-from .client import HardalClient, key_fingerprint
+from .client import HardalClient
 from .config import Settings
-from .errors import InputError, NetworkError, RateLimitError, UpstreamError
+from .errors import InputError, NetworkError, RateLimitError, ServerError, UpstreamError, own_errors
 from .models import Session, SessionsPage
 from .params import Window
 from .privacy import redact_session
@@ -150,8 +159,8 @@ class Planner:
         self.size = settings.page_size
         self._clusters: list[int] = []  # sessions per cluster, by index
         self._days: list[int] = []  # each cluster's day, as an index in the window
-        self._fingerprint = key_fingerprint(key)
-        self.stopped: str | None = None  # why the last page was not read, if one was not
+        self._fingerprint = client.fingerprints.of(key)
+        self.stopped: UpstreamError | None = None  # why the last page not read was not, if one was not
 
     # -- the read --------------------------------------------------------------------------------------
 
@@ -165,11 +174,18 @@ class Planner:
     ) -> Outcome:
         """Hand every page read to `consume`. `exact`, when given, is why a sample would not do: the read
         then refuses to sample (InputError naming the reason) instead of estimating."""
-        start_by = START_BY.set(time.time() + self.deadline - anyio.current_time() - SAFETY_SECONDS)
-        try:
+        with self.starting_in_time():
             return await self._read(consume, max_sessions=max_sessions, exact=exact, progress=progress)
+
+    @contextmanager
+    def starting_in_time(self) -> Iterator[None]:
+        """Within it, a request whose rate-limit slot would free up too late to start SAFETY_SECONDS before
+        the deadline is refused at once (`budget.too_late`), not waited for past the deadline."""
+        token = START_BY.set(time.time() + self.deadline - anyio.current_time() - SAFETY_SECONDS)
+        try:
+            yield
         finally:
-            START_BY.reset(start_by)
+            START_BY.reset(token)
 
     async def _read(
         self,
@@ -188,6 +204,8 @@ class Planner:
             if sessions is not None:
                 stored[day] = len(sessions)
                 consume(Page(sessions))
+        if stored:  # kept days go only to a key Hardal still accepts
+            await self.client.vouch(self.key, self.scope.website_id)
         outcome.stored_days = len(stored)
         runs = _runs([d for d in days if d not in stored])
         if not runs:
@@ -198,7 +216,7 @@ class Planner:
         if exact is None and all(self._cached(self.scope.day(d), 0) for d in missing):
             # Every day's first page is at hand (an earlier, sampled question): the days' totals are known
             # without a request, and a spent budget still answers from the pages already read.
-            return await self._sample(runs, consume, stored, outcome, max_sessions, progress)
+            return self._settled(await self._sample(runs, consume, stored, outcome, max_sessions, progress))
         probes: dict[int, SessionsPage] = {}
         with anyio.CancelScope(deadline=self.deadline) as limit:
             await self._gather(
@@ -207,6 +225,8 @@ class Planner:
                 lambda page, i: probes.__setitem__(i, page),
             )
         if limit.cancelled_caught or len(probes) < len(runs):
+            if exact is None and not limit.cancelled_caught and isinstance(self.stopped, RateLimitError):
+                return await self._at_hand(missing, consume, stored, outcome, max_sessions, progress)
             raise self._failure(limit.cancelled_caught)
         first_pages = [probes[i] for i in range(len(runs))]
         totals = [_total(p) for p in first_pages]
@@ -228,7 +248,42 @@ class Planner:
                 "being stored in the background.",
             )
         outcome.total = sum(t or 0 for t in totals) + sum(stored.values())
-        return await self._sample(runs, consume, stored, outcome, max_sessions, progress)
+        return self._settled(await self._sample(runs, consume, stored, outcome, max_sessions, progress))
+
+    def _settled(self, outcome: Outcome) -> Outcome:
+        """A sample too thin to estimate from says why the read stopped; one that read nothing at all (no
+        page, no stored day) fails with that reason (a spent budget: when to try again)."""
+        if outcome.design is not None:
+            return outcome
+        if not self._clusters and not outcome.stored_days:
+            raise self._failure(anyio.current_time() >= self.deadline)
+        if self.stopped is not None and not outcome.partial_reason:
+            outcome.partial_reason = self.stopped.message
+        return outcome
+
+    async def _at_hand(
+        self,
+        missing: list[date],
+        consume: Callable[[Page], None],
+        stored: dict[date, int],
+        outcome: Outcome,
+        max_sessions: int,
+        progress: Progress | None,
+    ) -> Outcome:
+        """The budget was spent before the window's totals could be asked: answer from the stored days and
+        the days whose first pages are cached (an earlier question's sample), partial, the window's total
+        unknown. With nothing at hand, the spent budget is the answer."""
+        spent = self.stopped
+        assert spent is not None
+        cached = [d for d in missing if self._cached(self.scope.day(d), 0)]
+        if not cached and not stored:
+            raise spent
+        if cached:
+            await self._sample(_runs(cached), consume, stored, outcome, max_sessions, progress)
+        outcome.design = outcome.total = None  # the other days' sessions are unknown: nothing to scale to
+        days, of = len(cached) + len(stored), self.scope.window.days
+        outcome.partial_reason = f"only {days} of the window's {of} days were at hand; {spent.message}"
+        return outcome
 
     async def _exact(
         self,
@@ -278,7 +333,7 @@ class Planner:
                         failure = self._deadline_text()
                         break
                     if any(p is None for p in pages):
-                        failure = self.stopped or "a page failed"
+                        failure = self._why()
                         break
                     for offset, got in zip(offsets, pages, strict=True):
                         assert got is not None
@@ -310,7 +365,7 @@ class Planner:
                 offset += self.size
                 got = await self._page(scope, offset)
                 if got is None:
-                    return self.stopped or "a page failed"
+                    return self._why()
                 page = got
                 take(page)
                 seen += len(page.sessions)
@@ -541,9 +596,10 @@ class Planner:
                     results[i] = _Got(len(page.sessions) + page.dropped, _total(page))
                     on_page(page, i)
 
-        async with anyio.create_task_group() as group:
-            for _ in range(min(CONCURRENCY, len(scopes))):
-                group.start_soon(worker)
+        with own_errors():  # a 401 met by one worker is the caller's error, not an ExceptionGroup
+            async with anyio.create_task_group() as group:
+                for _ in range(min(CONCURRENCY, len(scopes))):
+                    group.start_soon(worker)
         return results
 
     def _cached(self, scope: Scope, offset: int) -> bool:
@@ -559,7 +615,8 @@ class Planner:
 
     async def _page(self, scope: Scope, offset: int) -> SessionsPage | None:
         """One page within the allowance (cached pages are free); a 429 is waited out while the deadline
-        allows."""
+        allows. A page that asking again later could bring (the budget or the time spent, Hardal failing or
+        unreachable through the retries) is None, and `stopped` says why; any other error is raised."""
         if not self._cached(scope, offset) and not self.allowance.take():
             self.stopped = self._spent()
             return None
@@ -569,12 +626,12 @@ class Planner:
             except RateLimitError as exc:
                 wait = exc.retry_after if exc.retry_after is not None else 60.0
                 if anyio.current_time() + wait >= self.deadline - SAFETY_SECONDS:
-                    self.stopped = exc.message
+                    self.stopped = exc
                     return None
                 log.info("Hardal's rate limit: waiting %.0f s for the window to reopen", wait)
                 await anyio.sleep(wait)
-            except UpstreamError as exc:
-                self.stopped = exc.message
+            except (ServerError, NetworkError) as exc:
+                self.stopped = exc
                 return None
 
     async def _fetch(self, scope: Scope, offset: int) -> SessionsPage:
@@ -614,13 +671,17 @@ class Planner:
         digest = hashlib.blake2b(f"{self.scope.website_id}/{day}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64
 
-    def _spent(self) -> str:
+    def _spent(self) -> RateLimitError:
         budget = self.client.budget(self.key)
         wait = next((s for s in range(1, 61) if budget.available(float(s)) > 0), 60)
-        return (
+        return RateLimitError(
             f"the key's rate budget (HARDAL_RATE_LIMIT={self.settings.rate_limit} a minute) is spent by earlier "
-            f"questions; try again in about {wait} s"
+            f"questions; try again in about {wait} s",
+            retry_after=float(wait),
         )
+
+    def _why(self) -> str:
+        return self.stopped.message if self.stopped is not None else "a page failed"
 
     def _deadline_text(self) -> str:
         return (
@@ -629,12 +690,16 @@ class Planner:
         )
 
     def _failure(self, timed_out: bool) -> UpstreamError:
+        """Why a read got none of the pages it needed: the error that stopped it, itself (its class and
+        status kept: a 429's `retry_after`), else the time limit, else the budget (no request was left)."""
+        if self.stopped is not None:
+            return self.stopped
         if timed_out:
             return NetworkError(
                 f"Hardal did not answer within the {self.settings.tool_timeout:g} s time limit "
                 "(HARDAL_TOOL_TIMEOUT). Try again, or narrow the time window."
             )
-        return UpstreamError(self.stopped or "Hardal did not answer.")
+        return self._spent()
 
 
 async def fetch_page(

@@ -30,9 +30,9 @@ from .analytics.digest import estimate_summary
 from .analytics.estimate import Estimator, Record
 from .analytics.funnel import estimate_funnel
 from .analytics.paths import estimate_paths
-from .client import HardalClient, key_fingerprint
+from .client import HardalClient
 from .config import Settings, env_name
-from .errors import AuthError, HardalError, InputError, NetworkError
+from .errors import AuthError, HardalError, InputError, NetworkError, own_errors
 from .models import ActivityEvent, Session
 from .params import Order, OrderBy, check_id, check_timezone, resolve_window
 from .planner import SAFETY_SECONDS, Allowance, Outcome, Page, Planner, Scope, fetch_page, has_more_after
@@ -235,10 +235,11 @@ class Hardal:
         listing = Listing(total=None, offset=offset, rows=[], end=None, segment=segment.describe())
         position = page_end = offset
         seen: set[str] = set()
-        ended = False
+        ended = read = False
         planner = self.planner(scope, deadline, allowance)
-        with anyio.CancelScope(deadline=deadline) as limit_scope:
+        with planner.starting_in_time(), anyio.CancelScope(deadline=deadline) as limit_scope:
             async for start, page in planner.pages_from(offset):
+                read = True
                 if page.pagination is not None and page.pagination.total is not None:
                     listing.total = page.pagination.total
                 for i, s in enumerate(page.sessions):
@@ -257,10 +258,15 @@ class Hardal:
                 ended = not page.sessions or not has_more_after(page, start, self.settings.page_size)
                 if len(listing.rows) >= limit or listing.scanned >= max_scan:
                     break
+        # Nothing read: an answer to continue from would send the caller round the same offset again.
         if limit_scope.cancelled_caught:
+            if not read:
+                raise self._timed_out()
             listing.note = f"the {self.settings.tool_timeout:g} s time limit was reached; continue from next_offset"
         elif not ended and position == page_end and planner.stopped:
-            listing.note = f"{planner.stopped}; continue from next_offset"
+            if not read:
+                raise planner.stopped
+            listing.note = f"{planner.stopped.message}; continue from next_offset"
         listing.end = None if ended and position >= page_end else position
         return self._sessions_answer(scope, listing)
 
@@ -307,28 +313,22 @@ class Hardal:
         report = _Combined(progress, len(scopes))
         readings = [Reading(partial(Digest, s.window, top=top, segment=segment)) for s in scopes]
         outcomes: list[Outcome] = [Outcome() for _ in scopes]
-        failures: list[HardalError] = []
 
-        async def run(i: int, group: anyio.abc.TaskGroup) -> None:
-            try:
-                outcomes[i] = await self._read(
-                    scopes[i],
-                    readings[i].consume,
-                    max_sessions=max_sessions,
-                    exact=_exact_reason(segment),
-                    progress=report.part(i),
-                    deadline=deadline,
-                    allowance=allowances[i],
-                )
-            except HardalError as exc:  # one period failing fails the answer; say why, not "ExceptionGroup"
-                failures.append(exc)
-                group.cancel_scope.cancel()
+        async def run(i: int) -> None:
+            outcomes[i] = await self._read(
+                scopes[i],
+                readings[i].consume,
+                max_sessions=max_sessions,
+                exact=_exact_reason(segment),
+                progress=report.part(i),
+                deadline=deadline,
+                allowance=allowances[i],
+            )
 
-        async with anyio.create_task_group() as group:
-            for i in range(len(scopes)):
-                group.start_soon(run, i, group)
-        if failures:
-            raise failures[0]
+        with own_errors():  # one period failing fails the answer with its error, not an ExceptionGroup
+            async with anyio.create_task_group() as group:
+                for i in range(len(scopes)):
+                    group.start_soon(run, i)
         scale = partial(estimate_summary, segmented=segment is not None)
         summaries = [
             reading.finish(scope.website_id, outcome, Digest.summary, scale)
@@ -501,7 +501,7 @@ class Hardal:
         if self.background is None or self.store is None:
             return
         planner = self.planner(scope, math.inf, Allowance(MAX_SESSIONS_CAP))
-        self.background.start(f"{key_fingerprint(self.key())}/{scope}", planner.fill)
+        self.background.start(f"{self.client.fingerprints.of(self.key())}/{scope}", planner.fill)
 
     def deadline(self) -> float:
         return anyio.current_time() + self.settings.tool_timeout

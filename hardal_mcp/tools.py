@@ -13,10 +13,11 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from .analytics import FunnelResult, PathResult, Segment
-from .errors import AuthError, HardalError, InputError
+from .errors import AuthError, HardalError, InputError, own_errors
+from .keys import presented
 from .params import Order, OrderBy, Timeframe
 from .results import ActivityResult, SessionsResult
 from .service import MAX_SESSIONS_CAP, Hardal, SummaryResult
@@ -321,7 +322,7 @@ def _hardal(ctx: Context[AppState]) -> Hardal:
     if not state.passthrough:
         return state.hardal
     token = get_access_token()
-    return state.hardal.for_key(SecretStr(token.token) if token and token.token else None)
+    return state.hardal.for_key(presented(token.token if token else None))
 
 
 class HardalTool(Tool):
@@ -392,9 +393,11 @@ def _for_remote_client(exc: HardalError) -> str:
 
 
 async def _answer(work: Awaitable[tuple[BaseModel, str]], ctx: Context[AppState]) -> CallToolResult:
-    """The one boundary where our errors become tool results a model can act on."""
+    """The one boundary where our errors become tool results a model can act on (also when a task group
+    on the way collected them)."""
     try:
-        result, text = await work
+        with own_errors():
+            result, text = await work
     except HardalError as exc:
         passthrough = ctx.request_context.lifespan_context.passthrough
         message = _for_remote_client(exc) if passthrough else exc.message

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from hardal_mcp import store as store_module
-from hardal_mcp.client import key_fingerprint
 from hardal_mcp.config import Settings
+from hardal_mcp.keys import Fingerprints
 from hardal_mcp.models import Session
 from hardal_mcp.store import (
     CLOSED_AFTER,
@@ -304,8 +304,9 @@ def test_the_file_never_holds_the_api_key(tmp_path: Path) -> None:
     secret = SecretStr("hk_live_SECRET_123456")
     path = tmp_path / FILENAME
     with DayStore(path, clock=Clock()) as day_store:
-        day_store.put(key(fingerprint=key_fingerprint(secret)), sessions(10))
-        assert day_store.status().sites[0].fingerprint == key_fingerprint(secret)
+        fingerprint = Fingerprints.ephemeral().of(secret)
+        day_store.put(key(fingerprint=fingerprint), sessions(10))
+        assert day_store.status().sites[0].fingerprint == fingerprint
     for file in tmp_path.iterdir():
         assert b"SECRET" not in file.read_bytes()
 
@@ -528,9 +529,10 @@ def cli(*args: str, store: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_cli_status_and_clear(tmp_path: Path) -> None:
     secret = "hk_live_CLI_SECRET_999"
     path = tmp_path / FILENAME
+    fingerprint = Fingerprints.ephemeral().of(SecretStr(secret))
     with DayStore(path, clock=Clock()) as day_store:
         for i in range(3):
-            day_store.put(key(DAY + timedelta(days=i), fingerprint=key_fingerprint(SecretStr(secret))), sessions(5))
+            day_store.put(key(DAY + timedelta(days=i), fingerprint=fingerprint), sessions(5))
         day_store.put(key(DAY, website_id="shop"), sessions(5))
     done = cli("store", "status", store=str(tmp_path), HARDAL_API_KEY=secret)
     assert done.returncode == 0, done.stderr
@@ -539,7 +541,7 @@ def test_cli_status_and_clear(tmp_path: Path) -> None:
     assert "days         4" in out
     assert "websites     2" in out
     assert "oldest day   2026-10-01" in out and "newest day   2026-10-03" in out
-    assert key_fingerprint(SecretStr(secret)) in out
+    assert fingerprint in out
     assert secret not in out + done.stderr
     done = cli("store", "clear", store=str(tmp_path))
     assert done.returncode == 0, done.stderr
