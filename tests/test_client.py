@@ -19,7 +19,7 @@ import pytest
 from pydantic import SecretStr
 
 from hardal_mcp import __version__
-from hardal_mcp.client import HardalClient, RateLimiter, ResponseCache, RetryPolicy
+from hardal_mcp.client import HardalClient, RateLimiter, ResponseCache, RetryPolicy, key_fingerprint
 from hardal_mcp.config import Settings
 from hardal_mcp.errors import (
     AuthError,
@@ -841,6 +841,15 @@ def test_backoff_is_jittered_within_the_capped_exponential_bound():
         assert len(set(samples)) > 1, "full jitter: waits must vary"
 
 
+def test_key_fingerprint_is_stable_short_and_does_not_reveal_the_key():
+    first = key_fingerprint(KEY)
+    assert first == key_fingerprint(SecretStr(KEY_VALUE))
+    assert first != key_fingerprint(SecretStr(KEY_VALUE + "x"))
+    assert len(first) == 12
+    assert all(c in "0123456789abcdef" for c in first)
+    assert all(KEY_VALUE[i : i + 6] not in first for i in range(len(KEY_VALUE) - 5))
+
+
 # -- response cache ------------------------------------------------------------------------------------
 
 
@@ -910,4 +919,4 @@ async def test_idle_keys_limiters_are_forgotten_but_active_ones_kept(make_client
         limiter._clock = clock
     await client.sessions(SecretStr("tenant-key-new"), "demo", WINDOW, limit=10)
     assert len(client._limiters) == 2
-    assert client.fingerprints.of(SecretStr("tenant-key-new")) in client._limiters
+    assert key_fingerprint(SecretStr("tenant-key-new")) in client._limiters
