@@ -1,7 +1,8 @@
 """Personal data masked at the door (HARDAL_REDACT_PII, on by default): every session and event is
-redacted as it is read, before any aggregation, so digests, tables and structured content all carry
-`[email]`, `[phone]`, `[ip]` and `token=[redacted]` instead, in ids too; nothing else in a value changes
-(cleaning is for display), so analyses work on exact values. Values repeat heavily (paths,
+redacted as it is read, before any aggregation (and so before the day store keeps it), so digests, tables
+and structured content all carry `[email]`, `[phone]`, `[ip]`, `[ssn]`, `token=[redacted]` and
+`session_id=[redacted]` instead, in ids too, whether the value spelled them plainly or URL-encoded; nothing
+else in a value changes (cleaning is for display), so analyses work on exact values. Values repeat heavily (paths,
 UTM values, countries), so each distinct string is redacted once."""
 
 from __future__ import annotations

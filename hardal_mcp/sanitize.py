@@ -4,14 +4,18 @@ messages) is untrusted on its way into a model's context.
 `clean` makes a value one visible line of bounded length: no control characters, terminal escapes,
 invisible or bidi-reordering characters that could hide or disguise text, and no line breaks that could
 fake structure. Credentials (`Authorization: …`, `Bearer <token>`, JWTs) are always masked; optional PII
-redaction runs on the cleaned text too. Both run before the length cap, so a cut can never leave half an
-e-mail address or a token's prefix behind. `redact_secret` masks one known secret (the API key). No I/O.
+redaction runs on the cleaned text too: e-mail addresses, phone numbers, IP addresses and US social security
+numbers, the values of query parameters named like a secret or an id (`token=`, `ssn=`, `session_id=`), and
+all of these spelled percent- or form-encoded (`%2B1+415+555+0199`). Both run before the length cap, so a
+cut can never leave half an e-mail address or a token's prefix behind. `redact_secret` masks one known
+secret (the API key). No I/O.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from urllib.parse import quote_plus, unquote_plus
 
 ELLIPSIS = "…"
 
@@ -32,21 +36,29 @@ _INVISIBLE = re.compile(
 _SPACES = re.compile(r"\s+")
 
 _EMAIL = r"[\w.%+-]+(?:@|%40)[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
-_PHONE = r"(?<![\w+])(?:\+\d[\d ().-]{6,}\d|\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4})(?!\w)"
+# `+` separates too: a form sends a space as `+` (`?q=415+555+0199`).
+_PHONE = r"(?:(?<![\w+])\+\d[\d ().+-]{6,}\d|(?<!\w)\(?\d{3}\)?[ .+-]\d{3}[ .+-]\d{4})(?!\w)"
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_IPV4 = rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w.])"
+# Not part of a longer dotted number (1.10.1.2.3, a version) nor glued to a letter or digit (v10.1.2.3),
+# but after a separator (`v.10.1.2.3`, `ip_10.1.2.3`) and before a full stop that ends a sentence.
+_IPV4 = rf"(?<![^\W_])(?<!\d\.){_OCTET}(?:\.{_OCTET}){{3}}(?![^\W_])(?!\.\d)"
 # Full eight-group form, or a compressed form with `::`; a clock time such as 14:03:22 is neither.
 _HEX = r"[0-9A-Fa-f]{1,4}"
 _IPV6 = (
     rf"(?<![\w:])(?:(?:{_HEX}:){{7}}{_HEX}|(?:{_HEX}:){{0,6}}{_HEX}::(?:{_HEX}(?::{_HEX}){{0,6}})?"
     rf"|::{_HEX}(?::{_HEX}){{0,6}})(?![\w:])"
 )
-# A query or form parameter whose name ends in a secret-looking word keeps its name, loses its value.
+_SSN = r"(?<!\w)(?<!\d-)\d{3}-\d{2}-\d{4}(?!\w)(?!-\d)"  # not part of a longer dashed number
+# A query or form parameter whose name ends in a secret-looking word or in `_id` keeps its name, loses its
+# value (`session_id=`, `user_id=`: an id ties the visit to a person).
 _PARAM = r"(?<![^?&;#\s])([\w.-]+=)[^&#\s]+"
 _SECRET_NAMES = (
     "token", "key", "password", "passwd", "pwd", "secret", "auth", "authorization", "session", "sessionid", "sid",
-    "sig", "signature", "code",
+    "sig", "signature", "code", "ssn", "_id", "-id",
 )  # fmt: skip
+# A path segment, parameter name or value with percent escapes (`%2B1+415+555+0199`) is read decoded too,
+# as a form sends it (`+` for a space).
+_ENCODED = re.compile(r"[^\s?&#=/;]*%[0-9a-f]{2}[^\s?&#=/;]*", re.IGNORECASE)
 
 
 # Credentials, masked whatever HARDAL_REDACT_PII says: a header value after `Authorization`, a bearer
@@ -95,9 +107,31 @@ _PII: tuple[tuple[re.Pattern[str], re.Pattern[str], str | Callable[[re.Match[str
         ("@|%40", _EMAIL, "[email]"),
         (":", _IPV6, "[ip]"),
         (r"\d", _IPV4, "[ip]"),
+        (r"\d-\d", _SSN, "[ssn]"),
         (r"\d", _PHONE, "[phone]"),
     )
 )
+
+
+def _mask_plain(value: str) -> str:
+    for gate, pattern, mask in _PII:
+        if gate.search(value):
+            value = pattern.sub(mask, value)
+    return value
+
+
+def _mask_encoded(match: re.Match[str]) -> str:
+    """An encoded piece with what its decoded text holds masked, encoded again; as it was if it holds none."""
+    decoded = unquote_plus(match.group(0))
+    masked = _mask_plain(decoded)
+    return match.group(0) if masked == decoded else quote_plus(masked, safe="[]")
+
+
+def _mask_pii(value: str) -> str:
+    """Encoded pieces first: read plainly, a part of one (`%2B1-415-555-0199`) could be masked alone."""
+    if "%" in value:
+        value = _ENCODED.sub(_mask_encoded, value)
+    return _mask_plain(value)
 
 
 def elide(text: str, limit: int) -> str:
@@ -125,9 +159,7 @@ class Sanitizer:
         if _may_hold_credential(value):
             value = _CREDENTIALS.sub(_mask_credential, value)
         if self.redact_pii:
-            for gate, pattern, mask in _PII:
-                if gate.search(value):
-                    value = pattern.sub(mask, value)
+            value = _mask_pii(value)
         return elide(value, limit)
 
 
