@@ -46,6 +46,7 @@ from hardal_mcp.sandbox.data import Site
 from hardal_mcp.sandbox.query import Window as TrueWindow
 from hardal_mcp.sandbox.query import resolve_window
 from hardal_mcp.server import build_server
+from hardal_mcp.store import DayKey, DayStore
 
 from .conftest import make_settings
 
@@ -270,15 +271,22 @@ class ReadPath(RuleBasedStateMachine):
 
     @invariant()
     def every_stored_day_holds_that_day(self) -> None:
+        """What the store would serve, and the total it keeps beside it, are the day's own sessions."""
         if not self.store.exists():
             return
         with closing(self.store) as conn:
-            rows = conn.execute("SELECT website_id, timezone, day, sessions FROM days").fetchall()
-        for website_id, zone, day, sessions in rows:
-            assert website_id == DEMO_WEBSITE_ID
-            first = date.fromisoformat(day)
-            truth = Truth.of(first, first, zone, None)
-            assert sessions == truth.sessions, f"the store keeps {sessions} sessions for {day} ({zone}): {truth}"
+            rows = conn.execute("SELECT fingerprint, website_id, target, hybrid, timezone, day, total FROM days")
+            rows = rows.fetchall()
+        with DayStore(self.store) as store:
+            for fingerprint, website_id, target, hybrid, zone, day, total in rows:
+                assert website_id == target == DEMO_WEBSITE_ID and not hybrid
+                first = date.fromisoformat(day)
+                truth = Truth.of(first, first, zone, None)
+                assert total == truth.sessions, f"the store's total for {day} ({zone}) is {total}: {truth}"
+                served = store.get(DayKey(fingerprint, website_id, None, False, zone, first))
+                if served is not None:
+                    assert len(served) == truth.sessions, f"{day} ({zone}) served {len(served)} sessions: {truth}"
+                    assert {s.id for s in served} == {s.id for s in true_sessions(first, first, zone)}
 
 
 @contextlib.contextmanager
