@@ -22,7 +22,7 @@ import pytest
 from pydantic import SecretStr
 
 from hardal_mcp.budget import MAX_HOLD, SharedRateLimiter, budget_path, count_available, shared_limiter
-from hardal_mcp.client import HardalClient, RateLimiter, RetryPolicy, key_fingerprint
+from hardal_mcp.client import HardalClient, RateLimiter, RetryPolicy
 from hardal_mcp.errors import RateLimitError
 from hardal_mcp.params import resolve_window
 from hardal_mcp.sandbox import DEMO_API_KEY, SandboxConfig, create_app, serve_in_thread
@@ -296,7 +296,7 @@ def test_the_client_shares_the_budget_when_the_store_is_on(tmp_path: Path) -> No
     on = HardalClient(make_settings(store=str(tmp_path), base_url="http://127.0.0.1:9"))
     limiter = on.budget(KEY)
     assert isinstance(limiter, SharedRateLimiter)
-    assert limiter.path == tmp_path / f"budget-{key_fingerprint(KEY)}"
+    assert limiter.path == tmp_path / "budget" / on.fingerprints.of(KEY)
     assert stat.S_IMODE(limiter.path.stat().st_mode) == 0o600
     assert on.budget(KEY) is limiter
     assert DEMO_API_KEY not in limiter.path.name
@@ -309,7 +309,7 @@ def test_no_shared_budget_where_the_directory_cannot_be_made(tmp_path: Path, cap
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     settings = make_settings(store=str(blocker / "dir" / "store.sqlite3"))
-    assert budget_path(settings, "abc") == blocker / "dir" / "budget-abc"
+    assert budget_path(settings, "abc") == blocker / "dir" / "budget" / "abc"
     assert shared_limiter(settings, "abc") is None
     assert any("unusable" in r.getMessage() for r in caplog.records)
     assert budget_path(make_settings(store=str(tmp_path)), "../etc") is None  # only a fingerprint names a file
