@@ -218,7 +218,7 @@ def through_store(days: list[list[Session]], repeat: int) -> tuple[float, dict[s
             puts = []
             for key, sessions in zip(keys, days, strict=True):
                 began = time.process_time()
-                day_store.put(key, sessions)
+                day_store.put(key, sessions, len(sessions))
                 puts.append((time.process_time() - began) * 1000)
         size = path.stat().st_size  # closed: the journal is checkpointed into the file and removed
         child = subprocess.run(

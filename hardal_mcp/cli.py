@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "store":
             return _flushed(_store(args))
         settings, transport = _settings(args)
+        _check_store(settings)
         if args.command == "call":
             return _flushed(asyncio.run(_call(settings, transport, args.tool, args.arguments, as_json=args.json)))
         if args.check:
@@ -176,8 +177,18 @@ def _sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_store(settings: Settings) -> None:
+    """Refuse to start (ConfigError) when HARDAL_STORE names a file that is not a day store: checked here,
+    before serving, so that the message ends the process instead of a store quietly left unused."""
+    from .store import check_store
+
+    check_store(settings)
+
+
 def _store(args: argparse.Namespace) -> int:
-    """`store status`: where the store is and what it keeps, keys named by fingerprint only; `store clear`."""
+    """`store status`: where the store is and what it keeps, keys named by a short fingerprint prefix only;
+    `store clear`. Neither writes sessions, so both work whatever HARDAL_REDACT_PII says. A failure raises
+    (the message on stderr, a non-zero exit)."""
     from .store import DayStore, store_path
 
     settings = Settings.from_env(os.environ)
@@ -185,13 +196,12 @@ def _store(args: argparse.Namespace) -> int:
     if path is None:
         print("The day store is off (HARDAL_STORE=off): nothing is kept.")
         return 0
+    if not settings.redact_pii:
+        print("HARDAL_REDACT_PII=false: the server does not use the day store while redaction is off.")
     if not path.exists():  # asking must not create it
         print(f"path         {path}\n(nothing stored yet)" if args.action == "status" else "0 days removed")
         return 0
-    store = DayStore.open(settings)
-    if store is None:
-        return 1  # why was logged on stderr
-    with store:
+    with DayStore(path, max_bytes=settings.store_max_mb * 2**20) as store:
         if args.action == "clear":
             print(f"{store.clear():,} days removed from {path}")
             return 0
@@ -208,7 +218,7 @@ def _store(args: argparse.Namespace) -> int:
     for site in status.sites:
         name = site.website_id if site.website_id.isprintable() else repr(site.website_id)
         lines.append(
-            f"  key {site.fingerprint}  website {name}: {site.days:,} days, {site.oldest} … {site.newest}, "
+            f"  key {site.fingerprint[:12]}  website {name}: {site.days:,} days, {site.oldest} … {site.newest}, "
             f"{site.bytes / mib:,.1f} MiB"
         )
     print("\n".join(lines))

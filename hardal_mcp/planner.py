@@ -346,7 +346,7 @@ class Planner:
             if failure:
                 outcome.partial_reason = outcome.partial_reason or failure
             elif held and len(held) == total and len({s.id for s in held}) == total:  # whole, once each
-                await self._store_days(held)
+                await self._store_days(run, held)
             if progress is not None:
                 await progress(read, outcome.total, f"{read:,} sessions read")
         if outcome.partial_reason:
@@ -564,8 +564,9 @@ class Planner:
                 if page.dropped or total is None or offset + self.size >= total:
                     break
                 offset += self.size
-            if total is not None and len(sessions) == total == len({s.id for s in sessions}):
-                await anyio.to_thread.run_sync(self.store.put, self._day_key(day), sessions)
+            if total is None or not len(sessions) == total == len({s.id for s in sessions}):
+                continue  # not read whole (a day still changing, unreadable items): fetched again next time
+            if await anyio.to_thread.run_sync(self.store.put, self._day_key(day), sessions, total):
                 done += 1
         return done
 
@@ -650,19 +651,24 @@ class Planner:
             return None
         return await anyio.to_thread.run_sync(self.store.get, self._day_key(day))
 
-    async def _store_days(self, sessions: list[Session]) -> None:
-        """Split an exact read into its local days and store the closed ones."""
-        if self.store is None or any(s.started_at is None for s in sessions):
+    async def _store_days(self, run: list[date], sessions: list[Session]) -> None:
+        """Split the sessions of `run`, read whole in this call (checked against the run's exact total), into
+        its local days and store the closed ones, each with its part of that total. Only the run's days:
+        the window's other days were not read here (a stored day written back from this read would be
+        emptied). Nothing is stored when a session's start is unknown or falls outside the run (the split
+        would not be Hardal's)."""
+        if self.store is None:
             return
         zone = ZoneInfo(self.scope.window.timezone)
-        by_day: dict[date, list[Session]] = {}
+        by_day: dict[date, list[Session]] = {day: [] for day in run}
         for s in sessions:
-            assert s.started_at is not None
-            by_day.setdefault(s.started_at.astimezone(zone).date(), []).append(s)
-        window = self.scope.window
-        for day in (window.start + timedelta(days=i) for i in range(window.days)):
+            day = None if s.started_at is None else s.started_at.astimezone(zone).date()
+            if day not in by_day:
+                return
+            by_day[day].append(s)
+        for day, kept in by_day.items():
             if self._closed(day):
-                await anyio.to_thread.run_sync(self.store.put, self._day_key(day), by_day.get(day, []))
+                await anyio.to_thread.run_sync(self.store.put, self._day_key(day), kept, len(kept))
 
     def _seed(self, day: date) -> float:
         """A start in [0, 1) fixed per site and day: the same question reads the same (cached) pages."""

@@ -3,7 +3,11 @@ another process — costs no upstream request.
 
 One SQLite file (standard library, embedded, no server), shared by every hardal-mcp process of the user.
 A row is one complete day of one website as one API key sees it, keyed by (key fingerprint, website id,
-target signal id, hybrid flag, time zone, day). Nothing else is stored, and in particular:
+target signal id, hybrid flag, time zone, day), with the number of sessions Hardal reported for the day
+when it was read. A day read alone carries its page's total; days read together as one run, whose
+sessions were checked against the run's exact total, carry each its part of that verified read. `put`
+refuses a day whose sessions are not exactly that many distinct sessions, and `get` never serves one (it
+is dropped and fetched again): no day is ever answered incomplete. Nothing else is stored, and in particular:
 
 * **only PII-redacted sessions** — the scan planner hands over sessions that went through
   `privacy.redact_session` (HARDAL_REDACT_PII); the store writes what it is given and never sees raw data;
@@ -12,10 +16,16 @@ target signal id, hybrid flag, time zone, day). Nothing else is stored, and in p
 Only closed days are stored or served: a day whose local end (in its time zone) is less than 48 hours ago
 may still change upstream (late events, sessions still open), so `put` ignores it and `get` answers None.
 
-The file is created with mode 0600 (its directory 0700) and capped in size (HARDAL_STORE_MAX_MB): the days
-used least recently go first. Every day's body carries a SHA-256 checksum of its key and content, verified
-on every read; a file that is damaged or not ours (garbage, truncated, another schema) is detected, logged
-once on stderr and rebuilt empty. Nothing that fails a check is ever served: the day is fetched again.
+The file is created with mode 0600 (every directory made for it 0700, whatever the umask; a directory
+others may write to is warned about) and capped in size (HARDAL_STORE_MAX_MB): the days used least recently
+go first. Every day's body carries a SHA-256 checksum of its key, total and content, verified on every read.
+
+The file is ours only if its SQLite header carries our application id (read as raw bytes, so a damaged
+file of ours is still recognised); a missing or empty file becomes a store. Anything else (a text file,
+another application's database) is refused with a ConfigError and left byte for byte as it was. A damaged
+file of ours is moved aside (`<name>.corrupt-<UTC time>`, with its journal files), never deleted; one of
+an older schema is emptied (its days may be incomplete); one of a newer schema is left alone and not used.
+Nothing that fails a check is ever served: the day is fetched again.
 
 Each body is compact JSON (orjson), column by column, read straight into `Session` objects (`encode`,
 `decode`); `bench/store_speed.py` measures it against the alternatives.
@@ -30,13 +40,14 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import sys
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
@@ -45,6 +56,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from .config import Settings
+from .errors import ConfigError, HardalError
 from .models import Session
 
 log = logging.getLogger(__name__)
@@ -52,7 +64,9 @@ log = logging.getLogger(__name__)
 FILENAME = "store.sqlite3"
 CLOSED_AFTER = 48 * 3600.0  # seconds after a day's local end before it is stored or served
 APPLICATION_ID = 0x4844_5331  # "HDS1" in the SQLite header: a file without it is not ours
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: each day carries the total Hardal reported (version 1 could keep days emptied)
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_HEADER_VERSION, _HEADER_APP_ID = 60, 68  # offsets of user_version and application_id (big-endian)
 PLAIN, ZLIB = 1, 2  # body formats: the orjson rows as they are, or deflated (level 1)
 BODY_FORMAT = PLAIN  # what `put` writes (bench/store_speed.py measured both); `get` reads either
 BUSY_TIMEOUT = 10.0  # seconds a write waits for another process's transaction
@@ -70,7 +84,7 @@ CREATE TABLE IF NOT EXISTS days (
     hybrid INTEGER NOT NULL,
     timezone TEXT NOT NULL,
     day TEXT NOT NULL,
-    sessions INTEGER NOT NULL,
+    total INTEGER NOT NULL,
     format INTEGER NOT NULL,
     size INTEGER NOT NULL,
     stored REAL NOT NULL,
@@ -82,7 +96,7 @@ CREATE TABLE IF NOT EXISTS days (
 CREATE INDEX IF NOT EXISTS days_used ON days (used);
 """
 _SELECT_DAY = (
-    "SELECT rowid, format, checksum, body, used FROM days"
+    "SELECT rowid, format, total, checksum, body, used FROM days"
     " WHERE fingerprint = ? AND website_id = ? AND target = ? AND hybrid = ? AND timezone = ? AND day = ?"
 )
 
@@ -166,8 +180,37 @@ def store_path(setting: str, env: Mapping[str, str] | None = None, platform: str
     return path.absolute()
 
 
-class StoreCorrupt(Exception):
-    """The file is damaged or not a store of ours."""
+class StoreRefused(ConfigError):
+    """HARDAL_STORE names a file that is not a hardal-mcp store: it is never touched."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(
+            f"HARDAL_STORE names {path}: {what}, not a hardal-mcp day store. It is left as it is; point "
+            "HARDAL_STORE at another file or directory, or set HARDAL_STORE=off."
+        )
+
+
+class StoreTooNew(ConfigError):
+    """The file is a store of a newer hardal-mcp: left as it is, and not used."""
+
+    def __init__(self, path: Path, version: int) -> None:
+        super().__init__(
+            f"The day store {path} was written by a newer hardal-mcp (schema version {version}; this one reads "
+            f"{SCHEMA_VERSION}); it is left as it is and not used. Upgrade hardal-mcp, or point HARDAL_STORE "
+            "elsewhere."
+        )
+
+
+class StoreFailed(HardalError):
+    """The store could not be opened, or `status`/`clear` could not do its work; the message says why."""
+
+
+def check_store(settings: Settings) -> None:
+    """Before serving: StoreRefused when the store the server would use (HARDAL_STORE, with redaction on)
+    is a file that is not ours, so that the server refuses to start instead of running without it."""
+    path = store_path(settings.store)
+    if path is not None and settings.redact_pii:
+        _claimed(path)
 
 
 class DayStore:
@@ -175,7 +218,9 @@ class DayStore:
 
     Thread-safe: one connection, used under a lock; bodies are encoded and decoded outside it, so several
     threads (`anyio.to_thread.run_sync`) can decode days at once. Several processes may share the file
-    (WAL journal, busy timeout). `get` and `put` never raise: a store that fails only costs requests."""
+    (WAL journal, busy timeout). `get` and `put` never raise: a store that fails only costs requests.
+    Opening raises StoreRefused (not our file), StoreTooNew (a newer version's) or StoreFailed; `status`
+    and `clear` raise StoreFailed when they cannot do their work."""
 
     def __init__(self, path: Path, *, max_bytes: int = 512 * 2**20, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path).absolute()
@@ -186,7 +231,10 @@ class DayStore:
         self._inode: tuple[int, int] | None = None
         self._warned: set[str] = set()
         with self._lock:
-            self._connection()  # errors (an unwritable directory) surface here, to `open`
+            try:
+                self._connection()
+            except (OSError, sqlite3.Error) as exc:  # an unwritable directory, a full disk, a lock held too long
+                raise StoreFailed(f"Day store {self.path} unavailable ({type(exc).__name__}: {exc}).") from exc
 
     @classmethod
     def open(cls, settings: Settings) -> DayStore | None:
@@ -198,8 +246,8 @@ class DayStore:
             return None
         try:
             return cls(path, max_bytes=settings.store_max_mb * 2**20)
-        except (OSError, sqlite3.Error) as exc:
-            log.warning("Day store unavailable at %s (%s); days are fetched every time.", path, exc)
+        except HardalError as exc:
+            log.warning("%s Days are fetched every time.", exc.message)
             return None
 
     # ------------------------------------------------------------------------------------------ the API
@@ -214,7 +262,8 @@ class DayStore:
         return end.timestamp() + CLOSED_AFTER <= self._clock()
 
     def get(self, key: DayKey) -> list[Session] | None:
-        """The sessions of a stored day, in the order they were put; None if absent, too young, or unreadable."""
+        """The sessions of a stored day, in the order they were put; None if absent, too young, unreadable,
+        or not the total Hardal reported for it."""
         if not self.closed(key.timezone, key.day):
             return None
         columns = key.columns()
@@ -222,58 +271,68 @@ class DayStore:
             row = self._guard(lambda conn: self._read(conn, columns))
         if row is None:
             return None
-        rowid, body_format, checksum, body = row
-        if body_format not in (PLAIN, ZLIB) or checksum != _checksum(columns, body_format, body):
+        rowid, body_format, total, checksum, body = row
+        if body_format not in (PLAIN, ZLIB) or checksum != _checksum(columns, body_format, total, body):
             self._discard(rowid, "a stored day failed its checksum")
             return None
         try:
             with collector_paused():
-                return decode(zlib.decompress(body) if body_format == ZLIB else body)
+                sessions = decode(zlib.decompress(body) if body_format == ZLIB else body)
         except (ValueError, TypeError, LookupError, zlib.error) as exc:
             self._discard(rowid, f"a stored day could not be read ({type(exc).__name__})")
             return None
+        if not _whole(sessions, total):
+            self._discard(rowid, f"a stored day does not hold the {total:,} sessions Hardal reported for it")
+            return None
+        return sessions
 
-    def put(self, key: DayKey, sessions: Sequence[Session]) -> None:
-        """Keep the complete day `key` (replacing what was kept); ignored for days younger than 48 h and
-        for a day larger than the whole cap. Sessions must be redacted already (see the module docstring)."""
+    def put(self, key: DayKey, sessions: Sequence[Session], total: int) -> bool:
+        """Keep the day `key`, read whole: `total` is the number of sessions Hardal reported for it (see the
+        module docstring), replacing what was kept; True once written. Refused, and logged, unless
+        `sessions` are exactly `total` distinct sessions; not kept either (False) when the day is younger
+        than 48 h or larger than the whole cap, or the file fails. Sessions must be redacted already."""
         if not self.closed(key.timezone, key.day):
-            return
+            return False
+        if not _whole(sessions, total):
+            self._warn(
+                "incomplete",
+                f"Day store {self.path}: refused to keep {key.day}: {len(sessions):,} sessions "
+                f"({len({s.id for s in sessions}):,} distinct) where Hardal reported {total:,}.",
+            )
+            return False
         columns = key.columns()
         body_format, body = BODY_FORMAT, encode(sessions)
         if body_format == ZLIB:
             body = zlib.compress(body, 1)
         if len(body) + ROW_OVERHEAD > self.max_bytes:
-            return
-        checksum = _checksum(columns, body_format, body)
+            return False
+        checksum = _checksum(columns, body_format, total, body)
         now = self._clock()
-        values = (*columns, len(sessions), body_format, len(body), now, now, checksum, body)
+        values = (*columns, total, body_format, len(body), now, now, checksum, body)
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> bool:
             with _transaction(conn):
                 conn.execute(
-                    "INSERT OR REPLACE INTO days (fingerprint, website_id, target, hybrid, timezone, day, sessions,"
+                    "INSERT OR REPLACE INTO days (fingerprint, website_id, target, hybrid, timezone, day, total,"
                     " format, size, stored, used, checksum, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     values,
                 )
                 evicted = self._evict(conn)
             if evicted:
                 conn.executescript("PRAGMA incremental_vacuum;")  # the freed pages back to the file system
+            return True
 
         with self._lock:
-            self._guard(write)
+            return self._guard(write) is True
 
     def status(self) -> StoreStatus:
         """What is kept: bytes on disk, days, websites, the oldest and newest day, per key and website."""
+        query = (
+            "SELECT fingerprint, website_id, count(*), sum(size), min(day), max(day) FROM days"
+            " GROUP BY fingerprint, website_id ORDER BY fingerprint, website_id"
+        )
         with self._lock:
-            conn = self._connection()
-            try:
-                rows = conn.execute(
-                    "SELECT fingerprint, website_id, count(*), sum(size), min(day), max(day) FROM days"
-                    " GROUP BY fingerprint, website_id ORDER BY fingerprint, website_id"
-                ).fetchall()
-            except sqlite3.DatabaseError as exc:
-                self._failed(exc)
-                rows = []
+            rows = self._checked("reading what it keeps", lambda conn: conn.execute(query).fetchall())
         sites = tuple(
             SiteStatus(fp, site, days, size + days * ROW_OVERHEAD, date.fromisoformat(lo), date.fromisoformat(hi))
             for fp, site, days, size, lo, hi in rows
@@ -291,17 +350,17 @@ class DayStore:
 
     def clear(self) -> int:
         """Forget every day; the number of days removed."""
-        with self._lock:
-            conn = self._connection()
-            try:
-                with _transaction(conn):
-                    removed = conn.execute("DELETE FROM days").rowcount
-                conn.executescript("PRAGMA incremental_vacuum;")  # executescript: to the end, not one page
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.DatabaseError as exc:
-                self._failed(exc)
-                return 0
+
+        def wipe(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                removed: int = conn.execute("DELETE FROM days").rowcount
+            conn.executescript("PRAGMA incremental_vacuum;")  # executescript: to the end, not one page
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             return max(removed, 0)
+
+        with self._lock:
+            removed: int = self._checked("clearing it", wipe)
+            return removed
 
     def close(self) -> None:
         with self._lock:
@@ -315,15 +374,15 @@ class DayStore:
 
     # ------------------------------------------------------------------------------------- internals
 
-    def _read(self, conn: sqlite3.Connection, columns: tuple[Any, ...]) -> tuple[int, int, bytes, bytes] | None:
+    def _read(self, conn: sqlite3.Connection, columns: tuple[Any, ...]) -> tuple[int, int, int, bytes, bytes] | None:
         row = conn.execute(_SELECT_DAY, columns).fetchone()
         if row is None:
             return None
         now = self._clock()
-        if now - row[4] >= TOUCH_EVERY:  # least recently used goes first when the cap is reached
+        if now - row[5] >= TOUCH_EVERY:  # least recently used goes first when the cap is reached
             with _transaction(conn):
                 conn.execute("UPDATE days SET used = ? WHERE rowid = ?", (now, row[0]))
-        return row[0], row[1], row[2], row[3]
+        return row[0], row[1], row[2], row[3], row[4]
 
     def _evict(self, conn: sqlite3.Connection) -> int:
         """Drop the least recently used days until the kept bodies fit the cap; the number dropped."""
@@ -346,39 +405,53 @@ class DayStore:
             self._guard(lambda conn: conn.execute("DELETE FROM days WHERE rowid = ?", (rowid,)))
 
     def _guard(self, action: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run `action` on the connection (lock held); on a damaged file rebuild it, on any other failure
-        (a lock held too long, a full disk) log it; then None, as if nothing were stored."""
+        """Run `action` on the connection (lock held); on a damaged file set it aside, on any other failure
+        (a lock held too long, a full disk, a file replaced by one not ours) log it; then None, as if
+        nothing were stored."""
+        try:
+            return action(self._connection())
+        except ConfigError as exc:
+            self._warn("refused", f"{exc.message} Continuing without it.")
+        except (sqlite3.Error, OSError) as exc:
+            self._failed(exc)
+        return None
+
+    def _checked(self, doing: str, action: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `action` for `status` or `clear` (lock held): a failure is raised as StoreFailed saying what
+        failed (a damaged file is set aside first), ConfigError as it is; nothing is logged."""
         try:
             return action(self._connection())
         except (sqlite3.Error, OSError) as exc:
-            self._failed(exc)
-            return None
+            if _is_corruption(exc):
+                self._set_aside(str(exc))
+            raise StoreFailed(f"Day store {self.path}: {doing} failed ({type(exc).__name__}: {exc}).") from exc
 
     def _failed(self, exc: BaseException) -> None:
-        if isinstance(exc, StoreCorrupt) or _is_corruption(exc):
-            self._rebuild(str(exc))
+        if _is_corruption(exc):
+            self._set_aside(str(exc))
             return
         self._warn("error", f"Day store {self.path} failed ({type(exc).__name__}: {exc}); continuing without it.")
 
     def _connection(self) -> sqlite3.Connection:
-        """The open connection, reopened when the file was replaced or removed (another process rebuilt
-        or cleared it) — so that nobody keeps writing to a file nobody reads."""
+        """The open connection, reopened when the file was replaced or removed (another process set it
+        aside or cleared it) — so that nobody keeps writing to a file nobody reads."""
         inode = _inode(self.path)
         if self._conn is not None and inode == self._inode and inode is not None:
             return self._conn
         self._disconnect()
         try:
             return self._connect()
-        except StoreCorrupt as exc:
-            self._rebuild(str(exc))
         except sqlite3.DatabaseError as exc:
             if not _is_corruption(exc):
                 raise
-            self._rebuild(str(exc))
+            self._set_aside(str(exc))
         return self._connect()  # a fresh file: a failure now is not about its content
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Open the file, after checking from its raw header that it is ours (or absent, or empty)."""
+        self._private_directory()
+        if (version := _claimed(self.path)) is not None and version > SCHEMA_VERSION:
+            raise StoreTooNew(self.path, version)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             if os.fstat(fd).st_mode & 0o077:
@@ -389,7 +462,7 @@ class DayStore:
             self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False, cached_statements=16
         )
         try:
-            _prepare(conn)
+            _prepare(conn, self.path)
         except BaseException:
             conn.close()
             raise
@@ -401,21 +474,48 @@ class DayStore:
                     os.chmod(sidecar, 0o600)
         return conn
 
+    def _private_directory(self) -> None:
+        """Make the file's directory (0700, see `private_directory`); warn once when others may write to it:
+        they could replace the store, or its journal files."""
+        directory = self.path.parent
+        private_directory(directory)
+        mode = stat.S_IMODE(os.stat(directory).st_mode)
+        if mode & 0o022:
+            self._warn(
+                "directory",
+                f"Day store directory {directory} is writable by other users (mode {mode:o}): they could replace "
+                "the store. Make it private (chmod 700) or point HARDAL_STORE elsewhere.",
+            )
+
     def _disconnect(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
         self._conn = self._inode = None
 
-    def _rebuild(self, reason: str) -> None:
-        """Replace a damaged or foreign file by an empty store (lock held)."""
-        self._warn("file", f"Day store {self.path} is damaged or not a hardal-mcp store ({reason}); rebuilding it.")
+    def _set_aside(self, reason: str) -> None:
+        """Move a damaged store of ours out of the way, with its journal files, so that a fresh one takes
+        its place (lock held). Never deletes, and never moves a file that is not ours."""
         damaged = self._inode or _inode(self.path)
         self._disconnect()
-        if _inode(self.path) == damaged:  # another process may have rebuilt it already
-            for suffix in ("", *_SIDECARS):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path.with_name(self.path.name + suffix))
+        if damaged is None or _inode(self.path) != damaged:  # another process set it aside already
+            return
+        try:
+            version = _claimed(self.path)
+        except ConfigError:  # replaced meanwhile by a file not ours: opening it again says so
+            return
+        if version is None or version > SCHEMA_VERSION:  # empty, or a newer version's: not ours to judge
+            return
+        stamp = datetime.fromtimestamp(self._clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        for suffix in (*_SIDECARS, ""):  # the journal first: a new file must not meet the old one's journal
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(f"{self.path}{suffix}", f"{aside}{suffix}")
+        self._warn("file", f"Day store {self.path} is damaged ({reason}); moved aside to {aside}, starting afresh.")
 
     def _disk_bytes(self) -> int:
         total = 0
@@ -431,30 +531,88 @@ class DayStore:
         log.log(level, message)
 
 
-def _prepare(conn: sqlite3.Connection) -> None:
-    """Check that the file is a store of this version, making it one if it is empty."""
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]  # the first read: garbage fails here
+def private_directory(directory: Path) -> None:
+    """Make `directory` and its missing parents, each 0700 whatever the umask; one that existed keeps its
+    mode (it is not ours to change)."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for made in reversed(missing):
+        try:
+            made.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile by another process: not ours
+            continue
+        os.chmod(made, 0o700)  # mkdir's mode is masked by the umask
+
+
+def _claimed(path: Path) -> int | None:
+    """The schema version in the raw header of the store at `path`; None when the file is absent or empty
+    (it may become a store). StoreRefused for anything else not marked with our application id."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(100)
+    except FileNotFoundError:
+        return None
+    if not header:
+        return None
+    if not header.startswith(SQLITE_MAGIC) or len(header) < 100:
+        raise StoreRefused(path, "a file that is not a SQLite database")
+    if int.from_bytes(header[_HEADER_APP_ID : _HEADER_APP_ID + 4], "big") != APPLICATION_ID:
+        raise StoreRefused(path, "another application's SQLite database")
+    return int.from_bytes(header[_HEADER_VERSION : _HEADER_VERSION + 4], "big")
+
+
+def _prepare(conn: sqlite3.Connection, path: Path) -> None:
+    """Check that the file is a store of this version, making it one if it is empty, and emptying it if
+    it is an older version's."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]  # the first read: damage fails here
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if app_id == 0 and version == 0:
-        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if tables:
-            raise StoreCorrupt("a SQLite file with other tables")
+        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise StoreRefused(path, "another application's SQLite database")  # written since it was checked
         conn.execute("PRAGMA page_size = 16384")  # these two take effect only while the file has no tables
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         with _transaction(conn):
             if conn.execute("PRAGMA application_id").fetchone()[0] == 0:  # not made meanwhile by another process
-                for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                _create(conn)
         app_id, version = APPLICATION_ID, SCHEMA_VERSION
     if app_id != APPLICATION_ID:
-        raise StoreCorrupt(f"application id {app_id:#x}, not a hardal-mcp store")
-    if version != SCHEMA_VERSION:
-        raise StoreCorrupt(f"schema version {version}, expected {SCHEMA_VERSION}")
+        raise StoreRefused(path, "another application's SQLite database")
+    if version < SCHEMA_VERSION:
+        version = _upgrade(conn, path)
+    if version > SCHEMA_VERSION:
+        raise StoreTooNew(path, version)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")  # a crash may lose the last days written, never corrupt
     conn.execute("PRAGMA journal_size_limit = 16777216")  # the journal left on disk between checkpoints
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+        conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _upgrade(conn: sqlite3.Connection, path: Path) -> int:
+    """Empty a store of an older version (version 1 could keep days emptied by a bug: none of its days can
+    be trusted) and make it this version's; the version the file has now. In one transaction, re-checked
+    inside it, so that processes upgrading at once drop the days only once."""
+    with _transaction(conn):
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version >= SCHEMA_VERSION:
+            return version
+        conn.execute("DROP TABLE IF EXISTS days")
+        _create(conn)
+    conn.executescript("PRAGMA incremental_vacuum;")
+    log.warning(
+        "Day store %s was written by an older hardal-mcp (schema version %d), whose days may be incomplete: "
+        "they are dropped and will be fetched again.",
+        path,
+        version,
+    )
+    return SCHEMA_VERSION
 
 
 @contextlib.contextmanager
@@ -503,16 +661,22 @@ def _inode(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _whole(sessions: Sequence[Session], total: int) -> bool:
+    """Whether `sessions` are exactly `total` distinct sessions: a day read whole, once each."""
+    return len(sessions) == total and len({s.id for s in sessions}) == total
+
+
 def _is_corruption(exc: BaseException) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF in _CORRUPT_CODES
 
 
-def _checksum(columns: tuple[Any, ...], body_format: int, body: bytes) -> bytes:
-    """SHA-256 of the key and the body: a body is only ever served for the key it was stored under.
+def _checksum(columns: tuple[Any, ...], body_format: int, total: int, body: bytes) -> bytes:
+    """SHA-256 of the key, the total and the body: a body is only ever served for the key it was stored
+    under, with the total it was checked against.
     (SHA-256 rather than blake2b: hardware-accelerated on current CPUs, twice as fast here.)"""
     digest = hashlib.sha256()
-    digest.update(orjson.dumps([*columns, body_format]))
+    digest.update(orjson.dumps([*columns, body_format, total]))
     digest.update(body)
     return digest.digest()
 
