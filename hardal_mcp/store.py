@@ -512,9 +512,13 @@ class DayStore:
         while aside.exists():
             n += 1
             aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-        for suffix in (*_SIDECARS, ""):  # the journal first: a new file must not meet the old one's journal
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(f"{self.path}{suffix}", f"{aside}{suffix}")
+        try:
+            for suffix in (*_SIDECARS, ""):  # the journal first: a new file must not meet the old one's journal
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(f"{self.path}{suffix}", f"{aside}{suffix}")
+        except OSError as exc:
+            self._warn("file", f"Day store {self.path} is damaged ({reason}) and could not be moved aside ({exc}).")
+            return
         self._warn("file", f"Day store {self.path} is damaged ({reason}); moved aside to {aside}, starting afresh.")
 
     def _disk_bytes(self) -> int:
@@ -550,6 +554,8 @@ def _claimed(path: Path) -> int | None:
     """The schema version in the raw header of the store at `path`; None when the file is absent or empty
     (it may become a store). StoreRefused for anything else not marked with our application id."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a pipe would block the read, a device is no store
+            raise StoreRefused(path, "not a regular file")
         with open(path, "rb") as file:
             header = file.read(100)
     except FileNotFoundError:

@@ -391,6 +391,7 @@ NOT_OURS = {
     "a text file": lambda p: p.write_text("call the bank on monday\n"),
     "garbage": lambda p: p.write_bytes(os.urandom(50_000)),
     "a few bytes": lambda p: p.write_bytes(b"SQLite"),
+    "a named pipe": os.mkfifo,
     "a database with tables": sqlite_file("CREATE TABLE notes (x)", "INSERT INTO notes VALUES (1)"),
     "an empty database": sqlite_file("CREATE TABLE t (x)", "DROP TABLE t"),
     "another application id": sqlite_file("PRAGMA application_id = 42", "CREATE TABLE other (y)"),
