@@ -42,10 +42,11 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 # Not part of a longer dotted number (1.10.1.2.3, a version) nor glued to a letter or digit (v10.1.2.3),
 # but after a separator (`v.10.1.2.3`, `ip_10.1.2.3`) and before a full stop that ends a sentence.
 _IPV4 = rf"(?<![^\W_])(?<!\d\.){_OCTET}(?:\.{_OCTET}){{3}}(?![^\W_])(?!\.\d)"
-# Full eight-group form, or a compressed form with `::`; a clock time such as 14:03:22 is neither.
+# Full eight-group form, or a compressed form with `::`; a clock time such as 14:03:22 is neither. Not
+# inside a longer run of groups, but after a colon that follows no group (`v:2001:db8::1`).
 _HEX = r"[0-9A-Fa-f]{1,4}"
 _IPV6 = (
-    rf"(?<![\w:])(?:(?:{_HEX}:){{7}}{_HEX}|(?:{_HEX}:){{0,6}}{_HEX}::(?:{_HEX}(?::{_HEX}){{0,6}})?"
+    rf"(?<!\w)(?<![0-9a-f]:)(?:(?:{_HEX}:){{7}}{_HEX}|(?:{_HEX}:){{0,6}}{_HEX}::(?:{_HEX}(?::{_HEX}){{0,6}})?"
     rf"|::{_HEX}(?::{_HEX}){{0,6}})(?![\w:])"
 )
 _SSN = r"(?<!\w)(?<!\d-)\d{3}-\d{2}-\d{4}(?!\w)(?!-\d)"  # not part of a longer dashed number
@@ -59,6 +60,7 @@ _SECRET_NAMES = (
 # A path segment, parameter name or value with percent escapes (`%2B1+415+555+0199`) is read decoded too,
 # as a form sends it (`+` for a space).
 _ENCODED = re.compile(r"[^\s?&#=/;]*%[0-9a-f]{2}[^\s?&#=/;]*", re.IGNORECASE)
+_ESCAPE = re.compile(r"%[0-9a-f]{2}", re.IGNORECASE)
 
 
 # Credentials, masked whatever HARDAL_REDACT_PII says: a header value after `Authorization`, a bearer
@@ -121,10 +123,15 @@ def _mask_plain(value: str) -> str:
 
 
 def _mask_encoded(match: re.Match[str]) -> str:
-    """An encoded piece with what its decoded text holds masked, encoded again; as it was if it holds none."""
-    decoded = unquote_plus(match.group(0))
+    """An encoded piece with what its decoded text holds masked, encoded again (what it spelled as itself,
+    such as `:`, stays so); as it was if it holds nothing to mask."""
+    piece = match.group(0)
+    decoded = unquote_plus(piece)
     masked = _mask_plain(decoded)
-    return match.group(0) if masked == decoded else quote_plus(masked, safe="[]")
+    if masked == decoded:
+        return piece
+    literal = set(_ESCAPE.sub("", piece)) - {"%", "+"}
+    return quote_plus(masked, safe="[]" + "".join(literal))
 
 
 def _mask_pii(value: str) -> str:

@@ -103,6 +103,7 @@ redact = Sanitizer(redact_pii=True)
         ("/search?q=415+555+0199&page=2", "/search?q=[phone]&page=2"),
         ("/s?q=call+me+%2B44%2020%207946%200958+today", "/s?q=call+me+[phone]+today"),
         ("/call/%2B90%20532%20123%2045%2067/ok", "/call/[phone]/ok"),
+        ("/u/tel:%2B1%20415%20555%200199", "/u/tel:[phone]"),  # what was not encoded stays so
         ("/geo?ip=2001%3Adb8%3A%3A1", "/geo?ip=[ip]"),
         ("/login?next=%2Fcb%3Ftoken%3Dabc123", "/login?next=%2Fcb%3Ftoken%3D[redacted]"),
         # An address after a separator, or ending a sentence.
@@ -110,6 +111,7 @@ redact = Sanitizer(redact_pii=True)
         ("ip_10.1.2.3-x", "ip_[ip]-x"),
         ("seen at 10.0.0.1.", "seen at [ip]."),
         ("v-2001:db8::1", "v-[ip]"),
+        ("v:2001:db8::1", "v:[ip]"),
         # US social security numbers, and anything passed as `ssn=`.
         ("/verify?ssn=123-45-6789", "/verify?ssn=[redacted]"),
         ("/verify?user_ssn=123456789&ok=1", "/verify?user_ssn=[redacted]&ok=1"),
@@ -205,7 +207,8 @@ PII = st.one_of(
 # Where a visitor's text lands, and how it is spelled there: as typed, or URL-encoded in a query or a path.
 SPELLINGS = st.sampled_from([lambda v: v, quote_plus, lambda v: quote(v, safe="")])
 POSITIONS = st.sampled_from([
-    "/contact/{}/thanks", "/search?q={}&page=2", "/s?ref=x&q={}", "{}", "note: {} (from the form)", "v.{}", "v-{}",
+    "/contact/{}/thanks", "/search?q={}&page=2", "/s?ref=x&q={}", "{}", "note: {} (from the form)",
+    "v.{}", "v-{}", "v:{}",
 ])  # fmt: skip
 
 
