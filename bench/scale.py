@@ -50,8 +50,8 @@ from hardal_mcp.analytics import Digest, Segment, Summary
 from hardal_mcp.analytics import compare as compare_periods
 from hardal_mcp.analytics.estimate import canon
 from hardal_mcp.analytics.schema import MAX_TOP
-from hardal_mcp.client import key_fingerprint
 from hardal_mcp.config import Settings
+from hardal_mcp.keys import SECRET_FILENAME, Fingerprints, load_secret
 from hardal_mcp.models import SessionsPage, parse_sessions_page
 from hardal_mcp.params import Window
 from hardal_mcp.privacy import redact_session
@@ -635,7 +635,7 @@ class StoreCost:
 def store_cost(path: Path, days: Days) -> StoreCost:
     """What answering from the store costs, in this process: every day read back, then digested."""
     store = DayStore(path)
-    fingerprint = key_fingerprint(SecretStr(DEMO_API_KEY))
+    fingerprint = Fingerprints(load_secret(path.parent / SECRET_FILENAME)).of(SecretStr(DEMO_API_KEY))
     try:
         started = time.perf_counter()
         got = [store.get(DayKey(fingerprint, DEMO_WEBSITE_ID, None, False, TZ, d)) for d in days.each()]

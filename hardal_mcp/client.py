@@ -1,11 +1,14 @@
 """The only code that speaks HTTP to Hardal: one shared connection pool, a client-side rate limiter,
 retries with capped exponential backoff and jitter, and the one boundary where HTTP failures become
-`hardal_mcp.errors` exceptions."""
+`hardal_mcp.errors` exceptions.
+
+It also remembers when Hardal last accepted each key for each website: nothing kept for a key (a cached
+body here, a stored day in the planner) is served unless Hardal accepted that key within VERIFY_TTL
+(`HardalClient.vouch`), so a key Hardal refuses, or has since revoked, gets Hardal's refusal."""
 
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import json
 import logging
 import math
@@ -38,6 +41,7 @@ from .errors import (
     ServerError,
     UpstreamError,
 )
+from .keys import Fingerprints
 from .models import ActivityPage, SessionsPage, mentions, parse_activity_page, parse_sessions_page, scrub_secret
 from .params import Window
 from .sanitize import clean, elide, redact_secret
@@ -52,6 +56,7 @@ CLOSED_WINDOW_TTL = 3600.0
 ACTIVITY_TTL = 300.0
 SWEEP_SECONDS = 60.0  # how often the cache drops expired bodies
 MAX_IDLE_LIMITERS = 1024  # per-key limiters kept beyond this only while their key is active
+VERIFY_TTL = 300.0  # seconds an answer from Hardal vouches for its key, so kept data may be served to it
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,15 +183,40 @@ class ResponseCache:
         self._size -= len(self._entries.pop(key)[1])
 
 
-def key_fingerprint(key: SecretStr) -> str:
-    """A short, non-reversible name for a key: safe to use in cache keys and logs."""
-    return hashlib.sha256(key.get_secret_value().encode()).hexdigest()[:12]
+class Acceptance:
+    """When Hardal last accepted each key (by fingerprint) for each website, within `ttl` seconds.
+
+    A 401 says the key itself is refused: every website forgets it. A 403 or 404 concerns one website."""
+
+    def __init__(self, ttl: float = VERIFY_TTL, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._accepted: OrderedDict[tuple[str, str], float] = OrderedDict()  # oldest acceptance first
+
+    def fresh(self, fingerprint: str, website_id: str) -> bool:
+        accepted = self._accepted.get((fingerprint, website_id))
+        return accepted is not None and self._clock() - accepted < self.ttl
+
+    def accepted(self, fingerprint: str, website_id: str) -> None:
+        now = self._clock()
+        self._accepted[(fingerprint, website_id)] = now
+        self._accepted.move_to_end((fingerprint, website_id))
+        while self._accepted and now - next(iter(self._accepted.values())) >= self.ttl:  # expired: worthless
+            self._accepted.popitem(last=False)
+
+    def refused(self, fingerprint: str, website_id: str, status: int | None) -> None:
+        if status == 401:
+            for pair in [pair for pair in self._accepted if pair[0] == fingerprint]:
+                del self._accepted[pair]
+        elif status in (403, 404):
+            self._accepted.pop((fingerprint, website_id), None)
 
 
 class HardalClient:
     """Typed calls to the Hardal read API. Every method takes the API key to use, so one pool can serve
     many tenants; each key gets its own rate limiter, shared with the machine's other hardal-mcp
-    processes unless HARDAL_STORE is off (`budget.SharedRateLimiter`)."""
+    processes unless HARDAL_STORE is off (`budget.SharedRateLimiter`). Keys are named by `fingerprints`
+    (by default built from `settings`: `keys.Fingerprints.for_settings`)."""
 
     def __init__(
         self,
@@ -196,11 +226,16 @@ class HardalClient:
         retry: RetryPolicy | None = None,
         cache: ResponseCache | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        fingerprints: Fingerprints | None = None,
+        acceptance: Acceptance | None = None,
     ) -> None:
         self.settings = settings
         self._sleep = sleep  # how retries wait (backoff, Retry-After); tests record the waits instead
         self.retry = retry or RetryPolicy()
         self.cache = cache or ResponseCache()
+        self.fingerprints = fingerprints or Fingerprints.for_settings(settings)
+        self.acceptance = acceptance or Acceptance()
+        self._vouching: dict[tuple[str, str], anyio.Lock] = {}  # one check at a time per key and website
         self._limiters: OrderedDict[str, Limiter] = OrderedDict()  # by key fingerprint, least recent first
         self._transport = transport
         self._pool: httpx2.AsyncClient | None = None  # made on first use: TLS set-up is off the start-up path
@@ -244,7 +279,7 @@ class HardalClient:
     ) -> SessionsPage:
         path, params = _sessions_request(website_id, window, limit, offset, target_signal_id, is_hybrid)
         ttl = CLOSED_WINDOW_TTL if window.end < window.today() else OPEN_WINDOW_TTL
-        return await self._get(key, path, params, f"website {website_id!r}", ttl, parse_sessions_page)
+        return await self._get(key, website_id, path, params, f"website {website_id!r}", ttl, parse_sessions_page)
 
     def cached(
         self,
@@ -259,7 +294,7 @@ class HardalClient:
     ) -> bool:
         """Whether `sessions` with these arguments would be answered from the cache (no request)."""
         path, params = _sessions_request(website_id, window, limit, offset, target_signal_id, is_hybrid)
-        return self.cache.get(_cache_key(key_fingerprint(key), path, params)) is not None
+        return self.cache.get(_cache_key(self.fingerprints.of(key), path, params)) is not None
 
     async def activity(
         self,
@@ -286,21 +321,71 @@ class HardalClient:
         }
         path = f"/api/websites/{_segment(website_id)}/sessions/{_segment(session_id)}/activity"
         what = f"session {session_id!r} on website {website_id!r}"
-        return await self._get(key, path, params, what, ACTIVITY_TTL, parse_activity_page)
+        return await self._get(key, website_id, path, params, what, ACTIVITY_TTL, parse_activity_page)
+
+    async def vouch(self, key: SecretStr, website_id: str) -> None:
+        """Return once Hardal has accepted `key` for `website_id` within VERIFY_TTL; otherwise ask it with
+        one cheap request (one session of today, never from the cache) and raise its refusal, if any.
+        Anything kept for a key is served only after this."""
+        fingerprint = self.fingerprints.of(key)
+        if self.acceptance.fresh(fingerprint, website_id):
+            return
+        pair = (fingerprint, website_id)
+        lock = self._vouching.setdefault(pair, anyio.Lock())
+        try:
+            async with lock:
+                if self.acceptance.fresh(fingerprint, website_id):  # a concurrent check just did
+                    return
+                today = datetime.now(UTC).date()
+                window = Window("custom", today, today, "UTC")
+                path, params = _sessions_request(website_id, window, 1, 0, None, False)
+                # The answer must read as a sessions page: a proxy's 200 page vouches for nothing.
+                what = f"website {website_id!r}"
+                await self._judged(key, fingerprint, website_id, path, params, what, parse_sessions_page)
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._vouching.pop(pair, None)
 
     async def _get(
-        self, key: SecretStr, path: str, params: Mapping[str, str], what: str, ttl: float, parse: Callable[[bytes], P]
+        self,
+        key: SecretStr,
+        website_id: str,
+        path: str,
+        params: Mapping[str, str],
+        what: str,
+        ttl: float,
+        parse: Callable[[bytes], P],
     ) -> P:
         parse = _scrubbing(parse, key)
-        fingerprint = key_fingerprint(key)
+        fingerprint = self.fingerprints.of(key)
         cache_key = _cache_key(fingerprint, path, params)
         cached = self.cache.get(cache_key)
         if cached is not None:
+            await self.vouch(key, website_id)
             await anyio.lowlevel.checkpoint()  # a scan served from cache still lets other requests run
             return parse(cached)
-        content, parsed = await self._fetch(key, self._limiter(fingerprint), path, params, what, parse)
+        content, parsed = await self._judged(key, fingerprint, website_id, path, params, what, parse)
         self.cache.put(cache_key, content, ttl)  # only bodies that parsed are kept
         return parsed
+
+    async def _judged(
+        self,
+        key: SecretStr,
+        fingerprint: str,
+        website_id: str,
+        path: str,
+        params: Mapping[str, str],
+        what: str,
+        parse: Callable[[bytes], P],
+    ) -> tuple[bytes, P]:
+        """`_fetch`, noting Hardal's verdict on the key: an answer vouches for it, a refusal withdraws that."""
+        try:
+            answer = await self._fetch(key, self._limiter(fingerprint), path, params, what, parse)
+        except UpstreamError as exc:
+            self.acceptance.refused(fingerprint, website_id, exc.status)
+            raise
+        self.acceptance.accepted(fingerprint, website_id)
+        return answer
 
     async def _fetch(
         self,
@@ -311,7 +396,7 @@ class HardalClient:
         what: str,
         parse: Callable[[bytes], P],
     ) -> tuple[bytes, P]:
-        headers = {"Authorization": f"Bearer {key.get_secret_value()}"}
+        headers = {"Authorization": f"Bearer {key.get_secret_value().strip()}"}  # as fingerprinted
         failure: HardalError | None = None
         for attempt in range(self.retry.attempts):
             paused = limiter.held() if attempt == 0 else 0.0  # a retry already waits as its 429 asked
@@ -384,7 +469,7 @@ class HardalClient:
 
     def budget(self, key: SecretStr) -> Limiter:
         """The rate limiter that this key's requests pass (to plan how many a call may send)."""
-        return self._limiter(key_fingerprint(key))
+        return self._limiter(self.fingerprints.of(key))
 
     def _limiter(self, fingerprint: str) -> Limiter:
         limiter = self._limiters.get(fingerprint)

@@ -41,7 +41,7 @@ from pydantic import SecretStr
 
 from .analytics.estimate import Design, Group
 from .budget import START_BY
-from .client import HardalClient, key_fingerprint
+from .client import HardalClient
 from .config import Settings
 from .errors import InputError, NetworkError, RateLimitError, ServerError, UpstreamError, own_errors
 from .models import Session, SessionsPage
@@ -159,7 +159,7 @@ class Planner:
         self.size = settings.page_size
         self._clusters: list[int] = []  # sessions per cluster, by index
         self._days: list[int] = []  # each cluster's day, as an index in the window
-        self._fingerprint = key_fingerprint(key)
+        self._fingerprint = client.fingerprints.of(key)
         self.stopped: UpstreamError | None = None  # why the last page not read was not, if one was not
 
     # -- the read --------------------------------------------------------------------------------------
@@ -204,6 +204,8 @@ class Planner:
             if sessions is not None:
                 stored[day] = len(sessions)
                 consume(Page(sessions))
+        if stored:  # kept days go only to a key Hardal still accepts
+            await self.client.vouch(self.key, self.scope.website_id)
         outcome.stored_days = len(stored)
         runs = _runs([d for d in days if d not in stored])
         if not runs:

@@ -30,9 +30,10 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__, prompts
-from .client import HardalClient, key_fingerprint
+from .client import HardalClient
 from .config import Settings
 from .errors import ConfigError
+from .keys import Fingerprints, presented
 from .params import TIMEFRAMES
 from .service import Background, Hardal
 from .store import DayStore
@@ -70,12 +71,18 @@ class StaticToken(TokenVerifier):
 
 
 class HardalKeyToken(TokenVerifier):
-    """Hosted mode: each client's bearer token is its own Hardal API key; Hardal itself judges it."""
+    """Hosted mode: each client's bearer token is its own Hardal API key; Hardal itself judges it. The
+    client id, by which the SDK lets only a session's own client use or end it, is the key's full
+    fingerprint: no other key can compute or share it."""
+
+    def __init__(self, fingerprints: Fingerprints) -> None:
+        self._fingerprints = fingerprints
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        if not token.strip():
+        key = presented(token)
+        if key is None:
             return None
-        return AccessToken(token=token, client_id=f"key:{key_fingerprint(SecretStr(token))}", scopes=[])
+        return AccessToken(token=key.get_secret_value(), client_id=f"key:{self._fingerprints.of(key)}", scopes=[])
 
 
 def build_server(
@@ -84,9 +91,11 @@ def build_server(
     """`transport` replaces the network (the embedded sandbox for --demo, or a test double). `auth` only
     matters over HTTP: `token` requires HARDAL_MCP_TOKEN, `passthrough` takes each client's Hardal key."""
 
+    fingerprints = Fingerprints.for_settings(settings)
+
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        client = HardalClient(settings, transport=transport)
+        client = HardalClient(settings, transport=transport, fingerprints=fingerprints)
         store = DayStore.open(settings)
         try:
             async with anyio.create_task_group() as group:  # background fills of the day store live here
@@ -104,7 +113,7 @@ def build_server(
             raise ConfigError("--auth token needs HARDAL_MCP_TOKEN: the bearer token clients must present.")
         verifier = StaticToken(settings.mcp_token)
     elif auth == "passthrough":
-        verifier = HardalKeyToken()
+        verifier = HardalKeyToken(fingerprints)
     elif settings.api_key is None:
         log.warning("HARDAL_API_KEY is not set: every tool will answer with an error until it is.")
 
@@ -216,8 +225,9 @@ class _Use:
 
 
 class SessionsPerKey:
-    """At most `per_key` streamable-HTTP sessions per bearer token (by fingerprint; passthrough mode, where
-    the token is the client's Hardal key and anyone may present one).
+    """At most `per_key` streamable-HTTP sessions per bearer token (passthrough mode, where the token is the
+    client's Hardal key and anyone may present one). Tokens are told apart by fingerprints of this object's
+    own (`fingerprints`, by default under a secret drawn for it): the counts live in this process only.
 
     A key that opens one more ends its least recently used session, idle ones first, through the protocol's
     own DELETE (the SDK only lets the session's own credential end it). At most `per_key` openings of one
@@ -226,12 +236,19 @@ class SessionsPerKey:
     SDK's `idle_timeout` is dropped (the SDK has ended it)."""
 
     def __init__(
-        self, app: ASGIApp, *, per_key: int, idle_timeout: float, clock: Callable[[], float] = time.monotonic
+        self,
+        app: ASGIApp,
+        *,
+        per_key: int,
+        idle_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+        fingerprints: Fingerprints | None = None,
     ) -> None:
         self.app = app
         self.per_key = per_key
         self.idle_timeout = idle_timeout
         self._clock = clock
+        self.fingerprints = fingerprints or Fingerprints.ephemeral()
         self._sessions: dict[str, OrderedDict[str, _Use]] = {}  # key fingerprint -> its sessions, LRU first
         self._opening: Counter[str] = Counter()
         self._next_sweep = clock() + idle_timeout
@@ -245,7 +262,7 @@ class SessionsPerKey:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        owner = _owner(headers.get("authorization"))
+        owner = _owner(headers.get("authorization"), self.fingerprints)
         session_id = headers.get("mcp-session-id")
         if owner is None:  # the SDK answers 401
             await self.app(scope, receive, send)
@@ -258,7 +275,7 @@ class SessionsPerKey:
 
     async def _open(self, owner: str, scope: Scope, receive: Receive, send: Send) -> None:
         if self._opening[owner] >= self.per_key:
-            log.warning("Key %s opens too many sessions at once; refusing one", owner)
+            log.warning("Key %s opens too many sessions at once; refusing one", self.fingerprints.display(owner))
             await _refuse(scope, receive, send)
             return
         base = {**scope, "headers": list(scope["headers"])}  # before the app adds to it: for an eviction
@@ -345,11 +362,13 @@ class SessionsPerKey:
                 del self._sessions[owner]
 
 
-def _owner(authorization: str | None) -> str | None:
-    """The fingerprint of a bearer token, as HardalKeyToken names its client; None without one."""
-    if not authorization or not authorization.lower().startswith("bearer ") or not authorization[7:].strip():
+def _owner(authorization: str | None, fingerprints: Fingerprints) -> str | None:
+    """The fingerprint of a bearer token (whitespace around it stripped, as HardalKeyToken does); None
+    without one."""
+    if not authorization or not authorization.lower().startswith("bearer "):
         return None
-    return key_fingerprint(SecretStr(authorization[7:]))
+    key = presented(authorization[7:])
+    return None if key is None else fingerprints.of(key)
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:

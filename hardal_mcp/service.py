@@ -30,7 +30,7 @@ from .analytics.digest import estimate_summary
 from .analytics.estimate import Estimator, Record
 from .analytics.funnel import estimate_funnel
 from .analytics.paths import estimate_paths
-from .client import HardalClient, key_fingerprint
+from .client import HardalClient
 from .config import Settings, env_name
 from .errors import AuthError, HardalError, InputError, NetworkError, own_errors
 from .models import ActivityEvent, Session
@@ -501,7 +501,7 @@ class Hardal:
         if self.background is None or self.store is None:
             return
         planner = self.planner(scope, math.inf, Allowance(MAX_SESSIONS_CAP))
-        self.background.start(f"{key_fingerprint(self.key())}/{scope}", planner.fill)
+        self.background.start(f"{self.client.fingerprints.of(self.key())}/{scope}", planner.fill)
 
     def deadline(self) -> float:
         return anyio.current_time() + self.settings.tool_timeout

@@ -11,7 +11,7 @@ is dropped and fetched again): no day is ever answered incomplete. Nothing else 
 
 * **only PII-redacted sessions** — the scan planner hands over sessions that went through
   `privacy.redact_session` (HARDAL_REDACT_PII); the store writes what it is given and never sees raw data;
-* **never the API key** — rows name it by `client.key_fingerprint`, a short one-way hash.
+* **never the API key** — rows name it by its fingerprint (`keys.Fingerprints`), a keyed one-way hash.
 
 Only closed days are stored or served: a day whose local end (in its time zone) is less than 48 hours ago
 may still change upstream (late events, sessions still open), so `put` ignores it and `get` answers None.

@@ -13,10 +13,11 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from .analytics import FunnelResult, PathResult, Segment
 from .errors import AuthError, HardalError, InputError, own_errors
+from .keys import presented
 from .params import Order, OrderBy, Timeframe
 from .results import ActivityResult, SessionsResult
 from .service import MAX_SESSIONS_CAP, Hardal, SummaryResult
@@ -321,7 +322,7 @@ def _hardal(ctx: Context[AppState]) -> Hardal:
     if not state.passthrough:
         return state.hardal
     token = get_access_token()
-    return state.hardal.for_key(SecretStr(token.token) if token and token.token else None)
+    return state.hardal.for_key(presented(token.token if token else None))
 
 
 class HardalTool(Tool):

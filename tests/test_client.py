@@ -19,7 +19,7 @@ import pytest
 from pydantic import SecretStr
 
 from hardal_mcp import __version__
-from hardal_mcp.client import HardalClient, RateLimiter, ResponseCache, RetryPolicy, key_fingerprint
+from hardal_mcp.client import HardalClient, RateLimiter, ResponseCache, RetryPolicy
 from hardal_mcp.config import Settings
 from hardal_mcp.errors import (
     AuthError,
@@ -829,7 +829,7 @@ async def test_a_request_holds_its_slot_in_flight_and_is_dated_by_its_answer():
     assert await completes_quickly(limiter, 1.0)
 
 
-# --- RetryPolicy and key_fingerprint ---------------------------------------------------------------
+# --- RetryPolicy -----------------------------------------------------------------------------------
 
 
 def test_backoff_is_jittered_within_the_capped_exponential_bound():
@@ -839,15 +839,6 @@ def test_backoff_is_jittered_within_the_capped_exponential_bound():
         samples = [policy.backoff(attempt) for _ in range(200)]
         assert all(0 <= s <= bound for s in samples)
         assert len(set(samples)) > 1, "full jitter: waits must vary"
-
-
-def test_key_fingerprint_is_stable_short_and_does_not_reveal_the_key():
-    first = key_fingerprint(KEY)
-    assert first == key_fingerprint(SecretStr(KEY_VALUE))
-    assert first != key_fingerprint(SecretStr(KEY_VALUE + "x"))
-    assert len(first) == 12
-    assert all(c in "0123456789abcdef" for c in first)
-    assert all(KEY_VALUE[i : i + 6] not in first for i in range(len(KEY_VALUE) - 5))
 
 
 # -- response cache ------------------------------------------------------------------------------------
@@ -919,4 +910,4 @@ async def test_idle_keys_limiters_are_forgotten_but_active_ones_kept(make_client
         limiter._clock = clock
     await client.sessions(SecretStr("tenant-key-new"), "demo", WINDOW, limit=10)
     assert len(client._limiters) == 2
-    assert key_fingerprint(SecretStr("tenant-key-new")) in client._limiters
+    assert client.fingerprints.of(SecretStr("tenant-key-new")) in client._limiters

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from hardal_mcp import store as store_module
-from hardal_mcp.client import key_fingerprint
 from hardal_mcp.config import Settings
+from hardal_mcp.keys import Fingerprints
 from hardal_mcp.models import Session
 from hardal_mcp.store import (
     APPLICATION_ID,
@@ -311,7 +311,7 @@ def test_the_file_never_holds_the_api_key(tmp_path: Path) -> None:
     secret = SecretStr("hk_live_SECRET_123456")
     path = tmp_path / FILENAME
     with DayStore(path, clock=Clock()) as day_store:
-        fingerprint = key_fingerprint(secret)
+        fingerprint = Fingerprints.ephemeral().of(secret)
         day_store.put(key(fingerprint=fingerprint), sessions(10), 10)
         assert day_store.status().sites[0].fingerprint == fingerprint
     for file in tmp_path.iterdir():
@@ -719,7 +719,7 @@ def cli(*args: str, store: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_cli_status_and_clear(tmp_path: Path) -> None:
     secret = "hk_live_CLI_SECRET_999"
     path = tmp_path / FILENAME
-    fingerprint = key_fingerprint(SecretStr(secret))
+    fingerprint = Fingerprints.ephemeral().of(SecretStr(secret))
     with DayStore(path, clock=Clock()) as day_store:
         for i in range(3):
             day_store.put(key(DAY + timedelta(days=i), fingerprint=fingerprint), sessions(5), 5)

@@ -216,12 +216,12 @@ class _Sandbox:
 
     def _admit(self, request: Request) -> Site:
         """Checks shared by every route (key, rate limit, website); returns the site whose data is read."""
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        expected = self._config.api_key.encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), expected):
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        key = next((k for k in self._config.keys if hmac.compare_digest(presented.strip().encode(), k.encode())), None)
+        if scheme.lower() != "bearer" or key is None:
             raise ApiError(401, "Invalid API key")
         if self._limiter is not None:
-            wait = self._limiter.acquire(self._config.api_key)
+            wait = self._limiter.acquire(key)
             if wait is not None:
                 retry = {"Retry-After": str(max(1, math.ceil(wait)))} if self._config.retry_after else None
                 raise ApiError(429, "Rate limit exceeded", retry)

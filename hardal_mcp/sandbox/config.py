@@ -18,6 +18,7 @@ class SandboxConfig:
     """How the fake Hardal API behaves.
 
     ``sessions_per_day`` is an average: weekdays, weekends, sale days and daily noise vary around it.
+    ``api_key`` and any ``more_keys`` are accepted (every key sees the same data, under a rate limit of its own).
     ``now`` pins the clock (it must be timezone-aware) so that ``today`` and ``last7days`` are reproducible.
     ``faults`` maps website ids to the :class:`~hardal_mcp.sandbox.faults.Fault` their requests meet; the
     key ``"*"`` applies to every website without an entry of its own. None by default: the sandbox is
@@ -26,6 +27,7 @@ class SandboxConfig:
 
     sessions_per_day: int = 1500
     api_key: str = DEMO_API_KEY
+    more_keys: tuple[str, ...] = ()
     rate_limit_per_minute: int | None = None
     retry_after: bool = False
     now: datetime | None = None
@@ -39,10 +41,15 @@ class SandboxConfig:
             raise ValueError("rate_limit_per_minute must be >= 1 or None")
         if self.now is not None and self.now.utcoffset() is None:
             raise ValueError("now must be timezone-aware")
-        if not self.api_key:
-            raise ValueError("api_key must not be empty")
+        if not all(self.keys):
+            raise ValueError("api_key and more_keys must not be empty")
         check_faults(self.faults)
         object.__setattr__(self, "faults", MappingProxyType(dict(self.faults)))  # frozen means frozen
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every key the sandbox accepts."""
+        return (self.api_key, *self.more_keys)
 
     def fault_for(self, website_id: str) -> Fault | None:
         """The fault that requests to this website meet, if any."""
