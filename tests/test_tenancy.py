@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 from mcp.client import Client
@@ -214,6 +215,20 @@ async def test_a_cached_body_is_served_only_to_a_key_hardal_still_accepts() -> N
         with pytest.raises(AuthError):
             await client.sessions(key, DEMO_WEBSITE_ID, window, limit=5)
         assert len(hardal.seen) == 2
+    finally:
+        await client.aclose()
+
+
+async def test_concurrent_reads_of_kept_data_ask_hardal_once() -> None:
+    hardal = Revocable(SandboxConfig(sessions_per_day=40))
+    client = HardalClient(make_settings(), transport=hardal)
+    try:
+        async with anyio.create_task_group() as group:
+            for _ in range(5):
+                group.start_soon(client.vouch, SecretStr(DEMO_API_KEY), DEMO_WEBSITE_ID)
+        assert hardal.seen == [f"Bearer {DEMO_API_KEY}"]
+        await client.vouch(SecretStr(DEMO_API_KEY), DEMO_WEBSITE_ID)  # vouched for: no request
+        assert len(hardal.seen) == 1
     finally:
         await client.aclose()
 
