@@ -174,18 +174,8 @@ class Planner:
     ) -> Outcome:
         """Hand every page read to `consume`. `exact`, when given, is why a sample would not do: the read
         then refuses to sample (InputError naming the reason) instead of estimating."""
-        with self.starting_in_time():
+        with starting_by(self.deadline):
             return await self._read(consume, max_sessions=max_sessions, exact=exact, progress=progress)
-
-    @contextmanager
-    def starting_in_time(self) -> Iterator[None]:
-        """Within it, a request whose rate-limit slot would free up too late to start SAFETY_SECONDS before
-        the deadline is refused at once (`budget.too_late`), not waited for past the deadline."""
-        token = START_BY.set(time.time() + self.deadline - anyio.current_time() - SAFETY_SECONDS)
-        try:
-            yield
-        finally:
-            START_BY.reset(token)
 
     async def _read(
         self,
@@ -706,6 +696,18 @@ class Planner:
                 "(HARDAL_TOOL_TIMEOUT). Try again, or narrow the time window."
             )
         return self._spent()
+
+
+@contextmanager
+def starting_by(deadline: float) -> Iterator[None]:
+    """Within it, a request whose rate-limit slot would free up too late to start SAFETY_SECONDS before
+    `deadline` (anyio's clock) is refused at once with when to try again (`budget.too_late`), instead of
+    waiting for the slot and then for the deadline."""
+    token = START_BY.set(time.time() + deadline - anyio.current_time() - SAFETY_SECONDS)
+    try:
+        yield
+    finally:
+        START_BY.reset(token)
 
 
 async def fetch_page(

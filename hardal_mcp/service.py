@@ -35,7 +35,17 @@ from .config import Settings, env_name
 from .errors import AuthError, HardalError, InputError, NetworkError, own_errors
 from .models import ActivityEvent, Session
 from .params import Order, OrderBy, check_id, check_timezone, resolve_window
-from .planner import SAFETY_SECONDS, Allowance, Outcome, Page, Planner, Scope, fetch_page, has_more_after
+from .planner import (
+    SAFETY_SECONDS,
+    Allowance,
+    Outcome,
+    Page,
+    Planner,
+    Scope,
+    fetch_page,
+    has_more_after,
+    starting_by,
+)
 from .privacy import redact_event
 from .render import render_activity, render_comparison, render_funnel, render_paths, render_sessions, render_summary
 from .results import ActivityResult, ActivityRow, PageInfo, SessionRow, SessionsResult, WindowInfo
@@ -237,7 +247,7 @@ class Hardal:
         seen: set[str] = set()
         ended = read = False
         planner = self.planner(scope, deadline, allowance)
-        with planner.starting_in_time(), anyio.CancelScope(deadline=deadline) as limit_scope:
+        with starting_by(deadline), anyio.CancelScope(deadline=deadline) as limit_scope:
             async for start, page in planner.pages_from(offset):
                 read = True
                 if page.pagination is not None and page.pagination.total is not None:
@@ -513,8 +523,10 @@ class Hardal:
         )
 
     async def within_deadline(self, work: Awaitable[T]) -> T:
-        """Run a single-request tool under the overall time limit of a tool call."""
-        with anyio.move_on_after(self.settings.tool_timeout):
+        """Run a single-request tool under the overall time limit of a tool call (its request too: a rate
+        budget that frees up too late is said at once)."""
+        deadline = self.deadline()
+        with anyio.CancelScope(deadline=deadline), starting_by(deadline):
             return await work
         raise self._timed_out()
 

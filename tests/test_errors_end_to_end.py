@@ -193,3 +193,36 @@ async def test_a_budget_spent_by_others_is_an_error_that_says_when_to_try_again(
     assert result.is_error, text_of(result)
     assert "window changed" not in text_of(result)
     assert "rate limit" in text_of(result) and "Try again in" in text_of(result), text_of(result)
+
+
+# --- a spent budget answers from what is at hand ------------------------------------------------------------
+
+
+async def test_a_spent_budget_answers_from_the_days_at_hand() -> None:
+    """A window most of whose days an earlier sample read: the budget cannot pay to ask the window's total,
+    so the answer covers the days at hand, says so, and when a full answer will be possible."""
+    sandbox = sandbox_transport(SandboxConfig(sessions_per_day=300))
+    async with connect_to(sandbox, page_size=50, rate_limit=60) as client:
+        month = await client.call_tool("summarize_sessions", MONTH)  # samples every day; spends the minute
+        assert not month.is_error and month.structured_content["coverage"]["sample"]["days"] == 30
+        first, last = END - timedelta(days=31), END - timedelta(days=16)
+        wider = {"start_date": first.isoformat(), "end_date": last.isoformat()}
+        result = await client.call_tool("summarize_sessions", wider)  # 14 of its 16 days were sampled
+    assert not result.is_error, text_of(result)
+    coverage = result.structured_content["coverage"]
+    assert coverage["complete"] is False and coverage["total"] is None
+    assert "only 14 of the window's 16 days were at hand" in coverage["note"]
+    assert "try again in about" in coverage["note"]
+    counts = result.structured_content["series"]["counts"]
+    assert counts[:2] == [0, 0] and min(counts[2:]) > 0  # the days not at hand are not passed off as read
+
+
+async def test_a_single_request_refuses_at_once_when_the_budget_cannot_free_up_in_time() -> None:
+    """The minute's one request is spent: waiting for the slot would outlast the call's deadline, so the
+    call says when to try again instead of waiting the deadline out and then timing out."""
+    async with connect_to(sandbox_transport(), rate_limit=1, tool_timeout=20) as client:
+        first = await client.call_tool("list_sessions", {**WINDOW, "limit": 3})
+        assert not first.is_error, text_of(first)
+        second = await client.call_tool("list_sessions", {**WINDOW, "limit": 3, "offset": 3})
+    assert second.is_error
+    assert "rate budget" in text_of(second) and "try again" in text_of(second)
