@@ -6,10 +6,16 @@ busy site's month cannot be read within one tool call. A read therefore goes:
 1. Closed days already in the day store are read from disk: no request.
 2. Each run of missing days is probed with its first page, which tells the run's exact total.
 3. If every page of every run fits the call's allowance (and `max_sessions`), all are read: exact.
-4. Otherwise each missing day's first page is read (it tells that day's exact total), and the rest of
-   the allowance is spread over the days in proportion to their unread pages, at evenly spaced offsets
-   from a start fixed per day (so asking again hits the response cache). The pages read form a
-   stratified cluster sample; `analytics.estimate` turns it into estimates with margins.
+4. Otherwise one page of each missing day is read first: any page of a day tells the day's exact total,
+   so it is taken at a place in the day that rotates from day to day (a low-discrepancy sequence; its
+   offset from a guess of the day's size, the window's total shared over its days), so that even at one
+   page a day the window's pages cover every hour of the day. A guess past a day's end costs that day's
+   page, never its total. The rest of the allowance goes first to days still without a page, then over
+   the days in proportion to their pages, each day's taken in a fixed low-discrepancy order (a larger
+   plan extends a smaller one; asking again reads the same, cached, pages). The pages read form a
+   stratified cluster sample, a day a stratum; `analytics.estimate` turns it into estimates with margins.
+   When fewer than half of the window's days have a page, no estimate is made: the answer is of the
+   sessions read, and says why.
 
 What cannot be read is said, never hidden. A page left unread because the rate budget or the time is
 spent, or because Hardal kept failing (5xx, network) through the retries, makes the answer partial, and
@@ -29,6 +35,7 @@ import hashlib
 import logging
 import math
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -128,11 +135,10 @@ class _Got:
 @dataclass(slots=True)
 class _Day:
     day: date
-    total: int | None = None  # exact, from the day's first page
-    first: int = 0  # sessions in the first page
-    pages: int = 0  # pages beyond the first
-    sampled: list[int] = field(default_factory=list)  # cluster indices of pages read beyond the first
-    first_cluster: int | None = None
+    total: int | None = None  # exact: every page of the day, even one past its end, tells it
+    read: set[int] = field(default_factory=set)  # pages of the day's grid read (page p: offset p * size)
+    clusters: list[int] = field(default_factory=list)  # their cluster indices
+    whole: bool = False  # its first page held every session of the day
 
 
 class Planner:
@@ -203,7 +209,7 @@ class Planner:
             return outcome
 
         missing = [d for run in runs for d in run]
-        if exact is None and all(self._cached(self.scope.day(d), 0) for d in missing):
+        if exact is None and all(self._first_at_hand(d) for d in missing):
             # Every day's first page is at hand (an earlier, sampled question): the days' totals are known
             # without a request, and a spent budget still answers from the pages already read.
             return self._settled(await self._sample(runs, consume, stored, outcome, max_sessions, progress))
@@ -265,7 +271,7 @@ class Planner:
         unknown. With nothing at hand, the spent budget is the answer."""
         spent = self.stopped
         assert spent is not None
-        cached = [d for d in missing if self._cached(self.scope.day(d), 0)]
+        cached = [d for d in missing if self._first_at_hand(d)]
         if not cached and not stored:
             raise spent
         if cached:
@@ -377,74 +383,87 @@ class Planner:
         max_sessions: int,
         progress: Progress | None,
     ) -> Outcome:
-        """Every missing day's first page, then the rest of the allowance spread evenly (see module doc)."""
+        """A first page of every missing day, at a place in the day that rotates from day to day, then the
+        rest of the allowance spread over the days (see module doc)."""
         missing = [d for run in runs for d in run]
         budget = math.ceil(max_sessions / self.size)  # pages; the allowance bounds the requests among them
-        cached = sum(self._cached(self.scope.day(d), 0) for d in missing)
+        guess = max(0, (outcome.total or 0) - sum(stored.values())) / len(missing)
+        firsts = {d: self._first_page(d, guess) for d in missing}
+        cached = sum(self._cached(self.scope.day(d), self.size * page) for d, page in firsts.items())
         affordable = min(budget, self.allowance.left + cached)
         probed = _spread(missing, affordable) if affordable < len(missing) else missing
         infos = {d: _Day(d) for d in missing}
         read = 0
 
-        def take(page: SessionsPage, day: _Day, first: bool) -> None:
+        def take(page: SessionsPage, day: _Day, grid: int) -> None:
             nonlocal read
+            total = _total(page)
+            day.total = total if total is not None else day.total
+            if not page.sessions and not page.dropped:  # past the day's end: it told the total, nothing else
+                return
             index = len(self._clusters)
             self._clusters.append(len(page.sessions))
             self._days.append((day.day - self.scope.window.start).days)
             read += len(page.sessions)
-            if first:
-                day.first_cluster, day.first = index, len(page.sessions)
-            else:
-                day.sampled.append(index)
+            day.read.add(grid)
+            day.clusters.append(index)
+            day.whole = grid == 0 and total is not None and len(page.sessions) + page.dropped >= total
             consume(Page(page.sessions, page.dropped, index))
 
-        firsts: list[_Got | None] = [None] * len(probed)
         with anyio.CancelScope(deadline=self.deadline):
-            firsts = await self._gather(
+            await self._gather(
                 [self.scope.day(d) for d in probed],
-                [0] * len(probed),
-                lambda page, i: take(page, infos[probed[i]], True),
+                [self.size * firsts[d] for d in probed],
+                lambda page, i: take(page, infos[probed[i]], firsts[probed[i]]),
             )
-        for d, got in zip(probed, firsts, strict=True):
-            info = infos[d]
-            if got is not None and (total := got.total) is not None:
-                info.total = total
-                info.pages = math.ceil(max(0, total - info.first) / self.size)
+        for d in probed:
+            if infos[d].total is not None:
+                self._remember_first(d, firsts[d])
         picks = self._picks(infos, budget - len(probed))
         scopes = [self.scope.day(d) for d, _ in picks]
         offsets = [self.size * page for _, page in picks]
-        owners = [infos[d] for d, _ in picks]
         with anyio.CancelScope(deadline=self.deadline):
-            await self._gather(scopes, offsets, lambda page, i: take(page, owners[i], False))
+            await self._gather(scopes, offsets, lambda page, i: take(page, infos[picks[i][0]], picks[i][1]))
         if progress is not None:
             await progress(read, outcome.total, f"{read:,} sessions read")
 
         known = sum(i.total for i in infos.values() if i.total is not None) + sum(stored.values())
         outcome.total = max(outcome.total or 0, known)  # the days' totals are newer than the runs' if they differ
-        outcome.design = self._design([infos[d] for d in missing], stored, outcome.total, read)
-        if outcome.design is None:  # nothing but the days' first pages could be read: too little to estimate from
-            outcome.partial_reason = self._deadline_text() if anyio.current_time() >= self.deadline else None
+        days = [infos[d] for d in missing]
+        outcome.design = self._design(days, stored, outcome.total, read)
+        if outcome.design is None:
+            outcome.partial_reason = (
+                self._deadline_text() if anyio.current_time() >= self.deadline else _too_few(days, read)
+            )
         return outcome
 
     def _picks(self, infos: dict[date, _Day], most: int) -> list[tuple[date, int]]:
         """The pages beyond the days' first to read: as many as the allowance pays for, pages already in
-        the cache being free, shared out in proportion to each day's unread pages. Each day's pages are
-        taken in a fixed low-discrepancy order, so a larger plan extends a smaller one (and asking again
-        reads the same, cached, pages)."""
-        orders = {d: _spread_order(i.pages, self._seed(d)) for d, i in infos.items() if i.pages}
-        sizes = {d: len(order) for d, order in orders.items()}
+        the cache being free; a day still without a page gets one first, the rest go in proportion to each
+        day's unread pages. Each day's pages are taken in a fixed low-discrepancy order, so a larger plan
+        extends a smaller one (and asking again reads the same, cached, pages)."""
+        orders = {
+            d: [p for p in _spread_order(math.ceil(i.total / self.size), self._seed(d)) if p not in i.read]
+            for d, i in infos.items()
+            if i.total and not i.whole
+        }
+        orders = {d: order for d, order in orders.items() if order}
+        lacking = [d for d in orders if not infos[d].clusters]
 
         def plan(n: int) -> list[tuple[date, int]]:
             """Round by round (every day's first pick, then every day's second, …): read in this order, a
             plan cut short by the budget or the deadline still covers every day it can."""
-            counts = _allocate(sizes, n)
+            first = _spread(lacking, n)
+            counts = _allocate({d: len(order) - (d in first) for d, order in orders.items()}, n - len(first))
+            for d in first:
+                counts[d] = counts.get(d, 0) + 1
             rounds = max(counts.values(), default=0)
-            return [(d, orders[d][r]) for r in range(rounds) for d, count in counts.items() if r < count]
+            return [(d, orders[d][r]) for r in range(rounds) for d in orders if r < counts.get(d, 0)]
 
         def cost(picked: list[tuple[date, int]]) -> int:
             return sum(not self._cached(self.scope.day(d), self.size * page) for d, page in picked)
 
-        lo, hi = 0, min(most, sum(sizes.values()))  # the largest plan whose uncached pages the allowance pays
+        lo, hi = 0, min(most, sum(len(order) for order in orders.values()))  # the largest plan the allowance pays
         while lo < hi:
             mid = (lo + hi + 1) // 2
             if cost(plan(mid)) <= self.allowance.left:
@@ -454,69 +473,59 @@ class Planner:
         return plan(lo)
 
     def _design(self, days: list[_Day], stored: dict[date, int], total: int, read: int) -> Design | None:
-        """Group days (in date order) until each group holds two sampled pages; see analytics.estimate."""
+        """Every day with pages read is a stratum; a day without joins the one before it (the first ones,
+        the one after). A lone one-page stratum joins its neighbour: one-page strata are measured against
+        each other (see analytics.estimate). None when no honest margin can be given: fewer than half of
+        the window's days have a page read (or are stored), or no stratum has a spread to measure."""
         unknown = [d for d in days if d.total is None]
         known_total = sum(d.total for d in days if d.total is not None) + sum(stored.values())
         share = max(0, total - known_total) / len(unknown) if unknown else 0.0
-        clusters: list[int | None] = [None] * len(self._clusters)
-        groups: list[Group] = []
-
-        def build(first_pages_sampled: bool) -> bool:
-            groups.clear()
-            clusters[:] = [None] * len(self._clusters)
-            population = pages = 0
-            members: list[int] = []
-            for d in days:
-                if d.total is None:
-                    population += round(share)
-                    pages += math.ceil(share / self.size)
-                    continue
-                ids = list(d.sampled)
-                rest = d.total - d.first
-                if first_pages_sampled and d.first_cluster is not None and d.pages:
-                    ids.append(d.first_cluster)
-                    rest = d.total
-                if rest <= 0 and not ids:
-                    continue
-                population += rest
-                pages += d.pages + (first_pages_sampled and d.first_cluster is not None and d.pages > 0)
-                members += ids
-                if len(members) >= 2:
-                    close(population, pages, members)
-                    population = pages = 0
-                    members = []
-            if population or members:
-                if len(members) < 2 and groups:  # a short tail (sampled pages or none) joins the group before it
-                    last = groups.pop()
-                    population += last.population
-                    pages += last.pages
-                    members += [i for i, g in enumerate(clusters) if g == len(groups)]
-                if len(members) < 2:
-                    return False
-                close(population, pages, members)
-            return True
-
-        def close(population: int, pages: int, members: list[int]) -> None:
-            for i in members:
-                clusters[i] = len(groups)
-            groups.append(Group(population=population, pages=max(pages, len(members))))
-
-        if not any(d.sampled for d in days) and not unknown and all(d.pages == 0 for d in days):
-            groups.clear()  # every day fit in its first page: the read is whole after all
-        elif not build(False) and not build(True):
+        if 2 * (sum(bool(d.clusters) for d in days) + len(stored)) < self.scope.window.days:
             return None
+        strata: list[tuple[int, int, list[int]]] = []  # (population, pages, clusters)
+        waiting = (0, 0)  # days before the first stratum: they join it
+        for d in days:
+            if d.whole:
+                continue
+            population = round(share) if d.total is None else d.total
+            pages = math.ceil(population / self.size)
+            if d.clusters:
+                strata.append((population + waiting[0], pages + waiting[1], list(d.clusters)))
+                waiting = (0, 0)
+            elif strata:
+                last = strata[-1]
+                strata[-1] = (last[0] + population, last[1] + pages, last[2])
+            else:
+                waiting = (waiting[0] + population, waiting[1] + pages)
+        if waiting[0] and not strata:
+            return None
+        lone = [i for i, (_, _, members) in enumerate(strata) if len(members) == 1]
+        if len(lone) == 1 and len(strata) > 1:
+            i = lone[0]
+            j = i - 1 if i > 0 else i + 1
+            a, b = strata[min(i, j)], strata[max(i, j)]
+            strata[min(i, j) : max(i, j) + 1] = [(a[0] + b[0], a[1] + b[1], a[2] + b[2])]
+        if strata and sum(len(members) for _, _, members in strata) < 2:
+            return None
+        clusters: list[int | None] = [None] * len(self._clusters)
+        for g, (_, _, members) in enumerate(strata):
+            for i in members:
+                clusters[i] = g
         window_days = [self.scope.window.start + timedelta(days=i) for i in range(self.scope.window.days)]
-        totals = {d.day: d.total for d in days}
-        day_totals = tuple(stored[day] if day in stored else totals.get(day) for day in window_days)
+        infos = {d.day: d for d in days}
+        # A read of only the days at hand (`_at_hand`) leaves the other days without an entry.
+        day_totals = tuple(
+            stored[day] if day in stored else infos[day].total if day in infos else None for day in window_days
+        )
         return Design(
             total=total,
             read=read + sum(stored.values()),
             days=self.scope.window.days,
-            groups=tuple(groups),
+            groups=tuple(Group(population, max(pages, len(members))) for population, pages, members in strata),
             clusters=tuple(zip(self._clusters, clusters, strict=True)),
             day_totals=day_totals,
             day_of=tuple(self._days),
-            whole=tuple(day in stored for day in window_days),
+            whole=tuple(day in stored or (day in infos and infos[day].whole) for day in window_days),
             unasked=share,
         )
 
@@ -663,9 +672,28 @@ class Planner:
                 await anyio.to_thread.run_sync(self.store.put, self._day_key(day), kept, len(kept))
 
     def _seed(self, day: date) -> float:
-        """A start in [0, 1) fixed per site and day: the same question reads the same (cached) pages."""
-        digest = hashlib.blake2b(f"{self.scope.website_id}/{day}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big") / 2**64
+        """Where in its day a day's pages start, in [0, 1): a start fixed per site, moved on by the plastic
+        ratio from one day to the next (a low-discrepancy sequence), so that the days' first pages together
+        cover every hour of the day, and the same question reads the same (cached) pages."""
+        digest = hashlib.blake2b(self.scope.website_id.encode(), digest_size=8).digest()
+        return (int.from_bytes(digest, "big") / 2**64 + day.toordinal() * _PLASTIC) % 1.0
+
+    def _first_page(self, day: date, guess: float) -> int:
+        """The page of the day's grid read first: the one an earlier read of the day took, or the one at the
+        day's start (`_seed`) in a day of `guess` sessions. A guess too large can point past the day's end:
+        that page still tells the day's exact total."""
+        known = _first_pages(self.client).get(self._day_key(day))
+        return known if known is not None else math.floor(self._seed(day) * math.ceil(guess / self.size))
+
+    def _first_at_hand(self, day: date) -> bool:
+        page = _first_pages(self.client).get(self._day_key(day))
+        return page is not None and self._cached(self.scope.day(day), self.size * page)
+
+    def _remember_first(self, day: date, page: int) -> None:
+        firsts = _first_pages(self.client)
+        firsts[self._day_key(day)] = page
+        if len(firsts) > MAX_FIRST_PAGES:
+            del firsts[next(iter(firsts))]
 
     def _spent(self) -> RateLimitError:
         budget = self.client.budget(self.key)
@@ -783,21 +811,40 @@ def _allocate(pages: dict[date, int], budget: int) -> dict[date, int]:
 
 
 def _spread_order(pages: int, start: float) -> list[int]:
-    """Pages 1..`pages` in an order whose every prefix is spread evenly over them (the golden-ratio
+    """Pages 0..`pages` - 1 in an order whose every prefix is spread evenly over them (the golden-ratio
     sequence from a start fixed per day), so that a plan of any size covers the whole day."""
     order: list[int] = []
     seen: set[int] = set()
     i = 0
     while len(order) < pages:
-        page = 1 + math.floor(((start + i * _GOLDEN) % 1.0) * pages)
+        page = math.floor(((start + i * _GOLDEN) % 1.0) * pages)
         i += 1
         if page not in seen:
             seen.add(page)
             order.append(page)
         if i > 64 * pages:  # the sequence is dense; this only guards the arithmetic
-            order += [p for p in range(1, pages + 1) if p not in seen]
+            order += [p for p in range(pages) if p not in seen]
             break
     return order
 
 
 _GOLDEN = (math.sqrt(5) - 1) / 2
+_PLASTIC = 0.7548776662466927  # 1 / the plastic number: with _GOLDEN within a day, a 2-D low-discrepancy pair
+
+# The page each day's read began with, by client (whose response cache holds it): asking again, about
+# any window holding the day, starts from the same, cached, page.
+_FIRSTS: weakref.WeakKeyDictionary[HardalClient, dict[DayKey, int]] = weakref.WeakKeyDictionary()
+MAX_FIRST_PAGES = 100_000
+
+
+def _first_pages(client: HardalClient) -> dict[DayKey, int]:
+    return _FIRSTS.setdefault(client, {})
+
+
+def _too_few(days: list[_Day], read: int) -> str:
+    covered = sum(bool(d.clusters) for d in days)
+    return (
+        f"the rate budget let pages of only {covered} of the {len(days)} days read be fetched ({read:,} sessions), "
+        "too few to estimate the window's figures with an honest margin, so the figures are of the sessions read "
+        "only; ask again in a minute (the budget refills) or narrow the window"
+    )

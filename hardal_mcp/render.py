@@ -111,7 +111,8 @@ def _entry(e: Entry, bounce: bool = True, share: bool = False, whole: int | None
     counted, not estimated; an estimate (with a margin) has only its rounded rate to show."""
     rate = ""
     if bounce and e.bounce_pct is not None:
-        rate = f" b{_pct(e.bounces, e.n, 0) if e.bounces is not None and e.moe is None else _fixed(e.bounce_pct, 0)}%"
+        rate = f" b{_pct(e.bounces, e.n, 0) if e.bounces is not None and e.moe is None else _fixed(e.bounce_pct, 0)}"
+        rate += f"±{_fixed(e.bounce_moe, 1)}%" if e.bounce_moe is not None else "%"
     part = ""
     if share:
         value: Exact = Fraction(100 * e.n, whole) if whole and e.moe is None else e.pct
@@ -199,9 +200,15 @@ def render_summary(s: Summary) -> str:
         bounce, per_session = _fixed(t.bounce_pct, 1), _fixed(t.pages_per_session, 2)
     lines.append(
         f"totals: {_count(t.sessions, 'session')} · {visitors} · {t.page_views:,} page views "
-        f"({per_session}/session) · {t.events:,} events · bounce {bounce}%{_moe(t.moe, 'bounce_pct')} ({t.bounces:,})"
+        f"({per_session}{_moe(t.moe, 'pages_per_session', 2)}/session) · {t.events:,} events · "
+        f"bounce {bounce}%{_moe(t.moe, 'bounce_pct')} ({t.bounces:,})"
     )
-    if d.median is not None and d.mean is not None and d.p90 is not None:
+    if t.moe is not None and d.mean is not None:  # a sample: only the mean is estimated
+        margin = t.moe.get("duration_mean")
+        mean = fmt_duration(d.mean) + (f" ±{fmt_duration(margin)}" if margin is not None else "")
+        unknown = f" · {d.unknown:,} without a duration" if d.unknown else ""
+        lines.append(f"duration: mean {mean}{unknown} (median and p90 are not estimated from a sample)")
+    elif d.median is not None and d.mean is not None and d.p90 is not None:
         known = f"median {fmt_duration(d.median)} · mean {fmt_duration(d.mean)} · p90 {fmt_duration(d.p90)}"
         lines.append(f"duration: {known}" + (f" · {d.unknown:,} without a duration" if d.unknown else ""))
     else:
@@ -223,9 +230,9 @@ def render_summary(s: Summary) -> str:
     return _fit_digest(lines)
 
 
-def _moe(margins: dict[str, float] | None, name: str) -> str:
+def _moe(margins: dict[str, float] | None, name: str, places: int = 1) -> str:
     moe = margins.get(name) if margins else None
-    return f" ±{_fixed(moe, 1)}" if moe is not None else ""
+    return f" ±{_fixed(moe, places)}" if moe is not None else ""
 
 
 def _field_label(key: str) -> str:
@@ -279,7 +286,8 @@ def render_funnel(f: FunnelResult) -> str:
             before = f.steps[i - 2].sessions
             of_prev = _pct(step.sessions, before) if counted else _fixed(step.from_prev_pct or 0.0, 1)
             margin = "" if step.moe is None else f" ±{_fixed(step.moe, 1)}"
-            line += f" ({of_start}%{margin} of step 1 · {of_prev}% of step {i - 1})"
+            prev_margin = "" if step.prev_moe is None else f" ±{_fixed(step.prev_moe, 1)}"
+            line += f" ({of_start}%{margin} of step 1 · {of_prev}%{prev_margin} of step {i - 1})"
         if i == f.worst_step:
             before = f.steps[i - 2].sessions
             lost = before - step.sessions

@@ -196,7 +196,7 @@ async def test_a_read_refused_for_returning_stores_the_window_for_next_time(tmp_
 
 
 def test_a_last_day_without_sampled_pages_joins_the_group_before_it() -> None:
-    """Its unread sessions are estimated from its neighbours' pages; the days' first pages stay certain."""
+    """Its sessions are estimated from its neighbour's pages; no page is read with certainty."""
     from hardal_mcp.client import HardalClient
     from hardal_mcp.params import Window
     from hardal_mcp.planner import Allowance, Planner, Scope, _Day
@@ -207,13 +207,10 @@ def test_a_last_day_without_sampled_pages_joins_the_group_before_it() -> None:
     planner = Planner(
         HardalClient(settings), settings, settings.api_key, scope, store=None, deadline=0.0, allowance=Allowance(0)
     )
-    planner._clusters = [50, 50, 50, 50]  # day 1: first page and two more; day 2: its first page only
-    planner._days = [0, 0, 0, 1]
-    days = [
-        _Day(first, total=300, first=50, pages=5, sampled=[1, 2], first_cluster=0),
-        _Day(last, total=300, first=50, pages=5, sampled=[], first_cluster=3),
-    ]
-    design = planner._design(days, {}, 600, 200)
+    planner._clusters = [50, 50, 50]  # day 1: three pages; day 2: none (its one read fell past its end)
+    planner._days = [0, 0, 0]
+    days = [_Day(first, total=300, read={0, 2, 4}, clusters=[0, 1, 2]), _Day(last, total=300)]
+    design = planner._design(days, {}, 600, 150)
     assert design is not None
-    assert [g.population for g in design.groups] == [500]  # both days' unread sessions, one group
-    assert [group for _, group in design.clusters] == [None, 0, 0, None]  # first pages read with certainty
+    assert [g.population for g in design.groups] == [600]  # both days' sessions, one group
+    assert [group for _, group in design.clusters] == [0, 0, 0]

@@ -349,7 +349,7 @@ def estimate_summary(summary: Summary, est: Estimator, *, segmented: bool) -> Su
     design = est.design
 
     sessions = scalar("sessions")
-    bounce_pct, bounce_moe = est.ratio(scalar("bounces"), sessions, 100.0)
+    bounce_pct, bounce_moe = est.proportion(scalar("bounces"), sessions)
     per_session, per_session_moe = est.ratio(scalar("page_views"), sessions)
     mean, mean_moe = est.ratio(scalar("duration_sum"), scalar("duration_n"))
     known = est.value(scalar("duration_n"))
@@ -370,8 +370,13 @@ def estimate_summary(summary: Summary, est: Estimator, *, segmented: bool) -> Su
             "bounces": rounded_int(est.value(scalar("bounces"))),
             "bounce_pct": rounded(bounce_pct, 1),
             "pages_per_session": rounded(per_session, 2),
-            "duration": summary.totals.duration.model_copy(
-                update={"mean": rounded(mean, 1) if known else None, "unknown": max(0, rounded_int(unknown))}
+            "duration": summary.totals.duration.model_copy(  # a sample's quantiles have no margin: not shown
+                update={
+                    "mean": rounded(mean, 1) if known else None,
+                    "median": None,
+                    "p90": None,
+                    "unknown": max(0, rounded_int(unknown)),
+                }
             ),
             "moe": {k: rounded(v, 2) for k, v in margins.items() if v is not None},
         }

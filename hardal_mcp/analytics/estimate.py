@@ -1,32 +1,48 @@
-"""Estimates from pages spread evenly over a window, with 95% margins for cluster (page) sampling. Pure.
+"""Estimates from pages spread over a window, with 95% margins for cluster (page) sampling. Pure.
 
-When a window holds more sessions than the rate budget lets us read, the planner reads every day's
-newest page (which also tells the day's exact total) and then further pages at evenly spread offsets.
-Each page is a cluster of consecutive sessions. Pages read in full for a day, or taken from the day
-store, are read with certainty; the others are a sample of the rest of their day.
+When a window holds more sessions than the rate budget lets us read, the planner reads pages of every
+day at places that are spread through the day and rotate from day to day (see `planner`); any page
+tells its day's exact total. Each page is a cluster of consecutive sessions, and each day a stratum
+whose size is known exactly. Days taken from the day store, or read whole, are read with certainty.
+A day without a page (its one read fell past its end, or the budget did not reach it) is collapsed into
+the stratum of the day before it (the first ones, after it): its sessions are estimated from its
+neighbour's pages.
 
-The estimator of any count is, per group `g` of consecutive days (a stratum; days are collapsed into a
-group until it holds at least two sampled pages, the textbook collapsed-strata approach, which errs on
-the wide side):
+The estimator of any count is the separate ratio estimator over the strata `g`:
 
     Y = (what was read with certainty) + sum_g  N_g * (sum of y over g's sampled pages) / (sessions in them)
 
-where `N_g` is the exact number of sessions of the part of `g`'s days that was sampled. Shares and rates
-are ratios of two such estimates; their variance is linearised (Taylor) and computed from the spread of
-the sampled pages within each group, with the finite-population correction:
+Shares and rates are ratios of two such estimates; their variance is linearised (Taylor): `z` is the
+linearised variable of a page, `t_g = w_g * z` a stratum's estimated total of it (`w_g` = N_g over the
+sessions read in g). Two designs meet, and each gets the variance estimator made for it:
 
-    Var = sum_g (1 - m_g / M_g) * m_g / (m_g - 1) * sum_c (w_g * e_c)^2,   e_c = z_c - r_g * x_c
+* a stratum of two or more sampled pages: the spread of its pages, with the finite-population correction,
 
-(`m_g` pages read of `M_g`, `w_g` the group's weight, `x_c` a page's sessions, `z_c` the page's value of
-the linearised variable, `r_g` its ratio to sessions in the group). Margins are Student's t (95%, with
-sum_g (m_g - 1) degrees of freedom) standard errors.
+      Var_g = (1 - m_g / M_g) * m_g / (m_g - 1) * sum_c (w_g * e_c)^2,   e_c = z_c - r_g * x_c
+
+  (`m_g` pages read of `M_g`, `x_c` a page's sessions, `r_g` the ratio of z to sessions in g);
+* strata of one page each (one page a day, a systematic sample across days): the successive-difference
+  estimator over those strata in date order (Wolter, *Introduction to Variance Estimation*, 2nd ed.
+  2007, ch. 8, estimator v2; neighbouring days stand in for each other's spread),
+
+      Var_1 = (1 - f) * n / (2 (n - 1)) * sum_i (t_i - t_{i-1})^2
+
+  over the `n` one-page strata, `f` their mean sampling fraction. A lone one-page stratum is collapsed
+  into its neighbour by the planner.
+
+Margins are Student's t (95%) standard errors, with sum_g (m_g - 1) degrees of freedom over the strata of
+two or more pages plus n - 1 for the one-page ones. A share or rate measured from fewer than `FEW`
+sampled sessions on one side (a rare value, a low conversion) gets at least the Wilson interval on the
+sessions read (`Estimator.proportion`): a spread measured from a handful of events understates the margin.
 
 Analyses hand their figures to a `Record` while building a result; one record is made of the whole
-read (`master`) and one of each sampled page alone. Distinct counts (visitors, distinct values) cannot
-be scaled from a sample and are left out of estimated results."""
+read (`master`) and one of each sampled page alone. Distinct counts (visitors, distinct values) and
+quantiles (median, p90) cannot be given an honest margin from a sample and are left out of estimated
+results."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +51,7 @@ from ..numbers import rounded, rounded_int
 from .schema import DIMENSIONS, Breakdown, Entry, Sample
 
 Z95 = 1.959963984540054
+FEW = 10  # sampled events below which a share's margin is at least its Wilson interval's
 
 
 def t95(df: int) -> float:
@@ -120,7 +137,9 @@ class Estimator:
                 members[group].append((sessions, pages[i]))
         self._members = members
         self._pages = pages
-        self.t = t95(sum(len(m) - 1 for m in members))  # degrees of freedom: pages beyond one per group
+        lone = sum(len(m) == 1 for m in members)
+        # Degrees of freedom: pages beyond one per group of two or more; one-page groups, one fewer than them.
+        self.t = t95(sum(len(m) - 1 for m in members if len(m) > 1) + max(0, lone - 1))
         self._weights = [
             g.population / max(1, sum(n for n, _ in m)) for g, m in zip(design.groups, members, strict=True)
         ]
@@ -131,17 +150,30 @@ class Estimator:
         return get(self.master) + extra
 
     def variance(self, get: Getter) -> float | None:
-        """Of `value(get)`; None when some group has fewer than two sampled pages (no spread to measure)."""
+        """Of `value(get)`: within each group of two or more sampled pages, from their spread; across the
+        groups of one page, from successive differences. None when a group has no sampled page, or a lone
+        group has one (no spread to measure)."""
         total = 0.0
+        lone: list[tuple[float, float]] = []  # a one-page group's estimated total, and its sampling fraction
         for group, w, members in zip(self.design.groups, self._weights, self._members, strict=True):
             m = len(members)
-            if m < 2:
+            if m == 0:
                 return None
             values = [get(rec) for _, rec in members]
+            if m == 1:
+                lone.append((w * values[0], 1 / group.pages))
+                continue
             sessions = sum(n for n, _ in members)
             r = sum(values) / sessions if sessions else 0.0
             spread = sum((w * (z - r * n)) ** 2 for z, (n, _) in zip(values, members, strict=True))
             total += max(0.0, 1 - m / group.pages) * m / (m - 1) * spread
+        if len(lone) == 1:
+            return None
+        if lone:
+            n = len(lone)
+            fraction = sum(f for _, f in lone) / n
+            squares = sum((a - b) ** 2 for (a, _), (b, _) in itertools.pairwise(lone))
+            total += max(0.0, 1 - fraction) * n / (2 * (n - 1)) * squares
         return total
 
     def per_day(self, segmented: bool) -> tuple[list[int], bool]:
@@ -176,11 +208,30 @@ class Estimator:
         moe = None if var is None else scale * self.t * math.sqrt(var) / d
         return scale * r, moe
 
+    def proportion(self, part: Getter, whole: Getter) -> tuple[float, float | None]:
+        """`100 * part / whole`, a share of `whole`, and its 95% margin in points: the linearised margin;
+        when fewer than FEW sampled sessions are on one side (a rare value, a 1% conversion, a bounce rate
+        near 100%), at least the wider side of the Wilson interval on the sessions read in `whole` (a
+        design effect of at least 1, as Korn and Graubard 1998 take it): a spread measured from a handful
+        of events understates the margin."""
+        pct, moe = self.ratio(part, whole, 100.0)
+        n, events = whole(self.master), part(self.master)
+        if moe is None or n <= 0 or min(events, n - events) >= FEW:
+            return pct, moe
+        return pct, max(moe, 100 * wilson(min(1.0, max(0.0, pct / 100)), n, self.t))
+
     def share(self, key: str, text: str) -> tuple[float, float, float | None]:
         """(estimated count, % of the list's whole, margin in points) of a value shown in a list."""
         count = counter(key, text)
-        pct, moe = self.ratio(count, lambda rec: rec.wholes.get(key, 0.0), 100.0)
+        pct, moe = self.proportion(count, lambda rec: rec.wholes.get(key, 0.0))
         return self.value(count), pct, moe
+
+
+def wilson(p: float, n: float, z: float) -> float:
+    """The larger distance from `p` to an end of the Wilson score interval (`n` trials, quantile `z`)."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(centre + half - p, p - (centre - half))
 
 
 def counter(key: str, text: str, i: int = 0) -> Getter:
@@ -211,8 +262,12 @@ def estimate_breakdown(b: Breakdown, est: Estimator) -> Breakdown:
         update: dict[str, object] = {"n": rounded_int(n), "pct": rounded(share, 1), "moe": round_moe(moe)}
         if entry.bounces is not None:
             bounces, sessions = counter(key, text, 1), counter(key, text)
-            bounce_pct, _ = est.ratio(bounces, sessions, 100.0)
-            update.update(bounces=rounded_int(est.value(bounces)), bounce_pct=rounded(bounce_pct, 1))
+            bounce_pct, bounce_moe = est.proportion(bounces, sessions)
+            update.update(
+                bounces=rounded_int(est.value(bounces)),
+                bounce_pct=rounded(bounce_pct, 1),
+                bounce_moe=round_moe(bounce_moe),
+            )
         entries.append(entry.model_copy(update=update))
     entries.sort(key=lambda e: -e.n)
     whole = rounded_int(est.value(lambda r: r.wholes.get(key, 0.0)))

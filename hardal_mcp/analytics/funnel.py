@@ -47,6 +47,7 @@ class FunnelStep(Schema):
     from_prev_pct: float | None = None
     from_start_pct: float = Field(description="Of sessions reaching step 1, %")
     moe: float | None = Field(default=None, description="Estimated: ± pts of from_start_pct, 95%")
+    prev_moe: float | None = Field(default=None, description="Estimated: ± pts of from_prev_pct, 95%")
 
 
 class FunnelGroup(Schema):
@@ -215,15 +216,17 @@ def estimate_funnel(result: FunnelResult, est: Estimator) -> FunnelResult:
     steps = []
     for i, step in enumerate(result.steps):
         now, first = scalar(f"reach.{i + 1}"), scalar("reach.1")
-        from_start, moe = est.ratio(now, first, 100.0)
-        from_prev = None if i == 0 else rounded(est.ratio(now, scalar(f"reach.{i}"), 100.0)[0], 1)
+        # Step 1 is 100% of itself by definition: no interval around it.
+        from_start, moe = est.proportion(now, first) if i else est.ratio(now, first, 100.0)
+        from_prev, prev_moe = (None, None) if i == 0 else est.proportion(now, scalar(f"reach.{i}"))
         steps.append(
             step.model_copy(
                 update={
                     "sessions": rounded_int(reach[i + 1]),
-                    "from_prev_pct": from_prev,
+                    "from_prev_pct": None if from_prev is None else rounded(from_prev, 1),
                     "from_start_pct": rounded(from_start, 1),
                     "moe": round_moe(moe),
+                    "prev_moe": round_moe(prev_moe),
                 }
             )
         )
@@ -236,7 +239,7 @@ def estimate_funnel(result: FunnelResult, est: Estimator) -> FunnelResult:
     for group, text in zip(result.groups, texts, strict=True):
         column = _rest(key, top) if text == OTHER else partial(counter, key, text)
         counts = [est.value(column(j)) for j in range(len(result.steps) + 1)]
-        conversion, moe = est.ratio(column(len(result.steps)), column(1), 100.0)
+        conversion, moe = est.proportion(column(len(result.steps)), column(1))
         groups.append(
             group.model_copy(
                 update={

@@ -69,6 +69,7 @@ class Entry(Schema):
     bounces: int | None = None
     bounce_pct: float | None = None
     moe: float | None = Field(default=None, description="Estimated: ± pts of pct, 95%")
+    bounce_moe: float | None = Field(default=None, description="Estimated: ± pts of bounce_pct, 95%")
 
 
 class Breakdown(Schema):

@@ -17,6 +17,10 @@ Index ``i`` of a day is its ``i``-th session in start order; session ids embed t
 The traffic has the effects an analyst looks for: paid search converts best and social bounces most,
 Mobile bounces more and converts less than Desktop, weekends are quieter, a recurring four-day
 ``flash_sale`` on Facebook/Instagram spikes traffic, and roughly 30 % of a week's visitors come back.
+The mix changes within a day and drifts between days (:func:`_mix`): visitors from the United States
+come mostly at night (their afternoon), Mobile peaks in the evening and Desktop in working hours, and
+the shares of Turkey, Germany and Mobile wander slowly from day to day. A day's session count and start
+times do not depend on the mix.
 A rare few sessions (< 1 %) carry visitor-typed junk that consumers must sanitise.
 """
 
@@ -181,7 +185,7 @@ def day_starts(site: Site, day: int) -> Sequence[int]:
 # --- Who visits ---------------------------------------------------------------------------------------
 
 # (browser, os, device): Desktop ~50 %, Mobile ~43 %, Tablet ~7 %, with browsers that fit the platform.
-_TECH = _Table([
+_TECH_WEIGHTS = (
     (("Chrome", "Windows", "Desktop"), 24.0), (("Edge", "Windows", "Desktop"), 7.0),
     (("Firefox", "Windows", "Desktop"), 3.0), (("Safari", "macOS", "Desktop"), 7.0),
     (("Chrome", "macOS", "Desktop"), 6.0), (("Firefox", "macOS", "Desktop"), 1.0),
@@ -191,15 +195,67 @@ _TECH = _Table([
     (("Opera", "Android", "Mobile"), 1.3), (("Firefox", "Android", "Mobile"), 0.7),
     (("Safari", "iOS", "Tablet"), 4.5), (("Chrome", "Android", "Tablet"), 2.0),
     (("Samsung Internet", "Android", "Tablet"), 0.5),
-])  # fmt: skip
+)  # fmt: skip
+_TECH = _Table(_TECH_WEIGHTS)
 
-_COUNTRY = _Table([
+_COUNTRY_WEIGHTS = (
     ("Turkey", 46.0), ("United States", 11.0), ("Germany", 9.0), ("United Kingdom", 5.5),
     ("Netherlands", 4.0), ("France", 3.5), ("Azerbaijan", 3.0), ("Russia", 2.0), ("Austria", 1.5),
     ("Bulgaria", 1.5), ("Italy", 1.5), ("Saudi Arabia", 1.5), ("United Arab Emirates", 1.5),
     ("Cyprus", 1.2), ("Greece", 1.2), ("Spain", 1.2), ("Canada", 1.2), ("Switzerland", 1.0),
     ("Belgium", 1.0), ("Sweden", 1.0), ("Iraq", 0.8), ("Kazakhstan", 0.8), ("Georgia", 0.7),
-])  # fmt: skip
+)  # fmt: skip
+_COUNTRY = _Table(_COUNTRY_WEIGHTS)
+
+
+# Time-of-day effects, by Istanbul hour (local): weight multipliers of a country or a device.
+_NIGHT = range(0, 8)  # the United States' afternoon and evening
+_EVENING = range(18, 24)
+_OFFICE = range(9, 18)
+
+
+def _country_tilt(country: str, hour: int, drift: float) -> float:
+    if country == "United States":
+        return 4.0 if hour in _NIGHT else 0.8
+    if country in ("Turkey", "Germany"):  # drift: one gains while the other loses, slowly
+        return math.exp(drift if country == "Turkey" else -drift)
+    return 1.0
+
+
+def _device_tilt(device: str, hour: int, drift: float) -> float:
+    if device == "Mobile":
+        return (1.5 if hour in _EVENING else 0.9) * math.exp(drift)
+    if device == "Desktop":
+        return 1.2 if hour in _OFFICE else 0.9
+    return 1.0
+
+
+class _Mix(NamedTuple):
+    """One day's visitor mix by local hour: tables for new visitors, and for regulars (whose country and
+    device are their own) the chance that one drawn from the pool visits at that hour."""
+
+    countries: tuple[_Table[str], ...]
+    techs: tuple[_Table[tuple[str, str, str]], ...]
+    accept: tuple[dict[tuple[str, str], float], ...]  # (country, device) -> chance, ≤ 1
+
+
+@lru_cache(maxsize=256)
+def _mix(site: Site, day: int) -> _Mix:
+    """The day's mix: the time-of-day effects, with slow drifts (a few weeks' period) and daily noise."""
+    phase = stable_hash(site.seed, site.site_id, "drift") / 2**64
+    noise = stable_hash(site.seed, site.site_id, day, "mix") / 2**64 - 0.5
+    country_drift = 0.25 * math.sin(2 * math.pi * (day / 37 + phase)) + 0.1 * noise
+    device_drift = 0.15 * math.sin(2 * math.pi * (day / 23 + 2 * phase)) + 0.06 * noise
+    countries, techs, accept = [], [], []
+    for utc_hour in range(24):
+        hour = (utc_hour + 3) % 24
+        cw = {c: w * _country_tilt(c, hour, country_drift) for c, w in _COUNTRY_WEIGHTS}
+        dw = {d: _device_tilt(d, hour, device_drift) for d in ("Desktop", "Mobile", "Tablet")}
+        countries.append(_Table(cw.items()))
+        techs.append(_Table((tech, w * dw[tech[2]]) for tech, w in _TECH_WEIGHTS))
+        top = max(cw[c] / w for c, w in _COUNTRY_WEIGHTS) * max(dw.values())
+        accept.append({(c, d): cw[c] / w * dw[d] / top for c, w in _COUNTRY_WEIGHTS for d in dw})
+    return _Mix(tuple(countries), tuple(techs), tuple(accept))
 
 
 class _Visitor(NamedTuple):
@@ -447,21 +503,29 @@ _DWELL_SIGMA = 0.9
 _MAX_DURATION = 4 * 3600
 
 
+_REGULAR_TRIES = 8  # draws from the pool for a regular who fits the hour's mix; the last one visits anyway
+
+
 def _make_session(
-    rng: random.Random, session_id: str, started: int, pool: Sequence[_Visitor], sale_share: float
+    rng: random.Random, session_id: str, started: int, pool: Sequence[_Visitor], sale_share: float, mix: _Mix
 ) -> Session:
     u = rng.random
     src = _SALE_SOURCES.pick(u()) if sale_share and u() < sale_share else _SOURCES.pick(u())
+    hour = started // 3600 % 24
 
     returning = u() < src.returning
     if returning:
-        visitor = pool[int(u() * len(pool))]
+        accept = mix.accept[hour]
+        for _ in range(_REGULAR_TRIES):
+            visitor = pool[int(u() * len(pool))]
+            if u() < accept[visitor.country, visitor.tech[2]]:
+                break
         visitor_id, (browser, os, device), country = visitor.id, visitor.tech, visitor.country
     else:
         visitor = None
         visitor_id = f"v_{rng.getrandbits(48):012x}"
-        browser, os, device = _TECH.pick(u())
-        country = _COUNTRY.pick(u())
+        browser, os, device = mix.techs[hour].pick(u())
+        country = mix.countries[hour].pick(u())
 
     state, page = src.landing.pick(u())
     pages = [page]
@@ -527,8 +591,9 @@ def _block(site: Site, day: int, block: int) -> tuple[Session, ...]:
     sale_share = _SALE_BOOST / (1 + _SALE_BOOST) if is_sale_day(site, day) else 0.0
     prefix = f"sess_{day_date(day):%Y%m%d}_"
     first = block * BLOCK
+    mix = _mix(site, day)
     return tuple(
-        _make_session(rng, f"{prefix}{index}_{rng.getrandbits(16):04x}", starts[index], pool, sale_share)
+        _make_session(rng, f"{prefix}{index}_{rng.getrandbits(16):04x}", starts[index], pool, sale_share, mix)
         for index in range(first, min(first + BLOCK, len(starts)))
     )
 

@@ -1,0 +1,206 @@
+"""Issue 20: do a sampled answer's 95% margins hold the truth, in every budget regime?
+
+    python -m bench.calibration [--sites N] [--per-day N] [--page N]
+
+In process, no network: the planner reads the sandbox app through an ASGI transport, on sites with
+day-to-day drift and time-of-day effects (`hardal_mcp.sandbox.data`). For each seeded site (a website id),
+a 30-day window is read with an allowance of 1, 2 and 3 pages a day (plus the one request that tells the
+window's total); then, after the 3-page read, with the budget spent, the last 7 days of it, from the pages
+already read (as `last7days` right after `last30days` is answered). Each
+sampled answer's figures — the shares of the country and device lists, their entries' bounce rates and
+the window's bounce rate — are set against the truth, the same Digest of every session of the window.
+
+Per regime it reports: the share of figures whose margin held the truth (both sides are rounded to 0.1,
+so a figure is held when |estimate - truth| <= margin + 0.05), the mean of |error| / (margin / 1.96)
+(about 0.8 when margins are calibrated, below that when they are too wide), the worst miss as a multiple
+of its margin, and whether any sampled figure came without a margin. `tests/test_calibration.py` runs it
+over fewer sites."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
+
+import anyio
+import httpx2
+
+from hardal_mcp.analytics.digest import Digest, estimate_summary
+from hardal_mcp.analytics.schema import Summary
+from hardal_mcp.client import HardalClient
+from hardal_mcp.config import Settings
+from hardal_mcp.params import Window
+from hardal_mcp.planner import Allowance, Outcome, Page, Planner, Scope
+from hardal_mcp.sandbox import DEMO_API_KEY, SandboxConfig, create_app
+from hardal_mcp.service import Reading
+
+NOW = datetime(2026, 6, 10, 12, tzinfo=UTC)
+END = date(2026, 6, 5)  # a closed window: its data never changes
+DAYS = 30
+SPENT_DAYS = 7
+REGIMES = ("1 page/day", "2 pages/day", "3 pages/day", "spent budget, last 7 days")
+LISTS = ("country", "device")
+TRUTH_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    regime: str
+    name: str
+    estimate: float
+    moe: float | None
+    truth: float
+
+    @property
+    def held(self) -> bool:
+        return self.moe is not None and abs(self.estimate - self.truth) <= self.moe + 0.05
+
+    @property
+    def z(self) -> float:
+        """|error| in standard errors (margin / 1.96); inf without a margin."""
+        return abs(self.estimate - self.truth) / (self.moe / 1.96) if self.moe else math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    regime: str
+    figures: int
+    coverage: float
+    mean_z: float
+    worst: float  # the largest |error| - 0.05 as a multiple of the margin
+    without_margin: int
+
+
+def _figures(summary: Summary) -> Iterator[tuple[str, float, float | None]]:
+    """(name, value, margin) of every figure the calibration checks; margins None when exact."""
+    moe = summary.totals.moe or {}
+    yield "bounce", summary.totals.bounce_pct, moe.get("bounce_pct")
+    for b in summary.breakdowns:
+        if b.key in LISTS:
+            for e in b.top:
+                yield f"{b.key}={e.v} share", e.pct, e.moe
+                if e.bounce_pct is not None:
+                    yield f"{b.key}={e.v} bounce", e.bounce_pct, e.bounce_moe
+
+
+class Site:
+    """One seeded website of the sandbox, read in process through one client (one response cache)."""
+
+    def __init__(self, website_id: str, per_day: int, page: int) -> None:
+        app = create_app(SandboxConfig(sessions_per_day=per_day, now=NOW))
+        self.settings = Settings.model_validate(
+            {"api_key": DEMO_API_KEY, "base_url": "http://sandbox.test", "store": "off", "page_size": page}
+            | {"rate_limit": 100_000, "redact_pii": False}
+        )
+        self.client = HardalClient(self.settings, transport=httpx2.ASGITransport(app=app))
+        self.website_id = website_id
+
+    async def read(self, days: int, requests: int, consume: Callable[[Page], None]) -> Outcome:
+        """The window of `days` days ending at END, read with an allowance of `requests` requests."""
+        scope = Scope(self.website_id, window(days))
+        planner = Planner(
+            self.client,
+            self.settings,
+            self.settings.api_key,
+            scope,
+            store=None,
+            deadline=anyio.current_time() + 3600,
+            allowance=Allowance(requests),
+        )
+        return await planner.read(consume, max_sessions=10**9)
+
+    async def summary(self, days: int, requests: int) -> Summary:
+        reading = Reading(partial(Digest, window(days)))
+        outcome = await self.read(days, requests, reading.consume)
+        return reading.finish(self.website_id, outcome, Digest.summary, partial(estimate_summary, segmented=False))
+
+
+def window(days: int) -> Window:
+    return Window("custom", END - timedelta(days=days - 1), END, "UTC")
+
+
+def _compare(regime: str, estimate: Summary, truth: Summary) -> list[Figure]:
+    real = {name: value for name, value, _ in _figures(truth)}
+    return [Figure(regime, name, value, moe, real[name]) for name, value, moe in _figures(estimate) if name in real]
+
+
+async def measure(website_id: str, per_day: int, page: int) -> list[Figure]:
+    """Every regime's figures for one site; the truth of each window is read whole with a fresh client."""
+    whole = Site(website_id, per_day, TRUTH_PAGE)  # the truth does not depend on the page size
+    requests = math.ceil(per_day * 2 / TRUTH_PAGE) * DAYS  # more than a whole read needs
+    truth = await whole.summary(DAYS, requests)
+    truth_week = await whole.summary(SPENT_DAYS, requests)
+    assert truth.coverage.sample is None, "the truth must be read whole"
+    assert truth.coverage.complete, "the truth must be read whole"
+    figures: list[Figure] = []
+    for k, regime in enumerate(REGIMES[:3], start=1):
+        site = Site(website_id, per_day, page)
+        estimate = await site.summary(DAYS, 1 + k * DAYS)
+        assert estimate.totals.sessions == truth.totals.sessions, "the window's total is exact"
+        assert estimate.series.counts == truth.series.counts, "every day's total is exact"
+        figures += _compare(regime, estimate, truth)
+        if k == 3:  # the budget spent: the last days of the window, from the pages read for it
+            figures += _compare(REGIMES[3], await site.summary(SPENT_DAYS, 0), truth_week)
+    return figures
+
+
+def table(figures: list[Figure]) -> list[Row]:
+    rows = []
+    for regime in REGIMES:
+        mine = [f for f in figures if f.regime == regime]
+        if not mine:
+            continue
+        with_margin = [f for f in mine if f.moe]
+        rows.append(
+            Row(
+                regime,
+                len(mine),
+                sum(f.held for f in mine) / len(mine),
+                statistics.fmean(f.z for f in with_margin) if with_margin else math.inf,
+                max(((abs(f.estimate - f.truth) - 0.05) / f.moe for f in with_margin), default=math.inf),
+                len(mine) - len(with_margin),
+            )
+        )
+    return rows
+
+
+async def run(sites: int, per_day: int, page: int) -> list[Figure]:
+    figures: list[Figure] = []
+    for n in range(sites):
+        figures += await measure(f"calibration{n}", per_day, page)
+    return figures
+
+
+def markdown(rows: list[Row], sites: int, per_day: int, page: int) -> str:
+    lines = [
+        f"{sites} sites × {DAYS} days, {per_day:,} sessions a day on average, pages of {page}:",
+        "",
+        "| regime | figures | margin held the truth | mean \\|error\\| / (margin / 1.96) | worst miss (× margin) "
+        "| without a margin |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.regime} | {r.figures} | {r.coverage:.1%} | {r.mean_z:.2f} | {r.worst:.2f} | {r.without_margin} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.calibration", description=__doc__.split("\n")[0])
+    parser.add_argument("--sites", type=int, default=60)
+    parser.add_argument("--per-day", type=int, default=1000)
+    parser.add_argument("--page", type=int, default=100)
+    args = parser.parse_args(argv)
+    figures = anyio.run(run, args.sites, args.per_day, args.page)
+    print(markdown(table(figures), args.sites, args.per_day, args.page))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
