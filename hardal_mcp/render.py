@@ -467,8 +467,9 @@ def render_paths(p: PathResult) -> str:
     lines = _head("Paths", p.website_id, p.window, p.coverage, p.segment)
     if p.previous is not None and p.next is not None:
         lines.append(
-            f"around {cell(p.page, 100)}: {_count(p.views or 0, 'view')} in {p.visits or 0:,} of "
-            f"{_count(p.sessions, 'session')} (each view counted)"
+            f"around {cell(p.page, 100)}: {_count(p.views or 0, 'view')}{_moe(p.moe, 'views', 0)} in "
+            f"{p.visits or 0:,}{_moe(p.moe, 'visits', 0)} of {_count(p.sessions, 'session')}"
+            f"{_moe(p.moe, 'sessions', 0)} (each view counted)"
         )
         lines += [_breakdown_line(p.previous, "came from", share=True), _breakdown_line(p.next, "went to", share=True)]
     if p.flows is not None:
@@ -554,7 +555,9 @@ def render_comparison(c: Comparison) -> str:
             for m in b.movers
         ]
         drivers = [
-            f"{cell(m.v, 100)} {_signed(m.bounce_effect or 0, _fixed(abs(m.bounce_effect or 0), 1))} pts"
+            f"{cell(m.v, 100)} {_signed(m.bounce_effect or 0, _fixed(abs(m.bounce_effect or 0), 1))}"
+            + (f" ±{_fixed(m.bounce_moe, 1)}" if m.bounce_moe is not None else "")
+            + " pts"
             for m in b.bounce_drivers
         ]
         label = b.key if i < len(DIMENSIONS) or i >= len(c.breakdowns) else _field_label(b.key)

@@ -6,6 +6,7 @@ effects and day-to-day drift; `bench.calibration` holds the machinery and prints
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -81,8 +82,7 @@ def test_one_page_strata_are_measured_by_successive_differences() -> None:
         day_of=(0, 1, 2, 3),
     )
     est = Estimator(design, master, pages)
-    totals = [10 * b for b in (2.0, 5.0, 3.0, 6.0)]  # each day's estimated bounces
-    squares = sum((a - b) ** 2 for a, b in zip(totals, totals[1:], strict=False))
+    squares = 30**2 + 20**2 + 30**2  # each day's estimated bounces are 20, 50, 30, 60
     assert est.value(scalar("bounces")) == pytest.approx(160.0)
     assert est.variance(scalar("bounces")) == pytest.approx((1 - 1 / 10) * 4 / (2 * 3) * squares)
     assert est.t == pytest.approx(t95(3))
@@ -90,17 +90,28 @@ def test_one_page_strata_are_measured_by_successive_differences() -> None:
     assert moe is not None and math.isfinite(moe) and moe > 0
 
 
-async def test_a_sampled_funnel_gives_every_estimated_rate_a_margin() -> None:
+async def test_every_estimated_figure_carries_its_margin() -> None:
+    """Funnel steps' rates from the step before, each list entry's bounce rate, a bounce driver's part of
+    a change, the counts around a page: estimated, so each has its margin, in the structure and the text."""
     steps = {"steps": ["/", "/products*", "/products/*", "/cart"], "breakdown": "device"}
     async with sampled() as client:
         funnel = await call(client, "analyze_funnel", **steps, **MONTH)
-        summary = await call(client, "summarize_sessions", **MONTH)
+    async with sampled() as client:
+        summary = await call(client, "summarize_sessions", compare="previous_period", **MONTH)
+    async with sampled() as client:
+        paths = await call(client, "analyze_paths", page="/products*", **MONTH)
     assert funnel["coverage"]["sample"] is not None
-    assert all(step["prev_moe"] is not None for step in funnel["steps"][1:])
-    assert "% ±" in funnel["_text"].splitlines()[-2] or "±" in funnel["_text"]
+    assert all(step["prev_moe"] is not None for step in funnel["steps"][2:])
+    assert re.search(r"% ±[\d.]+ of step 1 · [\d.]+% ±[\d.]+ of step 2", funnel["_text"])
     assert summary["coverage"]["sample"] is not None
     for b in summary["breakdowns"]:
         assert all(e["bounce_moe"] is not None for e in b["top"] if e.get("bounce_pct") is not None)
+    assert re.search(r" b\d+±[\d.]+%", summary["_text"])
     duration = summary["totals"]["duration"]
     assert duration["median"] is None and duration["p90"] is None  # a sample's quantiles: no margin, not shown
     assert "median and p90 are not estimated" in summary["_text"]
+    drivers = [m for b in summary["comparison"]["breakdowns"] for m in b["bounce_drivers"]]
+    assert drivers and all(m["bounce_moe"] is not None for m in drivers)
+    assert re.search(r"bounce-rate change from: \S+ [+-][\d.]+ ±[\d.]+ pts", summary["_text"])
+    assert paths["coverage"]["sample"] is not None
+    assert set(paths["moe"]) == {"visits", "views"} and all(m > 0 for m in paths["moe"].values())

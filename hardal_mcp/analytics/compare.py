@@ -10,7 +10,7 @@ from pydantic import Field
 
 from ..numbers import difference, relative_pct, rounded, share_change
 from ..results import WindowInfo
-from .schema import DIMENSIONS, NONE, Breakdown, Schema, Summary, Totals
+from .schema import DIMENSIONS, NONE, Breakdown, Entry, Schema, Summary, Totals
 
 # ---------------------------------------------------------------------------------------------------
 # Comparing two periods
@@ -38,6 +38,7 @@ class Mover(Schema):
     moe: float | None = Field(default=None, description="Estimated: ± pts of share_delta, 95%")
     noise: bool = Field(default=False, description="The change is within its margin")
     bounce_effect: float | None = Field(description="Part of the bounce-rate change, points")
+    bounce_moe: float | None = Field(default=None, description="Estimated: ± pts of bounce_effect, 95%")
 
 
 class BreakdownChange(Schema):
@@ -145,6 +146,7 @@ class _Known(NamedTuple):
 
     counts: dict[str, tuple[int, int]]
     margins: dict[str, float]  # value -> ± pts of its share, when estimated
+    bounce_margins: dict[str, float]  # value -> ± pts of its bounces' share of all sessions, when estimated
     complete: bool
 
     def get(self, value: str) -> tuple[int, int] | None:
@@ -155,10 +157,19 @@ class _Known(NamedTuple):
 def _known(b: Breakdown | None, key: str, summary: Summary) -> _Known:
     if b is None:  # a field key not broken down: beyond the cap, or no session had it (all `(none)`)
         if key in summary.other_fields:
-            return _Known({}, {}, complete=False)
-        return _Known({NONE: (summary.totals.sessions, summary.totals.bounces)}, {}, complete=True)
+            return _Known({}, {}, {}, complete=False)
+        return _Known({NONE: (summary.totals.sessions, summary.totals.bounces)}, {}, {}, complete=True)
     margins = {e.v: e.moe for e in b.top if e.moe is not None}
-    return _Known({e.v: (e.n, e.bounces or 0) for e in b.top}, margins, complete=b.other == 0)
+    bounce_margins = {e.v: m for e in b.top if (m := _bounce_share_margin(e)) is not None}
+    return _Known({e.v: (e.n, e.bounces or 0) for e in b.top}, margins, bounce_margins, complete=b.other == 0)
+
+
+def _bounce_share_margin(e: Entry) -> float | None:
+    """± pts of a value's bounces as a share of all sessions (its share times its bounce rate), from the
+    margins of both (delta method; the two taken as independent)."""
+    if e.moe is None or e.bounce_moe is None or e.bounce_pct is None:
+        return None
+    return math.hypot(e.bounce_pct / 100 * e.moe, e.pct / 100 * e.bounce_moe)
 
 
 def _breakdown_change(b: Breakdown, old: _Known, current: Summary, previous: Summary, movers: int) -> BreakdownChange:
@@ -174,6 +185,11 @@ def _breakdown_change(b: Breakdown, old: _Known, current: Summary, previous: Sum
             new.margins if current.coverage.sample else None, old.margins if previous.coverage.sample else None, value
         )
         moe = None if moe is None else rounded(moe, 1)
+        bounce_moe = _margin(
+            new.bounce_margins if current.coverage.sample else None,
+            old.bounce_margins if previous.coverage.sample else None,
+            value,
+        )
         rows.append(
             Mover(
                 v=value,
@@ -184,6 +200,7 @@ def _breakdown_change(b: Breakdown, old: _Known, current: Summary, previous: Sum
                 bounce_effect=share_change(now[1], now_sessions, before[1], old_sessions),
                 moe=moe,
                 noise=moe is not None and abs(share_delta) <= moe,
+                bounce_moe=None if bounce_moe is None else rounded(bounce_moe, 1),
             )
         )
     by_sessions = sorted((m for m in rows if m.delta), key=lambda m: (-abs(m.delta), -abs(m.share_delta), m.v))

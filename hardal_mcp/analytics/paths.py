@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -10,7 +11,7 @@ from pydantic import Field
 
 from ..errors import InputError
 from ..models import Session
-from ..numbers import rounded_int
+from ..numbers import rounded, rounded_int
 from ..params import Window
 from ..results import WindowInfo
 from ..sanitize import elide
@@ -56,6 +57,7 @@ class PathResult(Schema):
     next: Breakdown | None = None
     flows: Breakdown | None = Field(default=None, description="Landing → exit page")
     paths: Breakdown | None = Field(default=None, description="Whole paths, long ones elided in the middle")
+    moe: dict[str, float] | None = Field(default=None, description="Estimated: 95% margins of the counts, by name")
 
 
 class PathAnalysis(Scan):
@@ -190,6 +192,8 @@ def estimate_paths(result: PathResult, est: Estimator) -> PathResult:
     sample = sample_info(est, [b for b in lists.values() if b is not None])
     coverage = result.coverage.model_copy(update={"sample": sample, "note": sample_note(sample, est.design.days)})
     sessions = est.design.total if result.segment is None else rounded_int(est.value(scalar("sessions")))
+    counts = (("visits", "views") if by_page else ()) + (("sessions",) if result.segment is not None else ())
+    margins = {name: est.t * math.sqrt(var) for name in counts if (var := est.variance(scalar(name))) is not None}
     return result.model_copy(
         update={
             **lists,
@@ -197,5 +201,6 @@ def estimate_paths(result: PathResult, est: Estimator) -> PathResult:
             "visits": rounded_int(est.value(scalar("visits"))) if by_page else None,
             "views": rounded_int(est.value(scalar("views"))) if by_page else None,
             "coverage": coverage,
+            "moe": {name: rounded(m, 1) for name, m in margins.items()},
         }
     )
