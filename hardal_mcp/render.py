@@ -179,6 +179,9 @@ def _series_line(series: Series, timezone: str) -> str:
             f"per 7 days from the first (peak day {start + timedelta(days=peak):%m-%d} {counts[peak]:,}, "
             f"lowest {start + timedelta(days=low):%m-%d} {counts[low]:,})"
         )
+    margins = [m for m in series.moe or () if m is not None]
+    if margins:
+        title += f", each {series.unit}'s count ±{_fixed(max(margins), 0)} at most (95%)"
     extra = []
     if series.no_start:
         extra.append(f"{series.no_start:,} without a start time")

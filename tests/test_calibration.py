@@ -16,7 +16,7 @@ from bench.calibration import DAYS, REGIMES, Site, run, table
 from hardal_mcp.analytics.estimate import Design, Estimator, Group, Record, scalar, t95
 from hardal_mcp.planner import Page
 
-from .test_sampling import MONTH, call, sampled
+from .test_sampling import MONTH, call, exact, sampled
 
 PER_DAY, PAGE = 200, 20  # ten pages a day, as Hardal's 1,000-session pages of a 10,000-session day
 SITES = 8
@@ -115,3 +115,29 @@ async def test_every_estimated_figure_carries_its_margin() -> None:
     assert re.search(r"bounce-rate change from: \S+ [+-][\d.]+ ±[\d.]+ pts", summary["_text"])
     assert paths["coverage"]["sample"] is not None
     assert set(paths["moe"]) == {"visits", "views"} and all(m > 0 for m in paths["moe"].values())
+
+
+async def test_a_sampled_series_is_per_day_with_margins_where_estimated() -> None:
+    """A sampled two-day window is shown per day, not per hour: pages are runs of consecutive sessions,
+    so most hours have no page (they were shown as 0, with no margin), while the days' totals are exact.
+    A day's count of a segment is estimated from its own pages: it has its margin."""
+    short = await Site("hourly", PER_DAY, PAGE).summary(2, 7)
+    truth = await Site("hourly", PER_DAY, 1000).summary(2, 10)
+    assert short.coverage.sample is not None and truth.coverage.sample is None
+    assert truth.series.unit == "hour"
+    assert short.series.unit == "day" and short.series.moe is None
+    days = [sum(truth.series.counts[:24]), sum(truth.series.counts[24:])]
+    assert short.series.counts == days
+    async with sampled() as client:
+        whole = await call(client, "summarize_sessions", **MONTH)
+    async with sampled() as client:
+        mobile = await call(client, "summarize_sessions", segment={"device": "Mobile"}, **MONTH)
+    assert whole["series"]["moe"] is None  # exact per day
+    assert mobile["coverage"]["sample"] is not None
+    assert mobile["series"]["moe"] is not None and all(m is not None and m > 0 for m in mobile["series"]["moe"])
+    assert re.search(r"each day's count ±\d+ at most \(95%\)", mobile["_text"])
+    async with exact() as client:
+        truth_mobile = await call(client, "summarize_sessions", segment={"device": "Mobile"}, **MONTH)
+    series = mobile["series"]
+    held = [abs(n - t) <= m for n, m, t in zip(series["counts"], series["moe"], truth_mobile["series"]["counts"])]
+    assert sum(held) >= 0.85 * len(held), held

@@ -19,8 +19,8 @@ from ..sanitize import clean
 # Scanning.
 from .estimate import (
     Estimator,
+    Getter,
     Record,
-    element,
     estimate_breakdown,
     round_moe,
     sample_info,
@@ -344,6 +344,12 @@ def _seconds(value: float | None) -> float | None:
     return None if value is None else rounded(value, 1)
 
 
+def _margin(est: Estimator, get: Getter) -> float | None:
+    """95% margin of an estimated count."""
+    var = est.variance(get)
+    return None if var is None else est.t * math.sqrt(var)
+
+
 def estimate_summary(summary: Summary, est: Estimator, *, segmented: bool) -> Summary:
     """The summary of a sampled read with every count scaled to the window's exact totals (see `estimate`)."""
     design = est.design
@@ -356,8 +362,7 @@ def estimate_summary(summary: Summary, est: Estimator, *, segmented: bool) -> Su
     unknown = est.value(lambda r: r.scalars.get("sessions", 0.0) - r.scalars.get("duration_n", 0.0))
     margins = {"bounce_pct": round_moe(bounce_moe), "pages_per_session": per_session_moe, "duration_mean": mean_moe}
     for name in ("page_views", "events", "bounces") + (("sessions",) if segmented else ()):
-        var = est.variance(scalar(name))
-        margins[name] = None if var is None else est.t * math.sqrt(var)
+        margins[name] = _margin(est, scalar(name))
     count = rounded_int(est.value(sessions)) if segmented else design.total
     totals = summary.totals.model_copy(
         update={
@@ -383,12 +388,17 @@ def estimate_summary(summary: Summary, est: Estimator, *, segmented: bool) -> Su
     )
     breakdowns = [estimate_breakdown(b, est) for b in summary.breakdowns]
     pages = [estimate_breakdown(b, est) for b in summary.pages]
-    series = summary.series
-    if series.unit == "day":
-        counts, estimated = est.per_day(segmented)
-    else:  # hours of a one- or two-day window
-        counts, estimated = [rounded_int(est.value(element(i))) for i in range(len(series.counts))], True
-    series = series.model_copy(update={"counts": counts, "estimated": estimated})
+    # Per day even for a one- or two-day window: pages are runs of consecutive sessions, so most hours of a
+    # sampled day have no page, and no honest margin; the days' totals are exact.
+    counts, point_margins, estimated = est.per_day(segmented)
+    series = summary.series.model_copy(
+        update={
+            "unit": "day",
+            "counts": counts,
+            "estimated": estimated,
+            "moe": [None if m is None else rounded(m, 1) for m in point_margins] if segmented else None,
+        }
+    )
     sample = sample_info(est, breakdowns + pages)
     coverage = summary.coverage.model_copy(update={"sample": sample, "note": sample_note(sample, design.days)})
     return summary.model_copy(

@@ -176,17 +176,20 @@ class Estimator:
             total += max(0.0, 1 - fraction) * n / (2 * (n - 1)) * squares
         return total
 
-    def per_day(self, segmented: bool) -> tuple[list[int], bool]:
-        """Sessions per day, and whether any is estimated: exact totals where asked; with a segment, each
-        day's total times the share matching among that day's own pages (a separate ratio per day)."""
+    def per_day(self, segmented: bool) -> tuple[list[int], list[float | None], bool]:
+        """Sessions per day, their 95% margins (None: exact, or not estimated from pages of the day), and
+        whether any is estimated: exact totals where asked; with a segment, each day's total times the
+        share matching among that day's own pages (a separate ratio per day, see `_day_margin`)."""
         design, pages = self.design, self._pages
         matching = self.value(scalar("sessions")) / design.total if design.total else 0.0
         counts: list[int] = []
+        margins: list[float | None] = []
         estimated = False
         for i, total in enumerate(design.day_totals):
             n = design.unasked if total is None else float(total)
             estimated |= total is None
             mine = [(sessions, pages[c]) for c, (sessions, _) in enumerate(design.clusters) if design.day_of[c] == i]
+            margin = None
             if not segmented:
                 counts.append(rounded_int(n))
             elif i < len(design.whole) and design.whole[i]:
@@ -195,8 +198,10 @@ class Estimator:
                 read = sum(sessions for sessions, _ in mine)
                 share = sum(element(i)(rec) for _, rec in mine) / read if read else matching
                 counts.append(rounded_int(n * share))
+                margin = _day_margin(n, [(x, element(i)(rec)) for x, rec in mine]) if read else None
                 estimated = True
-        return counts, estimated
+            margins.append(margin)
+        return counts, margins, estimated
 
     def ratio(self, num: Getter, den: Getter, scale: float = 1.0) -> tuple[float, float | None]:
         """`scale * num / den` and its 95% margin."""
@@ -225,6 +230,22 @@ class Estimator:
         count = counter(key, text)
         pct, moe = self.proportion(count, lambda rec: rec.wholes.get(key, 0.0))
         return self.value(count), pct, moe
+
+
+def _day_margin(total: float, pages: list[tuple[int, float]]) -> float:
+    """95% margin of `total` times the share matching in one day's pages ((sessions, matching) each): from
+    the pages' spread, with Student's t on their own degrees of freedom (one page less), and at least
+    the Wilson interval on the sessions read (with one page, only that: a day's one page has no spread)."""
+    read = sum(x for x, _ in pages)
+    share = sum(y for _, y in pages) / read
+    m = len(pages)
+    t = t95(m - 1) if m > 1 else Z95
+    floor = wilson(share, read, t)
+    if m == 1:
+        return total * floor
+    spread = sum((y - share * x) ** 2 for x, y in pages) / read**2
+    pages_total = max(m, math.ceil(total * m / read))  # pages of the day, from the pages read
+    return total * max(t * math.sqrt(max(0.0, 1 - m / pages_total) * m / (m - 1) * spread), floor)
 
 
 def wilson(p: float, n: float, z: float) -> float:

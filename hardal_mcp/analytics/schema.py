@@ -110,6 +110,9 @@ class Series(Schema):
     no_start: int = Field(description="Sessions without a start time")
     outside: int = Field(description="Sessions starting outside the window")
     estimated: bool = Field(default=False, description="Counts scaled from a sample")
+    moe: list[float | None] | None = Field(
+        default=None, description="Estimated: ± of each count, 95% (null where exact or shared out evenly)"
+    )
 
 
 class Example(Schema):
