@@ -433,7 +433,9 @@ class Planner:
         outcome.design = self._design(days, stored, outcome.total, read)
         if outcome.design is None:
             outcome.partial_reason = (
-                self._deadline_text() if anyio.current_time() >= self.deadline else _too_few(days, read)
+                self._deadline_text()
+                if anyio.current_time() >= self.deadline
+                else _too_few(days, len(stored), self.scope.window.days, read + sum(stored.values()))
             )
         return outcome
 
@@ -841,10 +843,11 @@ def _first_pages(client: HardalClient) -> dict[DayKey, int]:
     return _FIRSTS.setdefault(client, {})
 
 
-def _too_few(days: list[_Day], read: int) -> str:
-    covered = sum(bool(d.clusters) for d in days)
+def _too_few(days: list[_Day], stored: int, of: int, read: int) -> str:
+    """Why a sample gave no estimate: what was read, and what to do."""
+    covered = sum(bool(d.clusters) for d in days) + stored
     return (
-        f"the rate budget let pages of only {covered} of the {len(days)} days read be fetched ({read:,} sessions), "
-        "too few to estimate the window's figures with an honest margin, so the figures are of the sessions read "
-        "only; ask again in a minute (the budget refills) or narrow the window"
+        f"the rate budget let only {covered} of the window's {of} days be read ({read:,} sessions), too few "
+        "to estimate the window's figures with an honest margin, so the figures are of the sessions read only; "
+        "ask again in a minute (the budget refills) or narrow the window"
     )
