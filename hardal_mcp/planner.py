@@ -482,7 +482,7 @@ class Planner:
         unknown = [d for d in days if d.total is None]
         known_total = sum(d.total for d in days if d.total is not None) + sum(stored.values())
         share = max(0, total - known_total) / len(unknown) if unknown else 0.0
-        if 2 * (sum(bool(d.clusters) for d in days) + len(stored)) < self.scope.window.days:
+        if 2 * (_covered(days) + len(stored)) < self.scope.window.days:
             return None
         strata: list[tuple[int, int, list[int]]] = []  # (population, pages, clusters)
         waiting = (0, 0)  # days before the first stratum: they join it
@@ -843,9 +843,14 @@ def _first_pages(client: HardalClient) -> dict[DayKey, int]:
     return _FIRSTS.setdefault(client, {})
 
 
+def _covered(days: list[_Day]) -> int:
+    """Days whose sessions a sample stands for: a page read, or none to read."""
+    return sum(bool(d.clusters) or d.total == 0 for d in days)
+
+
 def _too_few(days: list[_Day], stored: int, of: int, read: int) -> str:
     """Why a sample gave no estimate: what was read, and what to do."""
-    covered = sum(bool(d.clusters) for d in days) + stored
+    covered = _covered(days) + stored
     return (
         f"the rate budget let only {covered} of the window's {of} days be read ({read:,} sessions), too few "
         "to estimate the window's figures with an honest margin, so the figures are of the sessions read only; "

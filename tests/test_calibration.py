@@ -141,3 +141,32 @@ async def test_a_sampled_series_is_per_day_with_margins_where_estimated() -> Non
     series = mobile["series"]
     held = [abs(n - t) <= m for n, m, t in zip(series["counts"], series["moe"], truth_mobile["series"]["counts"])]
     assert sum(held) >= 0.85 * len(held), held
+
+
+def test_days_without_sessions_do_not_count_against_the_sample() -> None:
+    """A day with no session has nothing to read: it does not make a sample look too thin to estimate."""
+    from datetime import timedelta
+
+    from hardal_mcp.client import HardalClient
+    from hardal_mcp.params import Window
+    from hardal_mcp.planner import Allowance, Planner, Scope, _Day
+
+    from .test_sampling import END, SMALL_PAGES, make_settings
+
+    settings = make_settings(**SMALL_PAGES)
+    first = END - timedelta(days=3)
+    planner = Planner(
+        HardalClient(settings),
+        settings,
+        settings.api_key,
+        Scope("demo", Window("custom", first, END, "UTC")),
+        store=None,
+        deadline=0.0,
+        allowance=Allowance(0),
+    )
+    planner._clusters, planner._days = [50, 50], [0, 0]
+    days = [_Day(first, total=300, read={0, 3}, clusters=[0, 1])]
+    days += [_Day(first + timedelta(days=i), total=0) for i in range(1, 4)]
+    design = planner._design(days, {}, 300, 100)
+    assert design is not None
+    assert [g.population for g in design.groups] == [300]
