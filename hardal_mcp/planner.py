@@ -47,7 +47,7 @@ import anyio.abc
 from pydantic import SecretStr
 
 from .analytics.estimate import Design, Group
-from .budget import START_BY
+from .budget import START_BY, too_late
 from .client import HardalClient
 from .config import Settings
 from .errors import InputError, NetworkError, RateLimitError, ServerError, UpstreamError, own_errors
@@ -214,7 +214,7 @@ class Planner:
             # without a request, and a spent budget still answers from the pages already read.
             return self._settled(await self._sample(runs, consume, stored, outcome, max_sessions, progress))
         probes: dict[int, SessionsPage] = {}
-        with anyio.CancelScope(deadline=self.deadline) as limit:
+        with starting_by(self._probe_by(missing, stored)), anyio.CancelScope(deadline=self.deadline) as limit:
             await self._gather(
                 [self.scope.span(run[0], run[-1]) for run in runs],
                 [0] * len(runs),
@@ -271,7 +271,8 @@ class Planner:
         unknown. With nothing at hand, the spent budget is the answer."""
         spent = self.stopped
         assert spent is not None
-        cached = [d for d in missing if self._first_at_hand(d)]
+        self.allowance.left = 0  # only what is at hand: the budget just said no
+        cached = self._days_at_hand(missing)
         if not cached and not stored:
             raise spent
         if cached:
@@ -280,6 +281,19 @@ class Planner:
         days, of = len(cached) + len(stored), self.scope.window.days
         outcome.partial_reason = f"only {days} of the window's {of} days were at hand; {spent.message}"
         return outcome
+
+    def _probe_by(self, missing: list[date], stored: dict[date, int]) -> float:
+        """How long the runs' first pages may wait for the rate budget: with days at hand, half the time
+        left at most (the other half reads those days, `_at_hand`, if the budget stays spent); else, as
+        long as the call allows."""
+        if not stored and not self._days_at_hand(missing):
+            return self.deadline
+        now = anyio.current_time()
+        return now + (self.deadline - now) / 2
+
+    def _days_at_hand(self, missing: list[date]) -> list[date]:
+        """The missing days whose first pages are cached (an earlier question's sample)."""
+        return [d for d in missing if self._first_at_hand(d)]
 
     async def _exact(
         self,
@@ -627,7 +641,7 @@ class Planner:
                 return await self._fetch(scope, offset)
             except RateLimitError as exc:
                 wait = exc.retry_after if exc.retry_after is not None else 60.0
-                if anyio.current_time() + wait >= self.deadline - SAFETY_SECONDS:
+                if too_late(wait) is not None:  # as a slot's wait is (`starting_by`)
                     self.stopped = exc
                     return None
                 log.info("Hardal's rate limit: waiting %.0f s for the window to reopen", wait)

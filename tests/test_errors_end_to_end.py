@@ -20,6 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from hardal_mcp.config import Settings
 from hardal_mcp.errors import ConfigError
 from hardal_mcp.sandbox import DEMO_API_KEY, SandboxConfig, create_app
+from hardal_mcp.sandbox.app import traffic
 from hardal_mcp.server import build_server
 
 from .conftest import ROOT, WINDOW, Served, make_settings, sandbox_transport
@@ -28,6 +29,7 @@ from .test_server import text_of
 
 END = date.today() - timedelta(days=5)  # closed days: the sandbox's data for them never changes
 MONTH = {"start_date": (END - timedelta(days=29)).isoformat(), "end_date": END.isoformat()}
+WIDER = {"start_date": (END - timedelta(days=31)).isoformat(), "end_date": (END - timedelta(days=16)).isoformat()}
 STEPS = ["/", "/products*", "/cart"]
 
 # One call of every tool that reads sessions (list_sessions both plainly and through the planner's pager).
@@ -205,9 +207,7 @@ async def test_a_spent_budget_answers_from_the_days_at_hand() -> None:
     async with connect_to(sandbox, page_size=50, rate_limit=60) as client:
         month = await client.call_tool("summarize_sessions", MONTH)  # samples every day; spends the minute
         assert not month.is_error and month.structured_content["coverage"]["sample"]["days"] == 30
-        first, last = END - timedelta(days=31), END - timedelta(days=16)
-        wider = {"start_date": first.isoformat(), "end_date": last.isoformat()}
-        result = await client.call_tool("summarize_sessions", wider)  # 14 of its 16 days were sampled
+        result = await client.call_tool("summarize_sessions", WIDER)  # 14 of its 16 days were sampled
     assert not result.is_error, text_of(result)
     coverage = result.structured_content["coverage"]
     assert coverage["complete"] is False and coverage["total"] is None
@@ -226,3 +226,19 @@ async def test_a_single_request_refuses_at_once_when_the_budget_cannot_free_up_i
         second = await client.call_tool("list_sessions", {**WINDOW, "limit": 3, "offset": 3})
     assert second.is_error
     assert "rate budget" in text_of(second) and "try again" in text_of(second)
+
+
+async def test_with_days_at_hand_the_first_page_waits_for_the_budget_at_most_half_the_call() -> None:
+    """A long time limit could wait the minute out, but a window most of whose days are at hand does not
+    wait through the call for one request: the answer comes from those days, and says when to ask again."""
+    app = create_app(SandboxConfig(sessions_per_day=300))
+    async with connect_to(httpx2.ASGITransport(app=app), page_size=50, rate_limit=60, tool_timeout=100) as client:
+        month = await client.call_tool("summarize_sessions", {**MONTH, "max_sessions": 2000})
+        assert not month.is_error and month.structured_content["coverage"]["sample"]["days"] == 30
+        for offset in range(60 - traffic(app).site("demo").requests):  # the rest of the minute goes too
+            listed = await client.call_tool("list_sessions", {"timeframe": "yesterday", "limit": 1, "offset": offset})
+            assert not listed.is_error, text_of(listed)
+        result = await client.call_tool("summarize_sessions", WIDER)
+    assert not result.is_error, text_of(result)
+    note = result.structured_content["coverage"]["note"]
+    assert "only 14 of the window's 16 days were at hand" in note and "try again" in note
