@@ -21,8 +21,9 @@ What cannot be read is said, never hidden. A page left unread because the rate b
 spent, or because Hardal kept failing (5xx, network) through the retries, makes the answer partial, and
 its note says why and when to ask again; when nothing at all could be read, that reason is the error
 (a spent budget: RateLimitError with `retry_after`). When the budget is spent before a run could be
-probed, the answer comes from what is at hand: stored days and days whose first pages are cached,
-partial, the window's total unknown. Every other error (a refused key, an unknown website, an unreadable
+probed (with days at hand, the probe waits for the budget half the time left at most), the answer comes
+from what is at hand: stored days and days whose first pages are cached, partial, the window's total
+unknown. Every other error (a refused key, an unknown website, an unreadable
 answer, a bad setting) ends the read as itself: asking again would not mend it.
 
 Days read whole and old enough are put into the day store; after a sampled answer the service fills
@@ -467,14 +468,14 @@ class Planner:
         lacking = [d for d in orders if not infos[d].clusters]
 
         def plan(n: int) -> list[tuple[date, int]]:
-            """Round by round (every day's first pick, then every day's second, …): read in this order, a
-            plan cut short by the budget or the deadline still covers every day it can."""
+            """The days without a page first, then round by round (every day's next pick, then the one
+            after, …): read in this order, a plan cut short by the budget or the deadline still covers every
+            day it can."""
             first = _spread(lacking, n)
             counts = _allocate({d: len(order) - (d in first) for d, order in orders.items()}, n - len(first))
-            for d in first:
-                counts[d] = counts.get(d, 0) + 1
             rounds = max(counts.values(), default=0)
-            return [(d, orders[d][r]) for r in range(rounds) for d in orders if r < counts.get(d, 0)]
+            rest = [(d, orders[d][r + (d in first)]) for r in range(rounds) for d in orders if r < counts.get(d, 0)]
+            return [(d, orders[d][0]) for d in first] + rest
 
         def cost(picked: list[tuple[date, int]]) -> int:
             return sum(not self._cached(self.scope.day(d), self.size * page) for d, page in picked)
@@ -801,10 +802,12 @@ def has_more_after(page: SessionsPage, offset: int, limit: int) -> bool:
 
 
 def _spread(items: list[date], n: int) -> list[date]:
-    """`n` of `items`, evenly spaced."""
+    """`n` of `items`, evenly spaced (all of them when `n` is no fewer)."""
+    if n >= len(items):
+        return list(items)
     if n <= 0:
         return []
-    return [items[math.floor((i + 0.5) * len(items) / n)] for i in range(min(n, len(items)))]
+    return [items[math.floor((i + 0.5) * len(items) / n)] for i in range(n)]
 
 
 def _allocate(pages: dict[date, int], budget: int) -> dict[date, int]:

@@ -170,3 +170,36 @@ def test_days_without_sessions_do_not_count_against_the_sample() -> None:
     design = planner._design(days, {}, 300, 100)
     assert design is not None
     assert [g.population for g in design.groups] == [300]
+
+
+def test_a_day_whose_first_read_fell_past_its_end_gets_a_page_first() -> None:
+    """More pages to plan than days lacking one: each such day gets one page, once, before the others'."""
+    from datetime import timedelta
+
+    from hardal_mcp.client import HardalClient
+    from hardal_mcp.params import Window
+    from hardal_mcp.planner import Allowance, Planner, Scope, _Day, _spread
+
+    from .test_sampling import END, SMALL_PAGES, make_settings
+
+    settings = make_settings(**SMALL_PAGES)
+    first = END - timedelta(days=3)
+    planner = Planner(
+        HardalClient(settings),
+        settings,
+        settings.api_key,
+        Scope("demo", Window("custom", first, END, "UTC")),
+        store=None,
+        deadline=0.0,
+        allowance=Allowance(100),
+    )
+    lost = [END - timedelta(days=2), END - timedelta(days=1)]
+    assert _spread(lost, 5) == lost  # more wanted than there are: each once
+    infos = {
+        first: _Day(first, total=300, read={2}, clusters=[0]),
+        **{d: _Day(d, total=300) for d in lost},  # their one read fell past their end: it told the total only
+        END: _Day(END, total=300, read={4}, clusters=[1]),
+    }
+    picks = planner._picks(infos, 8)
+    assert len(picks) == 8 and len(set(picks)) == 8
+    assert sorted(d for d, _ in picks[:2]) == lost
