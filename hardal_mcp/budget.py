@@ -63,6 +63,7 @@ import orjson
 
 from .config import Settings
 from .errors import RateLimitError
+from .files import private_directory
 
 if TYPE_CHECKING:
     from .client import RateLimiter
@@ -468,7 +469,7 @@ def _not_ours_alone(info: os.stat_result, directory: bool) -> str | None:
 
 def _open_dir(directory: Path) -> int:
     """The budget directory, made 0700 if missing; UnsafeFile if it is not ours alone."""
-    directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_directory(directory.parent)
     # The store's own place may be reached through links: it is the user's to choose.
     above = os.open(directory.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

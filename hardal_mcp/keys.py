@@ -26,6 +26,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from .config import Settings
+from .files import private_directory
 from .store import store_path
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class Fingerprints:
 
 def load_secret(path: Path) -> bytes:
     """The secret at `path`, created first if there is none. Raises UnsafeSecret or OSError."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_directory(path.parent)
     try:
         return _read_secret(path)
     except FileNotFoundError:

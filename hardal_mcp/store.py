@@ -57,6 +57,7 @@ import orjson
 
 from .config import Settings
 from .errors import ConfigError, HardalError
+from .files import private_directory
 from .models import Session
 
 log = logging.getLogger(__name__)
@@ -533,21 +534,6 @@ class DayStore:
         level = logging.DEBUG if kind in self._warned else logging.WARNING
         self._warned.add(kind)
         log.log(level, message)
-
-
-def private_directory(directory: Path) -> None:
-    """Make `directory` and its missing parents, each 0700 whatever the umask; one that existed keeps its
-    mode (it is not ours to change)."""
-    missing = []
-    while not directory.exists():
-        missing.append(directory)
-        directory = directory.parent
-    for made in reversed(missing):
-        try:
-            made.mkdir(mode=0o700)
-        except FileExistsError:  # made meanwhile by another process: not ours
-            continue
-        os.chmod(made, 0o700)  # mkdir's mode is masked by the umask
 
 
 def _claimed(path: Path) -> int | None:

@@ -580,6 +580,27 @@ def test_directories_made_for_the_store_are_private_whatever_the_umask(
     assert not warnings_of(caplog)
 
 
+@pytest.mark.parametrize("first", ["secret", "budget"])
+def test_the_secret_and_the_budget_make_the_stores_directories_private_too(tmp_path: Path, first: str) -> None:
+    """Whichever file a fresh installation writes first, its directories are 0700 whatever the umask."""
+    from hardal_mcp.budget import shared_limiter
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    os.chmod(home, 0o755)
+    settings = make_settings(store=str(home / ".cache" / "hardal-mcp" / FILENAME))
+    umask = os.umask(0)
+    try:
+        if first == "secret":
+            Fingerprints.for_settings(settings)
+        else:
+            assert shared_limiter(settings, "ab" * 32) is not None
+    finally:
+        os.umask(umask)
+    assert mode_of(home / ".cache") == mode_of(home / ".cache" / "hardal-mcp") == 0o700
+    assert mode_of(home) == 0o755
+
+
 @pytest.mark.parametrize("mode", [0o777, 0o1777, 0o770, 0o722], ids=oct)
 def test_a_store_directory_others_may_write_to_is_warned_about_once(
     tmp_path: Path, mode: int, caplog: pytest.LogCaptureFixture
