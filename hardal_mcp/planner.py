@@ -23,8 +23,8 @@ its note says why and when to ask again; when nothing at all could be read, that
 (a spent budget: RateLimitError with `retry_after`). When the budget is spent before a run could be
 probed (with days at hand, the probe waits for the budget half the time left at most), the answer comes
 from what is at hand: stored days and days whose first pages are cached, partial, the window's total
-unknown. Every other error (a refused key, an unknown website, an unreadable
-answer, a bad setting) ends the read as itself: asking again would not mend it.
+unknown. Every other error (a refused key, an unknown website, an unreadable answer, a bad setting)
+ends the read as itself: asking again would not mend it.
 
 Days read whole and old enough are put into the day store; after a sampled answer the service fills
 the rest of the window's closed days in the background with spare budget.
