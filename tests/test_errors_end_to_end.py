@@ -19,7 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from hardal_mcp.config import Settings
 from hardal_mcp.errors import ConfigError
-from hardal_mcp.sandbox import DEMO_API_KEY, SandboxConfig, create_app
+from hardal_mcp.sandbox import DEMO_API_KEY, SandboxConfig, create_app, faults
 from hardal_mcp.sandbox.app import traffic
 from hardal_mcp.server import build_server
 
@@ -242,3 +242,13 @@ async def test_with_days_at_hand_the_first_page_waits_for_the_budget_at_most_hal
     assert not result.is_error, text_of(result)
     note = result.structured_content["coverage"]["note"]
     assert "only 14 of the window's 16 days were at hand" in note and "try again" in note
+
+
+async def test_a_segment_scan_that_reads_nothing_is_an_error_not_a_page_to_continue_from() -> None:
+    """Hardal asks to wait two minutes before the first page: there is no next_offset to offer (it would be
+    the same offset, for ever), only when to try again."""
+    config = SandboxConfig(sessions_per_day=120, faults={"*": faults.ErrorStatus(status=429, retry_after=120)})
+    async with connect_to(sandbox_transport(config)) as client:
+        result = await client.call_tool("list_sessions", {**WINDOW, "segment": {"country": "Turkey"}})
+    assert result.is_error, text_of(result)
+    assert "Try again in 120 s" in text_of(result) and result.structured_content is None
