@@ -19,7 +19,7 @@ from hardal_mcp.planner import Page
 from .test_sampling import MONTH, call, exact, sampled
 
 PER_DAY, PAGE = 200, 20  # ten pages a day, as Hardal's 1,000-session pages of a 10,000-session day
-SITES = 8
+SITES = 6
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_margins_hold_the_truth_in_every_regime(figures: Any, regime: str) -> No
     and they are not grossly wide (|error| / standard error averages ≥ 0.5; about 0.8 when calibrated).
     Exact totals stay exact (`bench.calibration.measure` checks every read against the truth)."""
     row = next(r for r in table(figures) if r.regime == regime)
-    assert row.figures >= 150
+    assert row.figures >= 140
     assert row.without_margin == 0  # every estimated figure carries its margin, bounce rates included
     assert 0.90 <= row.coverage <= 0.99, row
     assert row.mean_z >= 0.5, row
