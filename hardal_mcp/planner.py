@@ -140,6 +140,7 @@ class _Day:
     read: set[int] = field(default_factory=set)  # pages of the day's grid read (page p: offset p * size)
     clusters: list[int] = field(default_factory=list)  # their cluster indices
     whole: bool = False  # its first page held every session of the day
+    places: list[float] = field(default_factory=list)  # where each page starts in the day (0: its newest session)
 
 
 class Planner:
@@ -422,6 +423,7 @@ class Planner:
             read += len(page.sessions)
             day.read.add(grid)
             day.clusters.append(index)
+            day.places.append(grid * self.size / total if total else 0.0)
             day.whole = grid == 0 and total is not None and len(page.sessions) + page.dropped >= total
             consume(Page(page.sessions, page.dropped, index))
 
@@ -542,6 +544,7 @@ class Planner:
             clusters=tuple(zip(self._clusters, clusters, strict=True)),
             day_totals=day_totals,
             day_of=tuple(self._days),
+            places=tuple(_places(days, len(self._clusters))),
             whole=tuple(day in stored or (day in infos and infos[day].whole) for day in window_days),
             unasked=share,
         )
@@ -873,3 +876,12 @@ def _too_few(days: list[_Day], stored: int, of: int, read: int) -> str:
         "to estimate the window's figures with an honest margin, so the figures are of the sessions read only; "
         "ask again in a minute (the budget refills) or narrow the window"
     )
+
+
+def _places(days: list[_Day], clusters: int) -> list[float]:
+    """Each cluster's place in its day, by cluster index."""
+    places = [0.0] * clusters
+    for d in days:
+        for i, place in zip(d.clusters, d.places, strict=True):
+            places[i] = place
+    return places

@@ -90,6 +90,28 @@ def test_one_page_strata_are_measured_by_successive_differences() -> None:
     assert moe is not None and math.isfinite(moe) and moe > 0
 
 
+def test_days_of_several_pages_are_measured_in_time_of_day_order() -> None:
+    """Pages spread through their days are a systematic sample in the time of day: their differences are
+    taken between pages at neighbouring places of the day (whatever the day), not within each day, where
+    the spread of the hours would be counted as if the pages had been drawn at random."""
+    pages = {i: Record(scalars={"sessions": 10.0, "bounces": b}) for i, b in enumerate((2.0, 5.0, 3.0, 6.0))}
+    design = Design(
+        total=200,
+        read=40,
+        days=2,
+        groups=(Group(population=100, pages=10), Group(population=100, pages=10)),
+        clusters=((10, 0), (10, 0), (10, 1), (10, 1)),
+        day_totals=(100, 100),
+        day_of=(0, 0, 1, 1),
+        places=(0.1, 0.6, 0.3, 0.8),
+    )
+    est = Estimator(design, Record(scalars={"sessions": 40.0, "bounces": 16.0}), pages)
+    # Estimated bounces of each page (5 × its own), in the order of their places: 10, 15, 25, 30.
+    squares = 5**2 + 10**2 + 5**2
+    assert est.variance(scalar("bounces")) == pytest.approx((1 - 4 / 20) * 4 / (2 * 3) * squares)
+    assert est.t == pytest.approx(t95(3))
+
+
 async def test_every_estimated_figure_carries_its_margin() -> None:
     """Funnel steps' rates from the step before, each list entry's bounce rate, a bounce driver's part of
     a change, the counts around a page: estimated, so each has its margin, in the structure and the text."""
@@ -165,7 +187,7 @@ def test_days_without_sessions_do_not_count_against_the_sample() -> None:
         allowance=Allowance(0),
     )
     planner._clusters, planner._days = [50, 50], [0, 0]
-    days = [_Day(first, total=300, read={0, 3}, clusters=[0, 1])]
+    days = [_Day(first, total=300, read={0, 3}, clusters=[0, 1], places=[0.0, 0.5])]
     days += [_Day(first + timedelta(days=i), total=0) for i in range(1, 4)]
     design = planner._design(days, {}, 300, 100)
     assert design is not None
@@ -196,9 +218,9 @@ def test_a_day_whose_first_read_fell_past_its_end_gets_a_page_first() -> None:
     lost = [END - timedelta(days=2), END - timedelta(days=1)]
     assert _spread(lost, 5) == lost  # more wanted than there are: each once
     infos = {
-        first: _Day(first, total=300, read={2}, clusters=[0]),
+        first: _Day(first, total=300, read={2}, clusters=[0], places=[1 / 3]),
         **{d: _Day(d, total=300) for d in lost},  # their one read fell past their end: it told the total only
-        END: _Day(END, total=300, read={4}, clusters=[1]),
+        END: _Day(END, total=300, read={4}, clusters=[1], places=[2 / 3]),
     }
     picks = planner._picks(infos, 8)
     assert len(picks) == 8 and len(set(picks)) == 8

@@ -209,7 +209,10 @@ def test_a_last_day_without_sampled_pages_joins_the_group_before_it() -> None:
     )
     planner._clusters = [50, 50, 50]  # day 1: three pages; day 2: none (its one read fell past its end)
     planner._days = [0, 0, 0]
-    days = [_Day(first, total=300, read={0, 2, 4}, clusters=[0, 1, 2]), _Day(last, total=300)]
+    days = [
+        _Day(first, total=300, read={0, 2, 4}, clusters=[0, 1, 2], places=[0.0, 1 / 3, 2 / 3]),
+        _Day(last, total=300),
+    ]
     design = planner._design(days, {}, 600, 150)
     assert design is not None
     assert [g.population for g in design.groups] == [600]  # both days' sessions, one group
