@@ -51,7 +51,7 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -251,10 +251,12 @@ class SharedRateLimiter:
         request_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
         window: float = WINDOW,  # seconds; Hardal's is a minute (tests shorten it)
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self.path = path
         self.per_minute = per_minute
         self._clock = clock
+        self._sleep = sleep  # how a full window is waited out; tests move their clock instead
         self._window = window
         self._rules = _Rules(window, request_timeout + window, socket.gethostname())
         self._lock = anyio.Lock()  # this process's waiters, in arrival order
@@ -331,7 +333,7 @@ class SharedRateLimiter:
             late = too_late(wait)
             if late is not None:
                 raise late
-            await anyio.sleep(wait)
+            await self._sleep(wait)
 
     def _take(self, state: _State, now: float) -> tuple[str | None, float]:
         if state.hold > now:
@@ -389,7 +391,7 @@ class SharedRateLimiter:
         if self._fallback is None:
             from .client import RateLimiter
 
-            self._fallback = RateLimiter(self.per_minute)
+            self._fallback = RateLimiter(self.per_minute, sleep=self._sleep)
         return self._fallback
 
     def _warn(self, kind: str, message: str) -> None:

@@ -78,9 +78,15 @@ class RateLimiter:
     never earlier than the moment it reached Hardal: so network delay can never make two requests look
     closer together to Hardal than to us (safe under fixed windows too)."""
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
         self.per_minute = per_minute
         self._clock = clock
+        self._sleep = sleep  # how a full window is waited out; tests move their clock instead
         self._done: deque[float] = deque()  # answer times within the last minute, oldest first
         self._in_flight = 0
         self._hold = -math.inf  # `clock` time until which a 429 said the budget is spent
@@ -128,7 +134,7 @@ class RateLimiter:
                 late = too_late(wait)
                 if late is not None:
                     raise late
-                await anyio.sleep(wait)
+                await self._sleep(wait)
         try:
             yield
         finally:
@@ -215,8 +221,8 @@ class Acceptance:
 class HardalClient:
     """Typed calls to the Hardal read API. Every method takes the API key to use, so one pool can serve
     many tenants; each key gets its own rate limiter, shared with the machine's other hardal-mcp
-    processes unless HARDAL_STORE is off (`budget.SharedRateLimiter`). Keys are named by `fingerprints`
-    (by default built from `settings`: `keys.Fingerprints.for_settings`)."""
+    processes unless HARDAL_STORE is off (`budget.SharedRateLimiter`), or made by `budgets` when given.
+    Keys are named by `fingerprints` (by default built from `settings`: `keys.Fingerprints.for_settings`)."""
 
     def __init__(
         self,
@@ -228,9 +234,12 @@ class HardalClient:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         fingerprints: Fingerprints | None = None,
         acceptance: Acceptance | None = None,
+        budgets: Callable[[str], Limiter] | None = None,
     ) -> None:
         self.settings = settings
         self._sleep = sleep  # how retries wait (backoff, Retry-After); tests record the waits instead
+        # A key's rate limiter, made from its fingerprint; tests give budgets on a clock of their own.
+        self._new_budget = budgets or self._default_budget
         self.retry = retry or RetryPolicy()
         self.cache = cache or ResponseCache()
         self.fingerprints = fingerprints or Fingerprints.for_settings(settings)
@@ -474,14 +483,17 @@ class HardalClient:
     def _limiter(self, fingerprint: str) -> Limiter:
         limiter = self._limiters.get(fingerprint)
         if limiter is None:
-            # An injected transport (the in-process sandbox, tests) is not Hardal: no budget to share.
-            shared = shared_limiter(self.settings, fingerprint) if self._transport is None else None
-            limiter = self._limiters[fingerprint] = shared or RateLimiter(self.settings.rate_limit)
+            limiter = self._limiters[fingerprint] = self._new_budget(fingerprint)
             # Hosted mode meets many keys: forget those idle for a minute (their window is empty anyway).
             while len(self._limiters) > MAX_IDLE_LIMITERS and next(iter(self._limiters.values())).idle:
                 self._limiters.popitem(last=False)
         self._limiters.move_to_end(fingerprint)
         return limiter
+
+    def _default_budget(self, fingerprint: str) -> Limiter:
+        # An injected transport (the in-process sandbox, tests) is not Hardal: no budget to share.
+        shared = shared_limiter(self.settings, fingerprint) if self._transport is None else None
+        return shared or RateLimiter(self.settings.rate_limit)
 
 
 def _sessions_request(

@@ -8,7 +8,7 @@ import hmac
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -86,16 +86,21 @@ class HardalKeyToken(TokenVerifier):
 
 
 def build_server(
-    settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None, auth: AuthMode = "none"
+    settings: Settings,
+    *,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    auth: AuthMode = "none",
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> MCPServer[AppState]:
-    """`transport` replaces the network (the embedded sandbox for --demo, or a test double). `auth` only
-    matters over HTTP: `token` requires HARDAL_MCP_TOKEN, `passthrough` takes each client's Hardal key."""
+    """`transport` replaces the network (the embedded sandbox for --demo, or a test double); `sleep` is how
+    the client's retries wait (tests record the waits). `auth` only matters over HTTP: `token` requires
+    HARDAL_MCP_TOKEN, `passthrough` takes each client's Hardal key."""
 
     fingerprints = Fingerprints.for_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        client = HardalClient(settings, transport=transport, fingerprints=fingerprints)
+        client = HardalClient(settings, transport=transport, fingerprints=fingerprints, sleep=sleep)
         store = DayStore.open(settings)
         try:
             async with anyio.create_task_group() as group:  # background fills of the day store live here

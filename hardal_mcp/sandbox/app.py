@@ -204,11 +204,16 @@ class _Sandbox:
     the caches, the rate limiter and the traffic record single-threaded.
     """
 
-    def __init__(self, config: SandboxConfig, sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> None:
+    def __init__(
+        self,
+        config: SandboxConfig,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._config = config
         self._sleep = sleep  # how a Slow fault waits; tests record it instead of waiting
         limit = config.rate_limit_per_minute
-        self._limiter = SlidingWindowLimiter(limit) if limit is not None else None
+        self._limiter = SlidingWindowLimiter(limit, clock=clock) if limit is not None else None
         self.traffic = Traffic()
 
     def _now(self) -> datetime:
@@ -413,12 +418,16 @@ _DEFAULT_CONFIG = SandboxConfig()
 
 
 def create_app(
-    config: SandboxConfig = _DEFAULT_CONFIG, *, sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    config: SandboxConfig = _DEFAULT_CONFIG,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Starlette:
     """The fake Hardal API as an ASGI app; mount it, serve it, or call it through an ASGI transport.
     ``traffic(app)`` tells what each website id was asked and answered; ``sleep`` is how a ``Slow`` fault
-    waits (a test passes one that records the delay instead)."""
-    sandbox = _Sandbox(config, sleep)
+    waits (a test passes one that records the delay instead); ``clock`` is what the rate limit's minute is
+    counted on (a test passes one it moves)."""
+    sandbox = _Sandbox(config, sleep, clock)
     app = Starlette(
         routes=[
             Route("/api/websites/{website_id}/sessions", sandbox.sessions, methods=["GET"]),
