@@ -1,7 +1,8 @@
 """The rate budget shared between processes: the window arithmetic, slots held in flight and dated by their
 answer, entries of crashed processes, holds after a 429, several processes on one file never exceeding the
-limit, the client's wiring, and end to end: two `hardal-mcp call`s with one key against a rate-limited
-sandbox meet no 429."""
+limit, the client's wiring, two clients with one key against a rate-limited sandbox meeting no 429 (minutes
+pass on a virtual clock), and two `hardal-mcp call` processes finding one budget file. No test waits for real
+time to pass except where separate processes must share a window."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import httpx2
 import pytest
 from pydantic import SecretStr
@@ -24,10 +26,10 @@ from pydantic import SecretStr
 from hardal_mcp.budget import MAX_HOLD, SharedRateLimiter, budget_path, count_available, shared_limiter
 from hardal_mcp.client import HardalClient, RateLimiter, RetryPolicy
 from hardal_mcp.errors import RateLimitError
-from hardal_mcp.params import resolve_window
-from hardal_mcp.sandbox import DEMO_API_KEY, SandboxConfig, create_app, serve_in_thread
+from hardal_mcp.params import Window, resolve_window
+from hardal_mcp.sandbox import DEMO_API_KEY, SandboxConfig, create_app, serve_in_thread, traffic
 
-from .conftest import ROOT, free_port, make_settings, spawn, stop
+from .conftest import ROOT, make_settings
 
 KEY = SecretStr(DEMO_API_KEY)
 ONE_TRY = RetryPolicy(attempts=1)
@@ -41,14 +43,20 @@ class Clock:
         return self.now
 
 
-class Shifted:
-    """Wall time plus an offset a test moves: waits stay real, and short."""
+class VirtualTime:
+    """One clock for the sandbox's rate limit and every budget: a wait moves it on instead of passing."""
 
     def __init__(self) -> None:
-        self.offset = 0.0
+        self.now = time.time()  # Retry-After holds are dated on the wall clock: start there
+        self.waits: list[float] = []
 
     def __call__(self) -> float:
-        return time.time() + self.offset
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()
 
 
 def entries(path: Path) -> dict[str, object]:
@@ -115,15 +123,16 @@ async def test_slots_are_counted_across_limiters_sharing_a_file(tmp_path: Path) 
 
 
 async def test_a_full_window_waits_for_its_oldest_answer_to_leave(tmp_path: Path) -> None:
-    clock = Shifted()
+    clock = VirtualTime()
     path = tmp_path / "budget-abc"
-    first, second = SharedRateLimiter(path, 2, clock=clock), SharedRateLimiter(path, 2, clock=clock)
+    first, second = (SharedRateLimiter(path, 2, clock=clock, sleep=clock.sleep) for _ in range(2))
     await enter_and_leave(first)
+    clock.now += 1
     await enter_and_leave(first)
-    clock.offset = 59.7  # the oldest answer leaves the window in 0.3 s
-    began = time.monotonic()
+    clock.now += 58.7  # the oldest answer leaves the window in 0.3 s
     await enter_and_leave(second)
-    assert 0.2 <= time.monotonic() - began < 2.0
+    assert clock.waits == [pytest.approx(0.3, abs=1e-3)]  # for it, and no longer: the other answer is still in
+    assert second.available(0) == 0
 
 
 async def test_a_request_holds_its_slot_in_flight_and_is_dated_by_its_answer(tmp_path: Path) -> None:
@@ -143,15 +152,14 @@ async def test_a_request_holds_its_slot_in_flight_and_is_dated_by_its_answer(tmp
 
 
 async def test_the_hold_after_a_429_stops_every_process(tmp_path: Path) -> None:
-    clock = Shifted()
+    clock = VirtualTime()
     path = tmp_path / "budget-abc"
-    first, second = SharedRateLimiter(path, 5, clock=clock), SharedRateLimiter(path, 5, clock=clock)
-    first.hold_until(time.time() + 0.4)
+    first, second = (SharedRateLimiter(path, 5, clock=clock, sleep=clock.sleep) for _ in range(2))
+    first.hold_until(clock.now + 0.4)
     assert second.available(0) == 0
     assert second.available(1) == 5
-    began = time.monotonic()
     await enter_and_leave(second)
-    assert 0.3 <= time.monotonic() - began < 2.0
+    assert clock.waits == [pytest.approx(0.4, abs=1e-3)]
 
 
 async def test_a_hold_without_retry_after_lasts_until_the_window_frees(tmp_path: Path) -> None:
@@ -188,14 +196,14 @@ async def test_the_entry_of_a_process_that_died_mid_request_is_counted_answered_
     done = await anyio.run_process([sys.executable, "-c", CRASH, str(path)], cwd=ROOT, check=False)
     assert done.returncode == 3, done.stderr
     assert len(entries(path)["flight"]) == 1  # type: ignore[arg-type]
-    clock = Shifted()
-    limiter = SharedRateLimiter(path, 1, clock=clock)
+    clock = VirtualTime()
+    limiter = SharedRateLimiter(path, 1, clock=clock, sleep=clock.sleep)
     assert limiter.available(0) == 0  # the request may have reached Hardal: it counts, as answered now
     assert entries(path)["flight"] == []
     assert limiter.available(60) == 1  # ... for a minute
-    clock.offset = 60
-    with anyio.fail_after(2):
-        await enter_and_leave(limiter)
+    clock.now += 60
+    await enter_and_leave(limiter)
+    assert clock.waits == []
 
 
 def write_state(path: Path, flight: list[list[object]], done: list[float] | None = None) -> None:
@@ -243,7 +251,7 @@ from pathlib import Path
 from hardal_mcp.budget import SharedRateLimiter
 
 path, requests, go = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-limiter = SharedRateLimiter(path, 5, window=1.5)
+limiter = SharedRateLimiter(path, 5, window=0.5)
 starts = []
 
 async def one():
@@ -282,11 +290,11 @@ def test_processes_sharing_a_file_never_exceed_the_limit_in_any_window(tmp_path:
         starts += json.loads(out)
     starts.sort()
     assert len(starts) == 16
-    for s in starts:  # 5 per 1.5 s window, whichever process sent them
-        assert sum(1 for t in starts if s <= t < s + 1.5) <= 5
+    for s in starts:  # 5 per 0.5 s window, whichever process sent them
+        assert sum(1 for t in starts if s <= t < s + 0.5) <= 5
     # 16 requests at 5 per window need 3 full windows between the first and the last: proof that the two
     # processes shared one budget (alone, each would have sent its 8 within one window).
-    assert starts[-1] - starts[0] >= 3 * 1.5 - 0.05
+    assert starts[-1] - starts[0] >= 3 * 0.5 - 0.05
 
 
 # ----------------------------------------------------------------------------------------- client wiring
@@ -378,58 +386,88 @@ async def test_the_sandbox_tells_loopback_clients_its_statuses() -> None:
 # ------------------------------------------------------------------------------------------- end to end
 
 
-def test_two_calls_with_one_key_share_the_budget_and_meet_no_429(tmp_path: Path) -> None:
-    """Two one-shot `hardal-mcp call`s, started together with the same key and HARDAL_STORE, against a
-    sandbox that answers 429 past `limit` requests a minute: both answer, and the sandbox never had to say
-    429. Alone, each would spend the whole limit in its first seconds."""
+async def read_window(client: HardalClient, window: Window) -> int:
+    """Every page of `window`, as a scan reads them; the sessions read."""
+    offset, read = 0, 0
+    while True:
+        page = await client.sessions(KEY, "demo", window, limit=20, offset=offset)
+        read += len(page.sessions)
+        if len(page.sessions) < 20:
+            return read
+        offset += 20
+
+
+async def test_two_clients_with_one_key_share_the_budget_and_meet_no_429(tmp_path: Path) -> None:
+    """Two clients with the same key, each on its own limiter over one budget file, read together from a
+    sandbox that answers 429 past `limit` requests a minute: both read everything, and the sandbox never had
+    to say 429. Alone, each would spend the whole limit at once. The minutes pass on a virtual clock."""
     limit = 8
-    port = free_port()
-    sandbox = spawn(["sandbox", "--port", str(port), "--sessions-per-day", "60", "--rate-limit", str(limit)], port)
+    clock = VirtualTime()
+    app = create_app(SandboxConfig(sessions_per_day=60, rate_limit_per_minute=limit), clock=clock)
+
+    budgets = tmp_path / "budget"
+    budgets.mkdir(mode=0o700)
+
+    def budget(fingerprint: str) -> SharedRateLimiter:
+        return SharedRateLimiter(budgets / fingerprint, limit, clock=clock, sleep=clock.sleep)
+
+    settings = make_settings(rate_limit=limit, store=str(tmp_path))  # the key's fingerprint is the store's
+    clients = [
+        HardalClient(settings, transport=httpx2.ASGITransport(app=app), retry=ONE_TRY, budgets=budget) for _ in range(2)
+    ]
     end = date.today() - timedelta(days=20)
-    (tmp_path / "store").mkdir()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("HARDAL_")},
-        "HARDAL_API_KEY": DEMO_API_KEY,
-        "HARDAL_WEBSITE_ID": "demo",
-        "HARDAL_BASE_URL": sandbox.url,
-        "HARDAL_STORE": str(tmp_path / "store"),
-        "HARDAL_RATE_LIMIT": str(limit),
-        "HARDAL_PAGE_SIZE": "20",
-        "HARDAL_TOOL_TIMEOUT": "150",  # room for the second minute: the call that waits still reads everything
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-    }
+    windows = [
+        resolve_window("custom", (end - timedelta(days=2 + i)).isoformat(), end.isoformat(), "UTC") for i in range(2)
+    ]
+    began = clock.now
     try:
+        async with anyio.create_task_group() as group:
+            for client, window in zip(clients, windows, strict=True):
+                group.start_soon(read_window, client, window)
+    finally:
+        for client in clients:
+            await client.aclose()
+    hits = traffic(app).site("demo").hits
+    assert [hit.status for hit in hits] == [200] * len(hits)  # no 429: ONE_TRY would have raised it, too
+    assert len(hits) > 2 * limit, "the two clients together needed more than two minutes' budget"
+    # Shared, the requests took a minute for each `limit` of them after the first: they waited for each other.
+    assert clock.now - began >= 60 * ((len(hits) - 1) // limit)
+    assert len([path async for path in anyio.Path(budgets).iterdir()]) == 1  # one file: one budget
+
+
+def test_two_processes_with_one_key_use_one_budget_file(tmp_path: Path) -> None:
+    """Two `hardal-mcp call`s with the same key and HARDAL_STORE, run together, count their requests in one
+    budget file: each finds the same file from the key alone."""
+    (tmp_path / "store").mkdir()
+    with serve_in_thread(SandboxConfig(sessions_per_day=20)) as sandbox:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("HARDAL_")},
+            "HARDAL_API_KEY": DEMO_API_KEY,
+            "HARDAL_WEBSITE_ID": "demo",
+            "HARDAL_BASE_URL": sandbox.url,
+            "HARDAL_STORE": str(tmp_path / "store"),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        }
         calls = [
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "hardal_mcp",
-                    "call",
-                    "summarize_sessions",
-                    "--json",
-                    f"start_date={(end - timedelta(days=2 + i)).isoformat()}",
-                    f"end_date={end.isoformat()}",
-                ],
+                [sys.executable, "-m", "hardal_mcp", "call", "list_sessions", "--json", "limit=5"],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            for i in range(2)
+            for _ in range(2)
         ]
-        outputs = [call.communicate(timeout=240) for call in calls]
-        stats = httpx2.get(f"{sandbox.url}/_sandbox/stats", timeout=10).json()
-    finally:
-        stop(sandbox)
+        outputs = [call.communicate(timeout=60) for call in calls]
+        requests = traffic(sandbox.app).requests("demo")
     for call, (out, err) in zip(calls, outputs, strict=True):
         assert call.returncode == 0, err
-        assert json.loads(out)["window"]
+        assert json.loads(out)["sessions"]
         assert DEMO_API_KEY not in err
-    statuses = stats["demo"]["statuses"]
-    assert statuses.get("429", 0) == 0, stats
-    assert stats["demo"]["requests"] > limit, "the two calls together needed more than one minute's budget"
+    files = list((tmp_path / "store" / "budget").iterdir())
+    assert len(files) == 1
+    assert len(entries(files[0])["done"]) == requests >= 2  # type: ignore[arg-type]  # both processes' requests
 
 
 async def test_a_slot_that_frees_too_late_is_refused_at_once() -> None:
@@ -437,16 +475,16 @@ async def test_a_slot_that_frees_too_late_is_refused_at_once() -> None:
     from hardal_mcp.budget import START_BY
     from hardal_mcp.client import RateLimiter
 
-    limiter = RateLimiter(1)
+    clock = VirtualTime()
+    limiter = RateLimiter(1, clock=clock, sleep=clock.sleep)
     async with limiter.slot():
         pass  # the minute's only request
     token = START_BY.set(time.time() + 5)
     try:
-        started = time.monotonic()
         with pytest.raises(RateLimitError) as info:
             async with limiter.slot():
                 pass
-        assert time.monotonic() - started < 1
+        assert clock.waits == []  # refused without waiting at all
         assert info.value.retry_after is not None and 55 < info.value.retry_after <= 60
     finally:
         START_BY.reset(token)
