@@ -404,9 +404,7 @@ class Planner:
         missing = [d for run in runs for d in run]
         budget = math.ceil(max_sessions / self.size)  # pages; the allowance bounds the requests among them
         guess = max(0, (outcome.total or 0) - sum(stored.values())) / len(missing)
-        firsts = {d: self._first_page(d, guess) for d in missing}
-        cached = sum(self._cached(self.scope.day(d), self.size * page) for d, page in firsts.items())
-        affordable = min(budget, self.allowance.left + cached)
+        affordable = min(budget, self.allowance.left + len(self._days_at_hand(missing)))
         probed = _spread(missing, affordable) if affordable < len(missing) else missing
         infos = {d: _Day(d) for d in missing}
         read = 0
@@ -427,12 +425,23 @@ class Planner:
             day.whole = grid == 0 and total is not None and len(page.sessions) + page.dropped >= total
             consume(Page(page.sessions, page.dropped, index))
 
-        with anyio.CancelScope(deadline=self.deadline):
-            await self._gather(
-                [self.scope.day(d) for d in probed],
-                [self.size * firsts[d] for d in probed],
-                lambda page, i: take(page, infos[probed[i]], firsts[probed[i]]),
-            )
+        firsts: dict[date, int] = {}
+
+        def taking(wave: list[date]) -> Callable[[SessionsPage, int], None]:
+            return lambda page, i: take(page, infos[wave[i]], firsts[wave[i]])
+
+        # Every other day first, its size guessed from the window's total; then the days between, each
+        # guessed from its neighbours' exact totals (busy days come in runs: a sale, a campaign).
+        for wave in (probed[::2], probed[1::2]):
+            for d in wave:
+                near = [i.total for n in (-1, 1) if (i := infos.get(d + timedelta(days=n))) and i.total is not None]
+                firsts[d] = self._first_page(d, sum(near) / len(near) if near else guess)
+            with anyio.CancelScope(deadline=self.deadline):
+                await self._gather(
+                    [self.scope.day(d) for d in wave],
+                    [self.size * firsts[d] for d in wave],
+                    taking(wave),
+                )
         for d in probed:
             if infos[d].total is not None:
                 self._remember_first(d, firsts[d])

@@ -134,7 +134,7 @@ async def test_every_estimated_figure_carries_its_margin() -> None:
     assert "median and p90 are not estimated" in summary["_text"]
     drivers = [m for b in summary["comparison"]["breakdowns"] for m in b["bounce_drivers"]]
     assert drivers and all(m["bounce_moe"] is not None for m in drivers)
-    assert re.search(r"bounce-rate change from: \S+ [+-][\d.]+ ±[\d.]+ pts", summary["_text"])
+    assert re.search(r"bounce-rate change from: \S+ [+−-][\d.]+ ±[\d.]+ pts", summary["_text"])
     assert paths["coverage"]["sample"] is not None
     assert set(paths["moe"]) == {"visits", "views"} and all(m > 0 for m in paths["moe"].values())
 

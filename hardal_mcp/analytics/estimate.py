@@ -53,7 +53,7 @@ from ..numbers import rounded, rounded_int
 from .schema import DIMENSIONS, Breakdown, Entry, Sample
 
 Z95 = 1.959963984540054
-FEW = 10  # sampled events below which a share's margin is at least its Wilson interval's
+FEW = 20  # sampled events below which a share's margin is at least its Wilson interval's
 
 
 def t95(df: int) -> float:
