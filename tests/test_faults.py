@@ -3,7 +3,9 @@ through a real MCP client (in memory, or over loopback HTTP where the fault need
 
 Each test faults one website id and then checks that the same client session still gets a normal answer
 for another one. The sandbox counts requests per website id and records what it served: that is the
-ground truth the answers are compared with.
+ground truth the answers are compared with. The client's retries wait through an injected sleep that records
+the waits and returns at once: "bounded time" is asserted on those waits, never on a stopwatch. Only the
+socket timeouts and the tool deadline take real time (a fraction of a second each).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import anyio
+import anyio.lowlevel
 import httpx2
 import pytest
 from mcp.client import Client
 from starlette.applications import Starlette
 
+from hardal_mcp.client import RetryPolicy
 from hardal_mcp.config import Settings
 from hardal_mcp.sandbox import Running, SandboxConfig, create_app, serve_in_thread
 from hardal_mcp.sandbox import faults as f
@@ -42,9 +46,7 @@ START = END - timedelta(days=2)
 WINDOW = {"start_date": START.isoformat(), "end_date": END.isoformat()}
 ISTANBUL = ZoneInfo("Europe/Istanbul")
 HEALTHY = "healthy"  # a website id without faults: the "next call" after each fault goes there
-# Retry backoff is 0.5 s doubling, full jitter, 4 attempts: at most 0.5 + 1 + 2 s of sleeps per request.
-MAX_BACKOFF = 3.5
-SLACK = 1.0  # scheduling and processing headroom for timing bounds
+RETRY = RetryPolicy()  # the client's: 4 attempts, backoff 0.5 s doubling with full jitter
 
 
 def settings(**overrides: Any) -> Settings:
@@ -65,29 +67,50 @@ def sandbox_config(faults: Mapping[str, f.Fault]) -> SandboxConfig:
     return SandboxConfig(sessions_per_day=SESSIONS_PER_DAY, api_key=KEY, faults=faults)
 
 
+class Waits:
+    """Stands in for anyio.sleep in the client: records each wait it asks for, and the Unix time it would
+    have ended, and returns at once."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.until: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+        self.until.append(time.time() + seconds)
+        await anyio.lowlevel.checkpoint()
+
+    def backed_off(self, retries: int) -> bool:
+        """`retries` retries of one request, each after a wait within the backoff bound of its attempt."""
+        bounds = [RETRY.base_delay * 2**attempt for attempt in range(retries)]
+        return len(self.seconds) == retries and all(0 <= w <= b for w, b in zip(self.seconds, bounds, strict=True))
+
+
 @asynccontextmanager
-async def connect(faults: Mapping[str, f.Fault], **overrides: Any) -> AsyncIterator[tuple[Client, Starlette]]:
-    """An MCP client, in memory, to hardal-mcp, which talks in process to a sandbox with these faults."""
-    app = create_app(sandbox_config(faults))
-    server = build_server(settings(**overrides), transport=httpx2.ASGITransport(app=app))
+async def connect(
+    faults: Mapping[str, f.Fault], *, sandbox_sleep: Any = anyio.sleep, **overrides: Any
+) -> AsyncIterator[tuple[Client, Starlette, Waits]]:
+    """An MCP client, in memory, to hardal-mcp, which talks in process to a sandbox with these faults; the
+    waits of the client's retries. `sandbox_sleep` is how a `Slow` fault waits."""
+    app = create_app(sandbox_config(faults), sleep=sandbox_sleep)
+    waits = Waits()
+    server = build_server(settings(**overrides), transport=httpx2.ASGITransport(app=app), sleep=waits)
     async with Client(server) as client:
-        yield client, app
+        yield client, app, waits
 
 
 def text_of(result: Any) -> str:
     return "\n".join(block.text for block in result.content if block.type == "text")
 
 
-async def call(client: Client, tool: str, **arguments: Any) -> tuple[Any, float]:
-    started = time.monotonic()
-    result = await client.call_tool(tool, arguments)
-    return result, time.monotonic() - started
+async def call(client: Client, tool: str, **arguments: Any) -> Any:
+    return await client.call_tool(tool, arguments)
 
 
-async def summarize(client: Client, site: str, **arguments: Any) -> tuple[dict[str, Any], str, float]:
-    result, elapsed = await call(client, "summarize_sessions", website_id=site, **WINDOW, **arguments)
+async def summarize(client: Client, site: str, **arguments: Any) -> tuple[dict[str, Any], str]:
+    result = await call(client, "summarize_sessions", website_id=site, **WINDOW, **arguments)
     assert not result.is_error, text_of(result)
-    return result.structured_content, text_of(result), elapsed
+    return result.structured_content, text_of(result)
 
 
 async def assert_serves(client: Client) -> None:
@@ -97,13 +120,14 @@ async def assert_serves(client: Client) -> None:
     assert result.structured_content["page"]["returned"] == 3
 
 
-async def assert_paused(client: Client) -> None:
+async def assert_paused(client: Client, app: Starlette, waits: Waits) -> None:
     """Hardal's limit is per key: after a 429 that asked to wait long, a call on any website answers at
-    once with when to try again (no request, no time-out)."""
-    started = anyio.current_time()
+    once with when to try again (no request, no wait)."""
+    asked, waited = traffic(app).requests(HEALTHY), len(waits.seconds)
     result = await client.call_tool("list_sessions", {"website_id": HEALTHY, **WINDOW, "limit": 3})
     assert result.is_error and re.search(r"Try again in \d+ s", text_of(result)), text_of(result)
-    assert anyio.current_time() - started < SLACK
+    assert traffic(app).requests(HEALTHY) == asked
+    assert len(waits.seconds) == waited
 
 
 def window_sessions(site: str) -> list[Session]:
@@ -136,10 +160,11 @@ def loopback() -> Iterator[Running]:
 
 
 @asynccontextmanager
-async def connect_loopback(served: Running, **overrides: Any) -> AsyncIterator[Client]:
-    server = build_server(settings(base_url=served.url, **overrides))
+async def connect_loopback(served: Running, **overrides: Any) -> AsyncIterator[tuple[Client, Waits]]:
+    waits = Waits()
+    server = build_server(settings(base_url=served.url, **overrides), sleep=waits)
     async with Client(server) as client:
-        yield client
+        yield client, waits
 
 
 # --- Transient faults are absorbed ------------------------------------------------------------------
@@ -160,8 +185,8 @@ TRANSIENT = {
 async def test_transient_faults_are_retried_and_absorbed(site: str) -> None:
     fault = TRANSIENT[site]
     assert fault.times is not None
-    async with connect({site: fault}) as (client, app):
-        result, elapsed = await call(client, "list_sessions", website_id=site, **WINDOW, limit=50)
+    async with connect({site: fault}) as (client, app, waits):
+        result = await call(client, "list_sessions", website_id=site, **WINDOW, limit=50)
         assert not result.is_error, text_of(result)
         record = traffic(app).site(site)
         assert record.requests == fault.times + 1
@@ -169,7 +194,7 @@ async def test_transient_faults_are_retried_and_absorbed(site: str) -> None:
         # The answer is the page the sandbox finally served, as if nothing had happened.
         assert [s["id"] for s in result.structured_content["sessions"]] == [s.id for s in record.served]
         assert [s.id for s in record.served] == [s.id for s in window_sessions(site)[:50]]
-        assert elapsed < MAX_BACKOFF + SLACK
+        assert waits.backed_off(fault.times), waits.seconds
         await assert_serves(client)
 
 
@@ -177,16 +202,16 @@ async def test_transient_faults_are_retried_and_absorbed(site: str) -> None:
 async def test_retry_after_is_obeyed(http_date: bool) -> None:
     site = "ratelimited"
     fault = f.ErrorStatus(status=429, retry_after=1, http_date=http_date, times=1)
-    async with connect({site: fault}) as (client, app):
-        result, elapsed = await call(client, "list_sessions", website_id=site, **WINDOW, limit=5)
+    async with connect({site: fault}) as (client, app, waits):
+        result = await call(client, "list_sessions", website_id=site, **WINDOW, limit=5)
         assert not result.is_error, text_of(result)
         first, retry = traffic(app).site(site).hits
         assert first.status == 429
         assert retry.status == 200
         assert first.retry_at is not None
-        assert retry.at >= first.retry_at, f"retried {first.retry_at - retry.at:.3f} s sooner than asked"
-        assert retry.at - first.at >= 1.0
-        assert elapsed < 2 + SLACK  # an HTTP-date asks for up to 2 s (whole seconds)
+        [until] = waits.until  # one wait, before the retry
+        assert until >= first.retry_at, f"would retry {first.retry_at - until:.3f} s sooner than asked"
+        assert waits.seconds[0] <= 2  # an HTTP-date asks for up to 2 s (whole seconds): no longer
         await assert_serves(client)
 
 
@@ -205,41 +230,45 @@ PERSISTENT = {
 @pytest.mark.parametrize("site", list(PERSISTENT))
 async def test_persistent_faults_end_in_an_actionable_error(site: str) -> None:
     fault, words = PERSISTENT[site]
-    async with connect({site: fault}) as (client, app):
-        result, elapsed = await call(client, "list_sessions", website_id=site, **WINDOW)
+    async with connect({site: fault}) as (client, app, waits):
+        result = await call(client, "list_sessions", website_id=site, **WINDOW)
         assert result.is_error
         text = text_of(result)
         for word in words:
             assert word.lower() in text.lower(), (word, text)
         assert "<html" not in text.lower()
         assert "nginx" not in text
-        assert traffic(app).site(site).requests == 4  # RetryPolicy.attempts, no more
-        assert elapsed < MAX_BACKOFF + SLACK
+        assert traffic(app).site(site).requests == RETRY.attempts  # no more
+        assert waits.backed_off(RETRY.attempts - 1), waits.seconds
         await assert_serves(client)
 
 
 async def test_a_long_retry_after_is_reported_not_waited_out() -> None:
     site = "ratelimited-long"
-    async with connect({site: f.ErrorStatus(status=429, retry_after=120)}) as (client, app):
-        result, elapsed = await call(client, "summarize_sessions", website_id=site, **WINDOW)
+    async with connect({site: f.ErrorStatus(status=429, retry_after=120)}) as (client, app, waits):
+        result = await call(client, "summarize_sessions", website_id=site, **WINDOW)
         assert result.is_error
         assert "429" in text_of(result)
         assert "Try again in 120 s" in text_of(result)
         assert traffic(app).site(site).requests == 1
-        assert elapsed < SLACK
-        await assert_paused(client)
+        assert waits.seconds == []
+        await assert_paused(client, app, waits)
 
 
 async def test_a_failure_after_the_first_page_gives_a_partial_digest() -> None:
     site = "fails-later"
-    async with connect({site: f.ErrorStatus(status=503, after=1)}) as (client, _app):
-        summary, text, elapsed = await summarize(client, site)
+    async with connect({site: f.ErrorStatus(status=503, after=1)}) as (client, app, waits):
+        summary, text = await summarize(client, site)
         coverage = summary["coverage"]
         assert coverage["complete"] is False
         assert coverage["scanned"] == summary["totals"]["sessions"] == PAGE
         assert "503" in coverage["note"]
         assert "PARTIAL" in text
-        assert elapsed < MAX_BACKOFF + SLACK
+        # The pages after the first, asked for together, were each tried RETRY.attempts times, then given up.
+        failed, rest = divmod(traffic(app).site(site).requests - 1, RETRY.attempts)
+        assert failed >= 1 and rest == 0
+        assert len(waits.seconds) == failed * (RETRY.attempts - 1)
+        assert max(waits.seconds) <= RETRY.base_delay * 2 ** (RETRY.attempts - 2), waits.seconds
         await assert_serves(client)
 
 
@@ -247,57 +276,64 @@ async def test_a_failure_after_the_first_page_gives_a_partial_digest() -> None:
 
 
 async def test_one_slow_answer_is_retried(loopback: Running) -> None:
-    async with connect_loopback(loopback) as client:
-        result, elapsed = await call(client, "list_sessions", website_id="slow-once", **WINDOW, limit=10)
+    async with connect_loopback(loopback) as (client, waits):
+        result = await call(client, "list_sessions", website_id="slow-once", **WINDOW, limit=10)
         assert not result.is_error, text_of(result)
         assert result.structured_content["page"]["returned"] == 10
         assert traffic(loopback.app).requests("slow-once") == 2
-        assert elapsed < 0.3 + 0.5 + SLACK
+        assert waits.backed_off(1), waits.seconds
         await assert_serves(client)
 
 
 async def test_persistently_slow_answers_end_in_an_error_naming_the_timeout(loopback: Running) -> None:
-    async with connect_loopback(loopback) as client:
-        result, elapsed = await call(client, "list_sessions", website_id="slow-always", **WINDOW)
+    async with connect_loopback(loopback) as (client, waits):
+        result = await call(client, "list_sessions", website_id="slow-always", **WINDOW)
         assert result.is_error
         assert "HARDAL_TIMEOUT=0.3 s" in text_of(result)
         assert "narrow the time window" in text_of(result)
-        assert traffic(loopback.app).requests("slow-always") == 4
-        assert elapsed < 4 * 0.3 + MAX_BACKOFF + SLACK
+        assert traffic(loopback.app).requests("slow-always") == RETRY.attempts
+        assert waits.backed_off(RETRY.attempts - 1), waits.seconds
         await assert_serves(client)
 
 
 async def test_a_connection_dropped_mid_body_is_retried(loopback: Running) -> None:
-    async with connect_loopback(loopback) as client:
-        result, elapsed = await call(client, "list_sessions", website_id="drop-once", **WINDOW, limit=10)
+    async with connect_loopback(loopback) as (client, waits):
+        result = await call(client, "list_sessions", website_id="drop-once", **WINDOW, limit=10)
         assert not result.is_error, text_of(result)
         assert result.structured_content["page"]["returned"] == 10
         assert traffic(loopback.app).requests("drop-once") == 2
-        assert elapsed < 0.5 + SLACK
+        assert waits.backed_off(1), waits.seconds
         await assert_serves(client)
 
 
 async def test_connections_always_dropped_end_in_an_actionable_error(loopback: Running) -> None:
-    async with connect_loopback(loopback) as client:
-        result, elapsed = await call(client, "list_sessions", website_id="drop-always", **WINDOW)
+    async with connect_loopback(loopback) as (client, waits):
+        result = await call(client, "list_sessions", website_id="drop-always", **WINDOW)
         assert result.is_error
         text = text_of(result)
         assert "4 attempt" in text
         assert "try again" in text.lower()
         assert "connection" in text.lower()
-        assert traffic(loopback.app).requests("drop-always") == 4
-        assert elapsed < MAX_BACKOFF + SLACK
+        assert traffic(loopback.app).requests("drop-always") == RETRY.attempts
+        assert waits.backed_off(RETRY.attempts - 1), waits.seconds
         await assert_serves(client)
 
 
 # --- The overall deadline, and cancellation -----------------------------------------------------------
 
 
+async def never(seconds: float) -> None:
+    """A `Slow` fault's wait that lasts until its request is abandoned."""
+    await anyio.sleep_forever()
+
+
 async def test_the_tool_deadline_gives_a_partial_digest_marked_partial() -> None:
     site = "slow-after-first"
-    # Each request may take 5 s, but the whole call only 1 s: the deadline, not the timeout, stops it.
-    async with connect({site: f.Slow(delay=3, after=1)}, timeout=5, tool_timeout=1) as (client, _app):
-        summary, text, elapsed = await summarize(client, site)
+    # Pages after the first never come, and the in-process transport has no timeout: only the call's 1 s
+    # deadline can end it (the guard below fails the test if that never happens).
+    async with connect({site: f.Slow(after=1)}, sandbox_sleep=never, tool_timeout=1) as (client, _app, _):
+        with anyio.fail_after(30):
+            summary, text = await summarize(client, site)
         coverage = summary["coverage"]
         assert coverage["complete"] is False
         assert coverage["scanned"] == summary["totals"]["sessions"] == PAGE
@@ -305,20 +341,35 @@ async def test_the_tool_deadline_gives_a_partial_digest_marked_partial() -> None
         assert "HARDAL_TOOL_TIMEOUT" in coverage["note"]
         assert "PARTIAL" in text
         assert "HARDAL_TOOL_TIMEOUT" in text
-        assert 1 <= elapsed < 1 + SLACK
         await assert_serves(client)
+
+
+class Gate:
+    """A `Slow` fault's wait that lasts until the test opens the gate; says when the first request waits."""
+
+    def __init__(self) -> None:
+        self.waiting = anyio.Event()
+        self.opened = anyio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.waiting.set()
+        await self.opened.wait()
 
 
 async def test_an_abandoned_call_stops_its_upstream_requests() -> None:
     site = "slow-pages"
-    async with connect({site: f.Slow(delay=0.5, after=1)}, timeout=5, tool_timeout=60, page_size=20) as (client, app):
+    gate = Gate()
+    async with connect({site: f.Slow(after=1)}, sandbox_sleep=gate, tool_timeout=60, page_size=20) as (client, app, _):
         record = traffic(app).site(site)
-        with anyio.move_on_after(0.8) as scope:  # the SDK sends notifications/cancelled
-            await client.call_tool("summarize_sessions", {"website_id": site, **WINDOW})
-        assert scope.cancelled_caught
+        async with anyio.create_task_group() as group:
+            group.start_soon(client.call_tool, "summarize_sessions", {"website_id": site, **WINDOW})
+            await gate.waiting.wait()  # mid-scan: the pages after the first are held at the gate
+            group.cancel_scope.cancel()  # the SDK sends notifications/cancelled
+        await anyio.wait_all_tasks_blocked()
         assert 2 <= record.requests < len(window_sessions(site)) // 20  # mid-scan
         seen = record.requests
-        await anyio.sleep(1.5)  # three more rounds of slow pages, had the scan gone on
+        gate.opened.set()  # the held pages would be answered now, and the scan go on, had it not been stopped
+        await anyio.wait_all_tasks_blocked()
         assert record.requests == seen
         assert any(hit.status == 0 for hit in record.hits)  # in-flight requests were abandoned, not finished
         await assert_serves(client)
@@ -330,8 +381,8 @@ async def test_an_abandoned_call_stops_its_upstream_requests() -> None:
 
 async def test_empty_pages_while_has_more_end_the_scan_marked_incomplete() -> None:
     site = "empty-pages"
-    async with connect({site: f.EmptyPages()}) as (client, app):
-        summary, text, _ = await summarize(client, site)
+    async with connect({site: f.EmptyPages()}) as (client, app, _):
+        summary, text = await summarize(client, site)
         record = traffic(app).site(site)
         assert summary["totals"]["sessions"] == len(unique_ids(record)) == PAGE
         assert record.requests == -(-len(window_sessions(site)) // PAGE)  # each planned page once
@@ -342,8 +393,8 @@ async def test_empty_pages_while_has_more_end_the_scan_marked_incomplete() -> No
 
 async def test_empty_pages_without_a_total_end_the_scan_marked_incomplete() -> None:
     site = "empty-pages-no-total"
-    async with connect({site: f.EmptyPages(hide_total=True)}) as (client, app):
-        summary, _, _ = await summarize(client, site)
+    async with connect({site: f.EmptyPages(hide_total=True)}) as (client, app, _):
+        summary, _ = await summarize(client, site)
         assert traffic(app).site(site).requests == 2
         assert summary["totals"]["sessions"] == PAGE
         assert summary["coverage"]["complete"] is False
@@ -352,8 +403,8 @@ async def test_empty_pages_without_a_total_end_the_scan_marked_incomplete() -> N
 @pytest.mark.parametrize("hide_total", [False, True], ids=["with-total", "without-total"])
 async def test_a_lying_has_more_does_not_loop(hide_total: bool) -> None:
     site = "lying-has-more"
-    async with connect({site: f.LyingHasMore(hide_total=hide_total)}) as (client, app):
-        summary, _, _ = await summarize(client, site)
+    async with connect({site: f.LyingHasMore(hide_total=hide_total)}) as (client, app, _):
+        summary, _ = await summarize(client, site)
         truth = window_sessions(site)
         record = traffic(app).site(site)
         assert summary["totals"]["sessions"] == len(truth) == len(record.served) == len(unique_ids(record))
@@ -366,8 +417,8 @@ async def test_a_lying_has_more_does_not_loop(hide_total: bool) -> None:
 
 async def test_a_shrinking_total_ends_the_scan_without_double_counting() -> None:
     site = "shrinking"
-    async with connect({site: f.ShiftingTotal(step=-40)}) as (client, app):
-        summary, text, _ = await summarize(client, site)
+    async with connect({site: f.ShiftingTotal(step=-40)}) as (client, app, _):
+        summary, text = await summarize(client, site)
         record = traffic(app).site(site)
         truth = window_sessions(site)
         assert summary["totals"]["sessions"] == len(unique_ids(record)) == len(record.served) < len(truth)
@@ -381,8 +432,8 @@ async def test_a_shrinking_total_ends_the_scan_without_double_counting() -> None
 async def test_a_growing_total_is_read_to_the_end_or_marked_incomplete() -> None:
     site = "growing"
     fault = f.ShiftingTotal(step=60, start=0.5)
-    async with connect({site: fault}) as (client, app):
-        summary, _, _ = await summarize(client, site)
+    async with connect({site: fault}) as (client, app, _):
+        summary, _ = await summarize(client, site)
         record = traffic(app).site(site)
         grew_to = fault.visible(len(window_sessions(site)), record.requests - 1)  # what the last page said
         assert summary["totals"]["sessions"] == grew_to or summary["coverage"]["complete"] is False
@@ -390,8 +441,8 @@ async def test_a_growing_total_is_read_to_the_end_or_marked_incomplete() -> None
 
 async def test_a_growing_total_ends_the_scan_without_double_counting() -> None:
     site = "growing"
-    async with connect({site: f.ShiftingTotal(step=60, start=0.5)}) as (client, app):
-        summary, _, _ = await summarize(client, site)
+    async with connect({site: f.ShiftingTotal(step=60, start=0.5)}) as (client, app, _):
+        summary, _ = await summarize(client, site)
         record = traffic(app).site(site)
         assert summary["totals"]["sessions"] == len(unique_ids(record))
         assert record.requests <= 2 * (len(window_sessions(site)) // PAGE + 1)  # it ends
@@ -400,8 +451,8 @@ async def test_a_growing_total_ends_the_scan_without_double_counting() -> None:
 
 async def test_sessions_inserted_at_the_head_are_counted_once() -> None:
     site = "busy"
-    async with connect({site: f.HeadInserts(per_request=7)}) as (client, app):
-        summary, text, _ = await summarize(client, site)
+    async with connect({site: f.HeadInserts(per_request=7)}) as (client, app, _):
+        summary, text = await summarize(client, site)
         record = traffic(app).site(site)
         ids = unique_ids(record)
         repeats = len(record.served) - len(ids)
@@ -428,8 +479,8 @@ def readable(session: Session, field: str) -> bool:
 
 async def test_schema_drift_keeps_every_readable_field() -> None:
     site = "drifting"
-    async with connect({site: f.Drift()}) as (client, app):
-        summary, _, _ = await summarize(client, site)
+    async with connect({site: f.Drift()}) as (client, app, _):
+        summary, _ = await summarize(client, site)
         served = {s.id: s for s in traffic(app).site(site).served}
         assert len(served) == len(window_sessions(site))
         kept = [s for s in served.values() if readable(s, "id")]
@@ -460,8 +511,8 @@ async def test_schema_drift_keeps_every_readable_field() -> None:
 
 async def test_schema_drift_unreadable_items_are_counted_not_lost_silently() -> None:
     site = "drifting"
-    async with connect({site: f.Drift()}) as (client, app):
-        summary, _text, _ = await summarize(client, site)
+    async with connect({site: f.Drift()}) as (client, app, _):
+        summary, _text = await summarize(client, site)
         dropped = sum(1 for s in traffic(app).site(site).served if not readable(s, "id"))
         note = summary["coverage"]["note"] or ""
         assert dropped > 0
@@ -471,8 +522,8 @@ async def test_schema_drift_unreadable_items_are_counted_not_lost_silently() -> 
 
 async def test_schema_drift_in_a_listed_page() -> None:
     site = "drifting"
-    async with connect({site: f.Drift()}) as (client, app):
-        result, _ = await call(client, "list_sessions", website_id=site, **WINDOW, limit=50)
+    async with connect({site: f.Drift()}) as (client, app, _):
+        result = await call(client, "list_sessions", website_id=site, **WINDOW, limit=50)
         assert not result.is_error, text_of(result)
         served = traffic(app).site(site).served
         rows = {r["id"]: r for r in result.structured_content["sessions"]}
@@ -496,11 +547,11 @@ async def test_schema_drift_in_a_listed_page() -> None:
 
 async def test_schema_drift_paging_by_next_offset_repeats_nothing() -> None:
     site = "drifting"
-    async with connect({site: f.Drift()}) as (client, _):
+    async with connect({site: f.Drift()}) as (client, _, _):
         ids: list[str] = []
         offset: int | None = 0
         while offset is not None:
-            result, _ = await call(client, "list_sessions", website_id=site, **WINDOW, limit=50, offset=offset)
+            result = await call(client, "list_sessions", website_id=site, **WINDOW, limit=50, offset=offset)
             ids += [s["id"] for s in result.structured_content["sessions"]]
             offset = result.structured_content["page"]["next_offset"]
         assert len(ids) == len(set(ids))
@@ -563,7 +614,8 @@ async def test_the_api_key_never_leaks_whatever_the_fault(caplog: pytest.LogCapt
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []
     with serve_in_thread(sandbox_config(LEAK_FAULTS)) as served:
-        async with connect_loopback(served) as client:
+        # Slow answers are cut at 0.1 s of real time: they only need to fail, a few times each.
+        async with connect_loopback(served, timeout=0.1) as (client, waits):
 
             async def run(tool: str, arguments: dict[str, Any]) -> None:
                 result = await client.call_tool(tool, arguments)
@@ -580,7 +632,7 @@ async def test_the_api_key_never_leaks_whatever_the_fault(caplog: pytest.LogCapt
                         group.start_soon(run, name, arguments)
             for name, arguments in pausing:
                 await run(name, arguments)
-            await assert_paused(client)
+            await assert_paused(client, served.app, waits)
         for site in LEAK_SITES:
             assert traffic(served.app).requests(site) >= 1  # every site's faults were met
     assert len(seen) == 2 * len(calls)
