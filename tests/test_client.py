@@ -19,6 +19,7 @@ import pytest
 from pydantic import SecretStr
 
 from hardal_mcp import __version__
+from hardal_mcp.budget import Limiter
 from hardal_mcp.client import HardalClient, RateLimiter, ResponseCache, RetryPolicy
 from hardal_mcp.config import Settings
 from hardal_mcp.errors import (
@@ -74,17 +75,13 @@ def fail(exc_type: type[httpx2.RequestError]) -> Step:
 
 
 class FakeHardal:
-    """Plays the steps in order (the last one repeats) and records every request with its arrival time."""
+    """Plays the steps in order (the last one repeats) and records every request."""
 
     def __init__(self, *steps: Step) -> None:
         self.steps = steps
         self.requests: list[httpx2.Request] = []
-        self.monotonic: list[float] = []
-        self.wall: list[float] = []
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
-        self.monotonic.append(time.monotonic())
-        self.wall.append(time.time())
         self.requests.append(request)
         step = self.steps[min(len(self.requests) - 1, len(self.steps) - 1)]
         return step(request)
@@ -103,6 +100,7 @@ async def make_client():
         retry: RetryPolicy = FAST,
         cache: ResponseCache | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        budgets: Callable[[str], Limiter] | None = None,
         **settings: object,
     ) -> HardalClient:
         client = HardalClient(
@@ -111,6 +109,7 @@ async def make_client():
             retry=retry,
             cache=cache or ResponseCache(max_bytes=0),  # most tests count requests: no caching unless asked
             sleep=sleep,
+            budgets=budgets,
         )
         clients.append(client)
         return client
@@ -402,39 +401,46 @@ async def test_a_persistently_garbled_body_is_a_protocol_error_and_is_not_cached
 # --- Retry-After -----------------------------------------------------------------------------------
 
 
+class RecordedSleep:
+    """Stands in for anyio.sleep: records each wait the client asks for, and the Unix time it would have
+    ended, and returns at once."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.until: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.until.append(time.time() + seconds)
+        await anyio.lowlevel.checkpoint()
+
+
 async def test_retry_after_seconds_is_never_retried_sooner(make_client):
     fake = FakeHardal(reply(429, headers={"Retry-After": "1"}), ok())
-    client = make_client(fake)
+    sleep = RecordedSleep()
+    client = make_client(fake, sleep=sleep)
 
     page = await get_sessions(client)
 
     assert len(page.sessions) == 1
     assert fake.count == 2
-    assert fake.monotonic[1] - fake.monotonic[0] >= 1.0
+    assert len(sleep.waits) == 1
+    assert sleep.waits[0] >= 1.0
 
 
 async def test_retry_after_http_date_is_never_retried_sooner(make_client):
     not_before = math.floor(time.time()) + 2  # an HTTP-date has whole seconds: a wait in (1, 2] s
     header = email.utils.formatdate(not_before, usegmt=True)
     fake = FakeHardal(reply(429, headers={"Retry-After": header}), ok())
-    client = make_client(fake)
+    sleep = RecordedSleep()
+    client = make_client(fake, sleep=sleep)
 
     await get_sessions(client)
 
     assert fake.count == 2
-    assert fake.wall[0] < not_before - 0.5  # the test asked for a real wait
-    assert fake.wall[1] >= not_before - 0.005  # tolerance: wall vs monotonic clock granularity
-
-
-class RecordedSleep:
-    """Stands in for anyio.sleep: records each wait the client asks for and returns at once."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        await anyio.lowlevel.checkpoint()
+    assert len(sleep.until) == 1
+    assert sleep.until[0] >= not_before  # the retry would go no sooner than the date
+    assert sleep.waits[0] <= 2.0  # ... and no later than needed
 
 
 async def test_retries_wait_through_the_injected_sleep(make_client):
@@ -698,18 +704,60 @@ async def test_api_key_never_in_any_exception_or_log_record(make_client, caplog)
 # --- per-key limiter in the client -----------------------------------------------------------------
 
 
+class FakeClock:
+    """A clock the test moves; as a sleep, a wait moves it on instead of passing."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()
+
+
+class WouldWait(Exception):
+    """A limiter asked to wait: `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+async def refuse_to_wait(seconds: float) -> None:
+    """A limiter's sleep that turns any wait into WouldWait, so a test sees it instead of waiting."""
+    raise WouldWait(seconds)
+
+
+def one_a_minute(_: str) -> RateLimiter:
+    return RateLimiter(1, clock=FakeClock(), sleep=refuse_to_wait)
+
+
+async def completes_quickly(limiter: RateLimiter) -> bool:
+    """Whether a request (answered at once) gets its slot without waiting (`limiter` refuses to wait)."""
+    try:
+        async with limiter.slot():
+            pass
+    except WouldWait:
+        return False
+    return True
+
+
 async def test_each_key_has_its_own_rate_limit(make_client):
     fake = FakeHardal(ok())
-    client = make_client(fake, rate_limit=1)
+    client = make_client(fake, budgets=one_a_minute)
     other = SecretStr("hk_test_another_key_0000000000")
 
     await client.sessions(KEY, "demo", WINDOW, limit=10)
-    with anyio.fail_after(1):  # another key is not held back by the first key's budget
-        await client.sessions(other, "demo", WINDOW, limit=10)
-    with anyio.move_on_after(0.2) as scope:  # the first key's budget is spent for a minute
+    await client.sessions(other, "demo", WINDOW, limit=10)  # another key is not held back by the first's budget
+    with pytest.raises(WouldWait) as waited:
         await client.sessions(KEY, "demo", WINDOW, limit=10)
 
-    assert scope.cancelled_caught
+    assert waited.value.seconds == 60.0  # the first key's budget is spent for a minute
     assert fake.count == 2
     assert client.requests_sent == 2
     assert [r.headers["Authorization"] for r in fake.requests] == [
@@ -720,113 +768,97 @@ async def test_each_key_has_its_own_rate_limit(make_client):
 
 async def test_retries_spend_the_rate_limit_budget(make_client):
     fake = FakeHardal(reply(503), ok())
-    client = make_client(fake, rate_limit=2)
+    client = make_client(fake, budgets=lambda _: RateLimiter(2, clock=FakeClock(), sleep=refuse_to_wait))
 
     await get_sessions(client)  # two requests: the retry counts
-    with anyio.move_on_after(0.2) as scope:
+    with pytest.raises(WouldWait):
         await get_sessions(client)
 
-    assert scope.cancelled_caught
     assert fake.count == 2
 
 
 # --- RateLimiter ----------------------------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def completes_quickly(limiter: RateLimiter, within: float = 0.05) -> bool:
-    """Whether a request (answered at once) gets its slot within `within` seconds."""
-    with anyio.move_on_after(within) as scope:
-        async with limiter.slot():
-            pass
-    return not scope.cancelled_caught
-
-
 async def test_rate_limiter_allows_per_minute_then_blocks():
     clock = FakeClock()
-    limiter = RateLimiter(3, clock=clock)
+    limiter = RateLimiter(3, clock=clock, sleep=refuse_to_wait)
 
-    assert [await completes_quickly(limiter, 1.0) for _ in range(3)] == [True, True, True]
+    assert [await completes_quickly(limiter) for _ in range(3)] == [True, True, True]
     assert not await completes_quickly(limiter)
     clock.now += 59.9
     assert not await completes_quickly(limiter)
     clock.now += 0.1  # a full minute after the first three
-    assert [await completes_quickly(limiter, 1.0) for _ in range(3)] == [True, True, True]
+    assert [await completes_quickly(limiter) for _ in range(3)] == [True, True, True]
     assert not await completes_quickly(limiter)
 
 
 async def test_rate_limiter_window_slides():
     clock = FakeClock()
-    limiter = RateLimiter(2, clock=clock)
+    limiter = RateLimiter(2, clock=clock, sleep=refuse_to_wait)
 
-    assert await completes_quickly(limiter, 1.0)  # t=0
+    assert await completes_quickly(limiter)  # t=0
     clock.now += 30
-    assert await completes_quickly(limiter, 1.0)  # t=30
+    assert await completes_quickly(limiter)  # t=30
     clock.now += 29.5
     assert not await completes_quickly(limiter)  # t=59.5: both still in the window
     clock.now += 0.5
-    assert await completes_quickly(limiter, 1.0)  # t=60: the t=0 start left the window
+    assert await completes_quickly(limiter)  # t=60: the t=0 start left the window
     assert not await completes_quickly(limiter)  # t=30 and t=60 are in the window
     clock.now += 30
-    assert await completes_quickly(limiter, 1.0)  # t=90: the t=30 start left
+    assert await completes_quickly(limiter)  # t=90: the t=30 start left
 
 
 async def test_rate_limiter_waits_exactly_until_the_oldest_start_leaves():
-    offset = [0.0]
-    limiter = RateLimiter(1, clock=lambda: offset[0] + time.monotonic())
+    clock = FakeClock()
+    limiter = RateLimiter(1, clock=clock, sleep=clock.sleep)
 
-    before_first = time.monotonic()
     async with limiter.slot():
         pass
-    offset[0] += 59.8  # the first answer now leaves the window 0.2 s from now, in real time
-    with anyio.fail_after(5):
-        async with limiter.slot():
-            pass
-    done = time.monotonic()
+    clock.now += 59.8  # the first answer now leaves the window 0.2 s from now
+    async with limiter.slot():
+        pass
 
-    assert done - before_first >= 0.2
-    assert done - before_first < 2.0
+    assert clock.waits == [pytest.approx(0.2)]
 
 
 async def test_rate_limiter_serves_waiters_in_arrival_order():
-    offset = [0.0]
-    limiter = RateLimiter(1, clock=lambda: offset[0] + time.monotonic())
+    clock = FakeClock()
+    released = anyio.Event()
+
+    async def sleep(seconds: float) -> None:  # the first waiter waits here until all three have arrived
+        await released.wait()
+        clock.now += seconds
+
+    limiter = RateLimiter(1, clock=clock, sleep=sleep)
     async with limiter.slot():
         pass
-    offset[0] += 59.9
     order: list[int] = []
 
     async def waiter(n: int) -> None:
         async with limiter.slot():
             order.append(n)
-        offset[0] += 60  # let the next one through once this one has had its slot
 
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            for n in range(3):
-                tg.start_soon(waiter, n)
-                await anyio.sleep(0.01)
+    async with anyio.create_task_group() as tg:
+        for n in (2, 0, 1):
+            tg.start_soon(waiter, n)
+            await anyio.wait_all_tasks_blocked()  # it waits, or queues, before the next one arrives
+        assert order == []
+        released.set()
 
-    assert order == [0, 1, 2]
+    assert order == [2, 0, 1]
 
 
 async def test_a_request_holds_its_slot_in_flight_and_is_dated_by_its_answer():
     clock = FakeClock()
-    limiter = RateLimiter(1, clock=clock)
+    limiter = RateLimiter(1, clock=clock, sleep=refuse_to_wait)
     async with limiter.slot():
         assert not await completes_quickly(limiter)  # in flight: the only slot is taken
         clock.now += 10  # the answer comes 10 s later
     clock.now += 55  # 65 s after the start but 55 s after the answer
     assert not await completes_quickly(limiter)
     clock.now += 5
-    assert await completes_quickly(limiter, 1.0)
+    assert await completes_quickly(limiter)
 
 
 # --- RetryPolicy -----------------------------------------------------------------------------------
