@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
-import time
 import tracemalloc
 from datetime import date
 from typing import Any
@@ -57,26 +56,24 @@ def matched(criteria: dict[str, Any], sessions: list[Session]) -> int:
 # --- item 4: a hostile segment costs O(small) -----------------------------------------------------
 
 
-def refused(criteria: Any) -> tuple[InputError, float, int]:
-    """The InputError, the seconds and the peak bytes allocated while `Segment.parse` refused `criteria`."""
+def refused(criteria: Any) -> tuple[InputError, int]:
+    """The InputError, and the peak bytes allocated while `Segment.parse` refused `criteria`: what shows that
+    nothing proportional to the input was built (no stopwatch; a shared CI machine's timings are noise)."""
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         with pytest.raises(InputError) as caught:
             Segment.parse(criteria)
-        seconds = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    return caught.value, seconds, peak
+    return caught.value, peak
 
 
 def test_a_segment_of_230k_unknown_keys_is_refused_at_once() -> None:
     # ≈3 MB of JSON, under the HTTP cap: pydantic used to build an error per key (≈190 MB, seconds)
     hostile = {f"unknown_key_{i:06d}": 1 for i in range(230_000)}
-    error, seconds, peak = refused(hostile)
+    error, peak = refused(hostile)
     assert peak < 1_000_000, peak  # bytes: nothing proportional to the keys
-    assert seconds < 2.0
     assert error.parameter == "segment"
     message = str(error)
     assert len(message) < 400
@@ -98,9 +95,8 @@ def test_unknown_keys_are_named_with_the_known_ones_around_them() -> None:
 
 
 def test_a_fields_mapping_of_100k_keys_is_refused_at_once() -> None:
-    error, seconds, peak = refused({"fields": {f"key_{i}": "value" for i in range(100_000)}})
+    error, peak = refused({"fields": {f"key_{i}": "value" for i in range(100_000)}})
     assert peak < 1_000_000, peak
-    assert seconds < 2.0
     assert error.parameter == "segment.fields"
     assert f"give 1 to {MAX_SEGMENT_VALUES} field keys; got 100,000" in str(error)
 
@@ -118,10 +114,9 @@ def test_a_fields_mapping_of_100k_keys_is_refused_at_once() -> None:
     ],
 )
 def test_every_list_and_text_is_bounded_before_validation(criteria: dict[str, Any], parameter: str) -> None:
-    error, seconds, peak = refused(criteria)
+    error, peak = refused(criteria)
     assert error.parameter == parameter
     assert peak < 1_000_000, peak
-    assert seconds < 1.0
     assert len(str(error)) < 300
 
 
