@@ -53,9 +53,12 @@ EVENT_KEYS = ["id", "type", "name", "timestamp", "url", "properties"]
 
 @asynccontextmanager
 async def sandbox(
-    config: SandboxConfig | None = None, auth: bool = True, sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    config: SandboxConfig | None = None,
+    auth: bool = True,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[httpx2.AsyncClient]:
-    app = create_app(config or SandboxConfig(sessions_per_day=50, now=NOW), sleep=sleep)
+    app = create_app(config or SandboxConfig(sessions_per_day=50, now=NOW), sleep=sleep, clock=clock)
     async with httpx2.AsyncClient(
         transport=httpx2.ASGITransport(app=app), base_url="http://sandbox.test", headers=AUTH if auth else None
     ) as client:
@@ -451,6 +454,19 @@ async def test_rate_limit_can_send_retry_after() -> None:
         limited = await client.get(SESSIONS)
         assert limited.status_code == 429
         assert 59 <= int(limited.headers["retry-after"]) <= 60
+
+
+async def test_the_rate_limit_counts_its_minute_on_the_injected_clock() -> None:
+    now = [1000.0]
+    config = SandboxConfig(sessions_per_day=5, now=NOW, rate_limit_per_minute=1, retry_after=True)
+    async with sandbox(config, clock=lambda: now[0]) as client:
+        assert (await client.get(SESSIONS)).status_code == 200
+        now[0] += 59.5
+        limited = await client.get(SESSIONS)
+        assert limited.status_code == 429
+        assert limited.headers["retry-after"] == "1"  # the half second left, in whole seconds
+        now[0] += 0.5
+        assert (await client.get(SESSIONS)).status_code == 200  # a minute on that clock, none in real time
 
 
 def test_rate_limit_window_slides() -> None:
