@@ -250,7 +250,7 @@ import json, sys, time, anyio
 from pathlib import Path
 from hardal_mcp.budget import SharedRateLimiter
 
-path, requests, go = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+path, requests = Path(sys.argv[1]), int(sys.argv[2])
 limiter = SharedRateLimiter(path, 5, window=0.5)
 starts = []
 
@@ -260,11 +260,12 @@ async def one():
         await anyio.sleep(0.05)  # the request in flight
 
 async def main():
-    await anyio.sleep(max(0.0, go - time.time()))
     async with anyio.create_task_group() as tg:
         for _ in range(requests):
             tg.start_soon(one)
 
+print("ready", flush=True)
+sys.stdin.readline()  # go
 anyio.run(main)
 print(json.dumps(starts))
 """
@@ -272,17 +273,23 @@ print(json.dumps(starts))
 
 def test_processes_sharing_a_file_never_exceed_the_limit_in_any_window(tmp_path: Path) -> None:
     path = tmp_path / "budget-abc"
-    go = time.time() + 1.5  # both start sending together, after their imports
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(path), "8", str(go)],
+            [sys.executable, "-c", WORKER, str(path), "8"],
             cwd=ROOT,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(2)
     ]
+    for proc in procs:  # both start sending together, once both have their imports done
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n", proc.communicate()[1]
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     starts: list[float] = []
     for proc in procs:
         out, err = proc.communicate(timeout=120)
