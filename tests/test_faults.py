@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from statistics import mean
@@ -88,7 +88,7 @@ class Waits:
 
 @asynccontextmanager
 async def connect(
-    faults: Mapping[str, f.Fault], *, sandbox_sleep: Any = anyio.sleep, **overrides: Any
+    faults: Mapping[str, f.Fault], *, sandbox_sleep: Callable[[float], Awaitable[None]] = anyio.sleep, **overrides: Any
 ) -> AsyncIterator[tuple[Client, Starlette, Waits]]:
     """An MCP client, in memory, to hardal-mcp, which talks in process to a sandbox with these faults; the
     waits of the client's retries. `sandbox_sleep` is how a `Slow` fault waits."""
