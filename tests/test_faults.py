@@ -5,7 +5,7 @@ Each test faults one website id and then checks that the same client session sti
 for another one. The sandbox counts requests per website id and records what it served: that is the
 ground truth the answers are compared with. The client's retries wait through an injected sleep that records
 the waits and returns at once: "bounded time" is asserted on those waits, never on a stopwatch. Only the
-socket timeouts and the tool deadline take real time (a fraction of a second each).
+socket timeouts (0.3 s) and the tool deadline (1 s) take real time.
 """
 
 from __future__ import annotations
