@@ -410,11 +410,7 @@ class HardalClient:
         for attempt in range(self.retry.attempts):
             paused = limiter.held() if attempt == 0 else 0.0  # a retry already waits as its 429 asked
             if paused > self.retry.max_retry_after:  # a 429 asked every caller of this key to wait that long
-                raise RateLimitError(
-                    f"Hardal's rate limit for this key is exhausted: an earlier answer asked to wait. Try again "
-                    f"in {math.ceil(paused)} s, or lower HARDAL_RATE_LIMIT if other tools share this key.",
-                    retry_after=paused,
-                )
+                raise paused_error(paused)
             try:
                 async with limiter.slot():
                     self.requests_sent += 1
@@ -494,6 +490,15 @@ class HardalClient:
         # An injected transport (the in-process sandbox, tests) is not Hardal: no budget to share.
         shared = shared_limiter(self.settings, fingerprint) if self._transport is None else None
         return shared or RateLimiter(self.settings.rate_limit)
+
+
+def paused_error(paused: float) -> RateLimitError:
+    """The error for a request of a key that a 429 paused for `paused` more seconds (any process's 429)."""
+    return RateLimitError(
+        f"Hardal's rate limit for this key is exhausted: an earlier answer asked to wait. Try again "
+        f"in {math.ceil(paused)} s, or lower HARDAL_RATE_LIMIT if other tools share this key.",
+        retry_after=paused,
+    )
 
 
 def _sessions_request(

@@ -49,7 +49,7 @@ from pydantic import SecretStr
 
 from .analytics.estimate import Design, Group
 from .budget import START_BY, too_late
-from .client import HardalClient
+from .client import HardalClient, paused_error
 from .config import Settings
 from .errors import InputError, NetworkError, RateLimitError, ServerError, UpstreamError, own_errors
 from .models import Session, SessionsPage
@@ -725,7 +725,10 @@ class Planner:
             del firsts[next(iter(firsts))]
 
     def _spent(self) -> RateLimitError:
+        """Why the allowance refused a request: Hardal's own 429 pausing the key, else the budget spent."""
         budget = self.client.budget(self.key)
+        if (paused := budget.held()) > 0:
+            return paused_error(paused)
         wait = next((s for s in range(1, 61) if budget.available(float(s)) > 0), 60)
         return RateLimitError(
             f"the key's rate budget (HARDAL_RATE_LIMIT={self.settings.rate_limit} a minute) is spent by earlier "
