@@ -55,9 +55,9 @@ class Settings(BaseModel):
     @classmethod
     def _check_store(cls, value: str) -> str:
         value = value.strip()
-        if value.lower() in ("", "auto", "off"):
-            return value.lower() or "auto"
-        return value
+        # true/false: the MCP Bundle's "keep the day store" switch, which hosts pass as a boolean's text
+        switch = {"": "auto", "auto": "auto", "true": "auto", "off": "off", "false": "off"}
+        return switch.get(value.lower(), value)
 
     @field_validator("base_url")
     @classmethod
