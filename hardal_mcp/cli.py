@@ -17,9 +17,9 @@ import httpx2
 from . import __version__
 from .config import Settings, display_url
 from .errors import ConfigError, HardalError
+from .operations import configure_logging
 
 DEMO_BASE_URL = "http://sandbox.demo"  # never resolved: --demo routes requests to the in-process sandbox
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.arguments += extra  # name=value pairs given after a flag, e.g. `call TOOL --demo top=5`
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    configure_logging(args.log_level, args.log_format)
     try:
         if args.command == "sandbox":
             return _sandbox(args)
@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--demo", action="store_true", help="serve the embedded sandbox's demo data (no key needed)")
     common.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="stderr log level"
+    )
+    common.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="stderr logs as text or one JSON object a line"
     )
     parser = argparse.ArgumentParser(
         prog="hardal-mcp",

@@ -3,15 +3,16 @@ The lifespan owns the one HTTP client to Hardal."""
 
 from __future__ import annotations
 
-import copy
 import hmac
 import logging
+import socket
 import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from functools import partial
+from typing import Literal
 
 import anyio
 import httpx2
@@ -34,6 +35,7 @@ from .client import HardalClient
 from .config import Settings
 from .errors import ConfigError
 from .keys import Fingerprints, presented
+from .operations import Operations, log_startup
 from .params import TIMEFRAMES
 from .service import Background, Hardal
 from .store import DayStore
@@ -182,8 +184,23 @@ def serve_http(
             "DNS-rebinding protection only accepts requests addressed to hosts it knows."
         )
     app = http_app(server, settings, host=host, auth=auth, stateless=stateless)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=_stderr_logging())
-    anyio.run(uvicorn.Server(config).serve)
+    # No logging config of uvicorn's own: its records reach the root handler (stderr, --log-format); the
+    # access log is ours (operations.Operations), which never prints a query string.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=None, access_log=False)
+    anyio.run(_Announced(config, host=host, port=port, auth=auth, stateless=stateless).serve)
+
+
+class _Announced(uvicorn.Server):
+    """uvicorn's server, which logs the start-up line once its socket is bound."""
+
+    def __init__(self, config: uvicorn.Config, *, host: str, port: int, auth: AuthMode, stateless: bool) -> None:
+        super().__init__(config)
+        self._announce = partial(log_startup, host=host, port=port, auth=auth, stateless=stateless)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._announce()
 
 
 def http_app(
@@ -201,7 +218,8 @@ def http_app(
     """The ASGI app `serve_http` serves: the SDK's streamable-HTTP app at /mcp (its lifespan runs the server's),
     behind case-insensitive Host/Origin matching. In passthrough mode with sessions, each key (bearer token)
     holds at most `sessions_per_key` sessions and a session idle for `idle_timeout` seconds ends, so no key
-    can fill the server's `max_sessions` and lock the others out."""
+    can fill the server's `max_sessions` and lock the others out. Around it all, the access log and `/readyz`
+    (operations.Operations); `clock` also times the access log's milliseconds."""
     hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *settings.mcp_allowed_hosts]
     origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*", *settings.mcp_allowed_origins]
     security = TransportSecuritySettings(
@@ -220,7 +238,7 @@ def http_app(
     )
     if bounded and sessions_per_key is not None:
         app = SessionsPerKey(app, per_key=sessions_per_key, idle_timeout=idle_timeout, clock=clock)
-    return LowercaseHost(app)
+    return Operations(LowercaseHost(app), clock=clock)
 
 
 @dataclass(slots=True)
@@ -396,10 +414,3 @@ class LowercaseHost:
                 (name, value.lower() if name in (b"host", b"origin") else value) for name, value in scope["headers"]
             ]
         await self.app(scope, receive, send)
-
-
-def _stderr_logging() -> dict[str, Any]:
-    """uvicorn's logging with its access log on stderr too: stdout is never written to."""
-    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
-    return config

@@ -1,0 +1,132 @@
+"""What an operator of `--transport http` sees: logs on stderr (text or one JSON object per line), a start-up
+line and an access log that print at every log level, and `/readyz`.
+
+The access log names the method, the path (never the query string), the status, the milliseconds and the MCP
+session id; it never reads a header other than the session id, so no key or token can reach it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import __version__
+
+LogFormat = Literal["text", "json"]
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The start-up line and the access log: printed at INFO whatever --log-level says (they are what an operator
+# watches), and quieted only by --log-level error.
+OPS_LOGGER = "hardal_mcp.http"
+log = logging.getLogger(OPS_LOGGER)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the record's `fields` (if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str, log_format: LogFormat) -> None:
+    """Every log line to stderr (stdout is the stdio transport's wire), in the chosen format."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    if logging.getLevelName(level.upper()) < logging.ERROR:
+        log.setLevel(logging.INFO)
+
+
+def log_startup(*, host: str, port: int, auth: str, stateless: bool) -> None:
+    bound = f"[{host}]" if ":" in host else host
+    log.info(
+        "hardal-mcp %s serving MCP over streamable HTTP at http://%s:%d/mcp (auth %s%s)",
+        __version__,
+        bound,
+        port,
+        auth,
+        ", stateless" if stateless else "",
+        extra={
+            "fields": {
+                "event": "start",
+                "host": host,
+                "port": port,
+                "transport": "http",
+                "auth": auth,
+                "stateless": stateless,
+                "version": __version__,
+            }
+        },
+    )
+
+
+class Operations:
+    """ASGI middleware around the whole HTTP app: the access log and `/readyz`. `clock` measures the
+    milliseconds (tests inject one)."""
+
+    def __init__(self, app: ASGIApp, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.app = app
+        self._clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] == "/readyz":
+            await JSONResponse({"status": "ready"})(scope, receive, send)
+            return
+        await self._logged(scope, receive, send)
+
+    async def _logged(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = self._clock()
+        status = 0
+        session: str | None = Headers(scope=scope).get("mcp-session-id")
+
+        async def watch(message: Message) -> None:
+            nonlocal status, session
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                session = session or Headers(raw=message["headers"]).get("mcp-session-id")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            _access(scope["method"], scope["path"], status, (self._clock() - started) * 1000, session)
+
+
+def _access(method: str, path: str, status: int, ms: float, session: str | None) -> None:
+    # status 0: the app failed or the client left before any answer began
+    log.info(
+        "%s %s %d %.1f ms session=%s",
+        method,
+        path,
+        status,
+        ms,
+        session or "-",
+        extra={
+            "fields": {
+                "event": "access",
+                "method": method,
+                "path": path,
+                "status": status,
+                "ms": round(ms, 1),
+                "session": session,
+            }
+        },
+    )

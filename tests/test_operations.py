@@ -1,0 +1,127 @@
+"""The operator's view of `--transport http`: the start-up line, the access log (text and JSON), `/readyz`.
+Real `hardal-mcp` processes on loopback, or the HTTP app in process behind an ASGI transport."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx2
+import pytest
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from hardal_mcp import __version__
+from hardal_mcp.operations import OPS_LOGGER
+from hardal_mcp.sandbox import DEMO_API_KEY
+
+from .conftest import Served, free_port, spawn
+from .test_http import asgi_client, bearer, in_process
+from .test_server import text_of
+
+TOKEN = "mcp-token-for-operations-0123456789"
+
+
+@asynccontextmanager
+async def served(args: list[str], env: dict[str, str]) -> AsyncIterator[tuple[Served, list[str]]]:
+    """A `hardal-mcp --transport http` process; after the block, the list holds its stderr lines (it is
+    stopped first, so every line it wrote is there)."""
+    port = free_port()
+    server = spawn(["--transport", "http", "--port", str(port), *args], port, env=env)
+    lines: list[str] = []
+    try:
+        yield server, lines
+    finally:
+        server.proc.terminate()
+        try:
+            _, err = server.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            _, err = server.proc.communicate()
+        lines.extend(err.decode().splitlines())
+
+
+async def test_the_start_up_line_names_address_port_transport_auth_and_version_at_the_default_level() -> None:
+    async with served(["--demo"], {"HARDAL_MCP_TOKEN": TOKEN}) as (server, lines):
+        port = server.url.rsplit(":", 1)[1]
+    [line] = [line for line in lines if "serving MCP" in line]
+    assert f"hardal-mcp {__version__} serving MCP over streamable HTTP at http://127.0.0.1:{port}/mcp" in line
+    assert "(auth token)" in line
+    assert TOKEN not in "\n".join(lines)
+
+
+async def test_json_logs_are_one_object_a_line_with_the_access_fields_and_no_secret() -> None:
+    async with served(["--demo", "--log-format", "json"], {"HARDAL_MCP_TOKEN": TOKEN}) as (server, lines):
+        url = f"{server.url}/mcp"
+        async with bearer(TOKEN) as http, Client(streamable_http_client(url, http_client=http)) as client:
+            result = await client.call_tool("list_sessions", {"limit": 2})
+            assert not result.is_error, text_of(result)
+        async with httpx2.AsyncClient() as http:  # a secret in a query string and a refused token
+            refused = await http.get(f"{server.url}/mcp?api_key={DEMO_API_KEY}", headers={"Authorization": "Bearer x"})
+            assert refused.status_code == 401
+    entries = [json.loads(line) for line in lines]  # every line parses: nothing else is printed
+    [start] = [e for e in entries if e.get("event") == "start"]
+    assert start | {"port": 0} == start | {
+        "host": "127.0.0.1",
+        "port": 0,
+        "transport": "http",
+        "auth": "token",
+        "stateless": False,
+        "version": __version__,
+    }
+    access = [e for e in entries if e.get("event") == "access"]
+    calls = [e for e in access if e["method"] == "POST" and e["status"] == 200]
+    assert calls, access
+    assert all(e["path"] == "/mcp" and isinstance(e["ms"], float) and "session" in e for e in calls)
+    assert {"method": "GET", "path": "/mcp", "status": 401, "session": None}.items() <= access[-1].items()
+    everything = "\n".join(lines)
+    assert TOKEN not in everything
+    assert DEMO_API_KEY not in everything
+    assert "api_key" not in everything
+
+
+class Ticks:
+    """A clock that moves 12.5 ms a reading."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        self.now += 0.0125
+        return self.now
+
+
+async def test_the_text_access_log_names_method_path_status_milliseconds_and_session(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=OPS_LOGGER)
+    async with in_process("none", clock=Ticks()) as app, asgi_client(app) as http:
+        opened = await http.post(
+            "/mcp",
+            json={
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"},
+                },
+            },
+            headers={"Accept": "application/json, text/event-stream"},
+        )
+        session = opened.headers["mcp-session-id"]
+        await http.get("/healthz?secret=yes")
+    messages = [r.getMessage() for r in caplog.records if getattr(r, "fields", {}).get("event") == "access"]
+    assert messages == [f"POST /mcp 200 12.5 ms session={session}", "GET /healthz 200 12.5 ms session=-"]
+
+
+async def test_readyz_answers_ready_and_healthz_is_unchanged() -> None:
+    async with in_process("none") as app, asgi_client(app) as http:
+        ready = await http.get("/readyz")
+        assert (ready.status_code, ready.json()["status"]) == (200, "ready")
+        health = await http.get("/healthz")
+        assert (health.status_code, health.json()) == (200, {"status": "ok", "version": __version__})
