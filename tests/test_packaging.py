@@ -242,6 +242,29 @@ def test_wheel_metadata_has_the_version_and_ownership_line(wheel: Path, server_j
     assert re.search(rf"mcp-name: {re.escape(server_json['name'])}(\s|-->|<|$)", metadata)
 
 
+def test_wheel_and_server_json_name_the_same_repository(wheel: Path, server_json: dict[str, Any]) -> None:
+    urls = dict(
+        line.removeprefix("Project-URL: ").split(", ", 1)
+        for line in _metadata(wheel).splitlines()
+        if line.startswith("Project-URL: ")
+    )
+    assert {"Homepage", "Repository", "Issues", "Changelog"} <= urls.keys(), urls
+    assert server_json["repository"] == {"url": urls["Repository"], "source": "github"}
+    assert server_json["websiteUrl"] == urls["Homepage"]
+    # The registry's name for a GitHub-owned server is io.github.<owner>/<name>: the same repository.
+    owner_and_name = server_json["name"].removeprefix("io.github.")
+    assert urls["Repository"] == f"https://github.com/{owner_and_name}"
+
+
+def test_the_release_workflow_releases_the_tagged_version() -> None:
+    """A tag that is not the package's version is refused before anything is published."""
+    workflow = (ROOT / ".github" / "workflows" / "release.yml").read_text(encoding="utf-8")
+    assert 'tags: ["v*"]' in workflow
+    assert 'test "v$version" = "$TAG"' in workflow
+    for step in ("pypa/gh-action-pypi-publish", "gh release create", "mcp-publisher publish", "make bundle"):
+        assert step in workflow, step
+
+
 def test_wheel_ships_every_module_and_the_console_script(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
