@@ -103,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
         "each client presents its own Hardal API key as bearer token and the server holds none",
     )
     parser.add_argument("--stateless", action="store_true", help="HTTP only: no sessions, for load-balanced replicas")
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="HTTP only: after SIGTERM, how long calls in flight may run on while new ones are refused (default 20)",
+    )
     parser.add_argument("--check", action="store_true", help="check the configuration against the API and exit")
     sub = parser.add_subparsers(dest="command")
     call = sub.add_parser("call", parents=[common], help="run one tool and print its answer")
@@ -140,12 +147,12 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, httpx2.AsyncBaseTrans
 
 
 def _serve(settings: Settings, transport: httpx2.AsyncBaseTransport | None, args: argparse.Namespace) -> int:
-    from .server import AuthMode, build_server, serve_http
+    from .server import DRAIN_SECONDS, AuthMode, build_server, serve_http
 
     auth: AuthMode = args.auth or ("token" if settings.mcp_token else "none")
     if args.transport != "http":
-        if args.auth or args.stateless:
-            raise ConfigError("--auth and --stateless apply to --transport http only.")
+        if args.auth or args.stateless or args.drain_seconds is not None:
+            raise ConfigError("--auth, --stateless and --drain-seconds apply to --transport http only.")
         server = build_server(settings, transport=transport)
         _settle_heap()
         server.run("stdio")
@@ -153,9 +160,14 @@ def _serve(settings: Settings, transport: httpx2.AsyncBaseTransport | None, args
     if auth == "passthrough" and settings.api_key is not None:
         logging.getLogger(__name__).warning("--auth passthrough: ignoring HARDAL_API_KEY; clients bring their own")
         settings = settings.model_copy(update={"api_key": None})
+    drain = DRAIN_SECONDS if args.drain_seconds is None else args.drain_seconds
+    if drain < 0:
+        raise ConfigError(f"--drain-seconds {args.drain_seconds:g}: give 0 or more seconds.")
     server = build_server(settings, transport=transport, auth=auth)
     _settle_heap()
-    serve_http(server, settings, host=args.host, port=args.port, auth=auth, stateless=args.stateless)
+    serve_http(
+        server, settings, host=args.host, port=args.port, auth=auth, stateless=args.stateless, drain_seconds=drain
+    )
     return 0
 
 

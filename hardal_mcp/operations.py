@@ -1,5 +1,6 @@
 """What an operator of `--transport http` sees: logs on stderr (text or one JSON object per line), a start-up
-line and an access log that print at every log level, and `/readyz`.
+line and an access log that print at every log level, `/readyz`, and the drain that lets calls in flight
+finish while new ones are refused.
 
 The access log names the method, the path (never the query string), the status, the milliseconds and the MCP
 session id; it never reads a header other than the session id, so no key or token can reach it."""
@@ -47,7 +48,7 @@ def configure_logging(level: str, log_format: LogFormat) -> None:
     """Every log line to stderr (stdout is the stdio transport's wire), in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     if logging.getLevelName(level.upper()) < logging.ERROR:
         log.setLevel(logging.INFO)
 
@@ -75,24 +76,54 @@ def log_startup(*, host: str, port: int, auth: str, stateless: bool) -> None:
     )
 
 
+def log_drain(in_flight: int, seconds: float) -> None:
+    log.info(
+        "draining: refusing new calls; %d in flight, given up to %g s",
+        in_flight,
+        seconds,
+        extra={"fields": {"event": "drain", "in_flight": in_flight, "drain_seconds": seconds}},
+    )
+
+
 class Operations:
-    """ASGI middleware around the whole HTTP app: the access log and `/readyz`. `clock` measures the
-    milliseconds (tests inject one)."""
+    """ASGI middleware around the whole HTTP app: the access log, `/readyz`, and the drain. `clock` measures
+    the milliseconds (tests inject one).
+
+    Once `drain()` is called, `/readyz` answers 503 and every new request but a probe or a DELETE (a client
+    ending its session) is refused with 503 at once; requests already in flight go on. `in_flight` counts
+    the POSTs (the calls) still running, for the server to wait on."""
 
     def __init__(self, app: ASGIApp, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.app = app
         self._clock = clock
+        self.draining = False
+        self.in_flight = 0
+
+    def drain(self) -> None:
+        self.draining = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
-        if scope["path"] == "/readyz":
-            await JSONResponse({"status": "ready"})(scope, receive, send)
-            return
-        await self._logged(scope, receive, send)
+        elif scope["path"] == "/readyz":
+            await self._readyz(scope, receive, send)
+        elif self.draining and scope["path"] != "/healthz" and scope["method"] != "DELETE":
+            await self._logged(_refuse_draining, scope, receive, send)
+        elif scope["method"] == "POST":
+            self.in_flight += 1
+            try:
+                await self._logged(self.app, scope, receive, send)
+            finally:
+                self.in_flight -= 1
+        else:
+            await self._logged(self.app, scope, receive, send)
 
-    async def _logged(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status = "draining" if self.draining else "ready"
+        body = {"status": status, "in_flight": self.in_flight}
+        await JSONResponse(body, status_code=503 if self.draining else 200)(scope, receive, send)
+
+    async def _logged(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         started = self._clock()
         status = 0
         session: str | None = Headers(scope=scope).get("mcp-session-id")
@@ -105,9 +136,15 @@ class Operations:
             await send(message)
 
         try:
-            await self.app(scope, receive, watch)
+            await app(scope, receive, watch)
         finally:
             _access(scope["method"], scope["path"], status, (self._clock() - started) * 1000, session)
+
+
+async def _refuse_draining(scope: Scope, receive: Receive, send: Send) -> None:
+    error = {"code": -32000, "message": "This server is shutting down; retry, and the next server will answer."}
+    body = JSONResponse({"jsonrpc": "2.0", "id": None, "error": error}, status_code=503, headers={"Retry-After": "1"})
+    await body(scope, receive, send)
 
 
 def _access(method: str, path: str, status: int, ms: float, session: str | None) -> None:

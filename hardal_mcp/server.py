@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from types import FrameType
 from typing import Literal
 
 import anyio
@@ -35,7 +36,7 @@ from .client import HardalClient
 from .config import Settings
 from .errors import ConfigError
 from .keys import Fingerprints, presented
-from .operations import Operations, log_startup
+from .operations import Operations, log_drain, log_startup
 from .params import TIMEFRAMES
 from .service import Background, Hardal
 from .store import DayStore
@@ -50,6 +51,7 @@ MCP_PATH = "/mcp"
 # sooner than the SDK's 30 minutes. A client that finds its session gone starts a new one (MCP says so).
 SESSIONS_PER_KEY = 8
 PASSTHROUGH_IDLE_TIMEOUT = 300.0
+DRAIN_SECONDS = 20.0  # how long calls in flight may run on after SIGTERM (--drain-seconds)
 
 INSTRUCTIONS = """\
 Answers questions about a website's visitors from Hardal analytics sessions.
@@ -169,9 +171,18 @@ def _add_prompts(server: MCPServer[AppState], settings: Settings) -> None:
 
 
 def serve_http(
-    server: MCPServer[AppState], settings: Settings, *, host: str, port: int, auth: AuthMode, stateless: bool
+    server: MCPServer[AppState],
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    auth: AuthMode,
+    stateless: bool,
+    drain_seconds: float = DRAIN_SECONDS,
 ) -> None:
-    """Streamable HTTP at /mcp. Refuses to open an unauthenticated or rebinding-prone door off loopback."""
+    """Streamable HTTP at /mcp. Refuses to open an unauthenticated or rebinding-prone door off loopback.
+    SIGTERM (or Ctrl-C) drains: new calls are refused at once, calls in flight get up to `drain_seconds` to
+    finish; a second signal stops at once."""
     exposed = host not in LOOPBACK
     if exposed and auth == "none":
         raise ConfigError(
@@ -185,22 +196,47 @@ def serve_http(
         )
     app = http_app(server, settings, host=host, auth=auth, stateless=stateless)
     # No logging config of uvicorn's own: its records reach the root handler (stderr, --log-format); the
-    # access log is ours (operations.Operations), which never prints a query string.
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=None, access_log=False)
-    anyio.run(_Announced(config, host=host, port=port, auth=auth, stateless=stateless).serve)
+    # access log is ours (operations.Operations), which never prints a query string. Once drained, streams
+    # still open (a client's idle GET) get a second before they are cut.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", log_config=None, access_log=False, timeout_graceful_shutdown=1
+    )
+    announce = partial(log_startup, host=host, port=port, auth=auth, stateless=stateless)
+    anyio.run(_Draining(config, app, drain_seconds=drain_seconds, announce=announce).serve)
 
 
-class _Announced(uvicorn.Server):
-    """uvicorn's server, which logs the start-up line once its socket is bound."""
+class _Draining(uvicorn.Server):
+    """uvicorn's server, which logs the start-up line once its socket is bound, and on the first signal
+    drains `ops` before it shuts down (uvicorn's own shutdown would stop listening and then cut the calls
+    in flight)."""
 
-    def __init__(self, config: uvicorn.Config, *, host: str, port: int, auth: AuthMode, stateless: bool) -> None:
+    def __init__(
+        self, config: uvicorn.Config, ops: Operations, *, drain_seconds: float, announce: Callable[[], None]
+    ) -> None:
         super().__init__(config)
-        self._announce = partial(log_startup, host=host, port=port, auth=auth, stateless=stateless)
+        self._ops = ops
+        self._drain_seconds = drain_seconds
+        self._announce = announce
+        self._deadline: float | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
             self._announce()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._deadline is not None or not self.started:
+            super().handle_exit(sig, frame)
+            return
+        self._captured_signals.append(sig)
+        self._deadline = time.monotonic() + self._drain_seconds
+        self._ops.drain()
+        log_drain(self._ops.in_flight, self._drain_seconds)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._deadline is not None and (not self._ops.in_flight or time.monotonic() >= self._deadline):
+            self.should_exit = True
+        return await super().on_tick(counter)
 
 
 def http_app(
@@ -214,7 +250,7 @@ def http_app(
     sessions_per_key: int | None = SESSIONS_PER_KEY,
     idle_timeout: float = PASSTHROUGH_IDLE_TIMEOUT,
     clock: Callable[[], float] = time.monotonic,
-) -> ASGIApp:
+) -> Operations:
     """The ASGI app `serve_http` serves: the SDK's streamable-HTTP app at /mcp (its lifespan runs the server's),
     behind case-insensitive Host/Origin matching. In passthrough mode with sessions, each key (bearer token)
     holds at most `sessions_per_key` sessions and a session idle for `idle_timeout` seconds ends, so no key

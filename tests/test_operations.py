@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from mcp.client import Client
@@ -18,7 +21,7 @@ from hardal_mcp import __version__
 from hardal_mcp.operations import OPS_LOGGER
 from hardal_mcp.sandbox import DEMO_API_KEY
 
-from .conftest import Served, free_port, spawn
+from .conftest import WINDOW, Served, free_port, spawn, stop
 from .test_http import asgi_client, bearer, in_process
 from .test_server import text_of
 
@@ -125,3 +128,56 @@ async def test_readyz_answers_ready_and_healthz_is_unchanged() -> None:
         assert (ready.status_code, ready.json()["status"]) == (200, "ready")
         health = await http.get("/healthz")
         assert (health.status_code, health.json()) == (200, {"status": "ok", "version": __version__})
+
+
+async def test_a_draining_server_is_not_ready_and_refuses_new_calls_but_answers_health() -> None:
+    async with in_process("none") as app, asgi_client(app) as http:
+        app.drain()  # type: ignore[attr-defined]  # in_process yields the Operations app as a plain ASGIApp
+        ready = await http.get("/readyz")
+        assert (ready.status_code, ready.json()) == (503, {"status": "draining", "in_flight": 0})
+        call = await http.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        assert call.status_code == 503
+        assert "shutting down" in call.json()["error"]["message"]
+        assert (await http.get("/healthz")).status_code == 200
+
+
+async def _ready(http: httpx2.AsyncClient, url: str, in_flight: int) -> httpx2.Response:
+    """Poll /readyz until it counts `in_flight` calls (waiting for an event, not for a time)."""
+    while True:
+        ready = await http.get(f"{url}/readyz")
+        if ready.json()["in_flight"] == in_flight:
+            return ready
+        await anyio.sleep(0.02)
+
+
+async def test_sigterm_lets_the_call_in_flight_finish_and_refuses_new_ones_at_once() -> None:
+    port = free_port()
+    sandbox = spawn(["sandbox", "--port", str(port), "--fault", "slow-after-first"], port)  # 5 s after the first
+    env = {"HARDAL_BASE_URL": sandbox.url, "HARDAL_API_KEY": "demo-key", "HARDAL_WEBSITE_ID": "demo"}
+    try:
+        async with served(["--drain-seconds", "60"], env) as (server, lines), httpx2.AsyncClient() as probe:
+            url = f"{server.url}/mcp"
+            async with (
+                httpx2.AsyncClient(timeout=60) as http,
+                Client(streamable_http_client(url, http_client=http)) as client,
+            ):
+                assert not (await client.call_tool("list_sessions", {"limit": 1})).is_error  # the quick first
+                results: list[Any] = []
+
+                async def slow_call() -> None:
+                    results.append(await client.call_tool("list_sessions", {**WINDOW, "limit": 2}))
+
+                async with anyio.create_task_group() as group:
+                    group.start_soon(slow_call)
+                    await _ready(probe, server.url, 1)
+                    server.proc.send_signal(signal.SIGTERM)
+                    assert (await _ready(probe, server.url, 1)).status_code == 503  # at once, while it runs
+                    refused = await probe.post(url, json={"jsonrpc": "2.0", "id": 9, "method": "tools/list"})
+                    assert refused.status_code == 503
+            [result] = results
+            assert not result.is_error, text_of(result)
+            assert result.structured_content["page"]["returned"] == 2
+            assert server.proc.wait(timeout=30) == -signal.SIGTERM
+        assert any("draining: refusing new calls; 1 in flight, given up to 60 s" in line for line in lines)
+    finally:
+        stop(sandbox)
