@@ -44,9 +44,7 @@ async def test_tools_are_the_servers_own(manifest: dict[str, Any], server_lists:
         )
 
 
-async def test_prompts_are_the_servers_own(
-    manifest: dict[str, Any], server_lists: tuple[list[Any], list[Any]]
-) -> None:
+async def test_prompts_are_the_servers_own(manifest: dict[str, Any], server_lists: tuple[list[Any], list[Any]]) -> None:
     _, prompts = server_lists
     assert [prompt["name"] for prompt in manifest["prompts"]] == [prompt.name for prompt in prompts]
     served = {prompt.name: prompt for prompt in prompts}
