@@ -42,7 +42,8 @@ echo "bundle: packed $BUNDLE, $size bytes ($((size / 1024)) KiB)"
 [ "${1:-}" = "--pack-only" ] && exit 0
 
 command -v uv >/dev/null || "$PY" -m pip install --quiet "uv==$UV_VERSION"
-uv lock --check  # uv.lock matches pyproject.toml: the bundle's `uv run` installs exactly the locked versions
+# uv.lock matches pyproject.toml: the bundle's `uv run` installs exactly the locked versions.
+uv lock --check || { echo "bundle: uv.lock is out of step with pyproject.toml: run \`uv lock\` and commit uv.lock" >&2; exit 1; }
 
 OUT="$CONFORMANCE_DIR/results/bundle"
 rm -rf "$OUT" && mkdir -p "$OUT/home"
