@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 
@@ -18,6 +18,9 @@ from . import __version__
 from .config import Settings, display_url
 from .errors import ConfigError, HardalError
 from .operations import configure_logging
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 DEMO_BASE_URL = "http://sandbox.demo"  # never resolved: --demo routes requests to the in-process sandbox
 
@@ -104,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--stateless", action="store_true", help="HTTP only: no sessions, for load-balanced replicas")
     parser.add_argument(
+        "--metrics", action="store_true", help="HTTP only: serve Prometheus metrics at /metrics (the metrics extra)"
+    )
+    parser.add_argument(
         "--drain-seconds",
         type=float,
         default=None,
@@ -151,8 +157,8 @@ def _serve(settings: Settings, transport: httpx2.AsyncBaseTransport | None, args
 
     auth: AuthMode = args.auth or ("token" if settings.mcp_token else "none")
     if args.transport != "http":
-        if args.auth or args.stateless or args.drain_seconds is not None:
-            raise ConfigError("--auth, --stateless and --drain-seconds apply to --transport http only.")
+        if args.auth or args.stateless or args.metrics or args.drain_seconds is not None:
+            raise ConfigError("--auth, --stateless, --metrics and --drain-seconds apply to --transport http only.")
         server = build_server(settings, transport=transport)
         _settle_heap()
         server.run("stdio")
@@ -163,12 +169,22 @@ def _serve(settings: Settings, transport: httpx2.AsyncBaseTransport | None, args
     drain = DRAIN_SECONDS if args.drain_seconds is None else args.drain_seconds
     if drain < 0:
         raise ConfigError(f"--drain-seconds {args.drain_seconds:g}: give 0 or more seconds.")
-    server = build_server(settings, transport=transport, auth=auth)
+    server = build_server(settings, transport=transport, auth=auth, metrics=_metrics() if args.metrics else None)
     _settle_heap()
     serve_http(
         server, settings, host=args.host, port=args.port, auth=auth, stateless=args.stateless, drain_seconds=drain
     )
     return 0
+
+
+def _metrics() -> Metrics:
+    try:
+        from .metrics import Metrics
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"--metrics needs prometheus-client ({exc.name} is missing): pip install 'hardal-mcp[metrics]'."
+        ) from None
+    return Metrics()
 
 
 def _settle_heap() -> None:

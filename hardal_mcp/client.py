@@ -235,8 +235,10 @@ class HardalClient:
         fingerprints: Fingerprints | None = None,
         acceptance: Acceptance | None = None,
         budgets: Callable[[str], Limiter] | None = None,
+        on_response: Callable[[httpx2.Response], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_response = on_response  # sees every answer from Hardal, retries included (metrics)
         self._sleep = sleep  # how retries wait (backoff, Retry-After); tests record the waits instead
         # A key's rate limiter, made from its fingerprint; tests give budgets on a clock of their own.
         self._new_budget = budgets or self._default_budget
@@ -268,6 +270,7 @@ class HardalClient:
                 follow_redirects=False,
                 # Below the usual 5 s server keep-alive, so an idle connection is never reused as it closes.
                 limits=httpx2.Limits(keepalive_expiry=2.0),
+                event_hooks={"response": [self._on_response]} if self._on_response else None,
             )
         return self._pool
 

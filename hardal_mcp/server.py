@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from types import FrameType
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import httpx2
@@ -21,9 +21,18 @@ import uvicorn
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.context import Context
 from mcp.server.streamable_http_manager import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_TIMEOUT
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
+from mcp.types import (
+    CallToolResult,
+    Completion,
+    CompletionArgument,
+    CompletionContext,
+    InputRequiredResult,
+    PromptReference,
+    ResourceTemplateReference,
+)
 from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import AnyHttpUrl, SecretStr
 from starlette.datastructures import Headers
@@ -41,6 +50,9 @@ from .params import TIMEFRAMES
 from .service import Background, Hardal
 from .store import DayStore
 from .tools import AppState, tools
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +107,29 @@ def build_server(
     transport: httpx2.AsyncBaseTransport | None = None,
     auth: AuthMode = "none",
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    metrics: Metrics | None = None,
 ) -> MCPServer[AppState]:
     """`transport` replaces the network (the embedded sandbox for --demo, or a test double); `sleep` is how
     the client's retries wait (tests record the waits). `auth` only matters over HTTP: `token` requires
-    HARDAL_MCP_TOKEN, `passthrough` takes each client's Hardal key."""
+    HARDAL_MCP_TOKEN, `passthrough` takes each client's Hardal key. With `metrics`, tool calls, Hardal's
+    answers, cache and store lookups and the configured key's budget are counted, and served at /metrics."""
 
     fingerprints = Fingerprints.for_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        client = HardalClient(settings, transport=transport, fingerprints=fingerprints, sleep=sleep)
-        store = DayStore.open(settings)
+        client = HardalClient(
+            settings,
+            transport=transport,
+            fingerprints=fingerprints,
+            sleep=sleep,
+            cache=metrics.cache() if metrics else None,
+            on_response=metrics.on_response if metrics else None,
+        )
+        store = DayStore.open(settings) if metrics is None else metrics.open_store(settings)
+        key = None if auth == "passthrough" else settings.api_key
+        if metrics is not None and key is not None:
+            metrics.watch_budget(lambda: client.budget(key).available(0))
         try:
             async with anyio.create_task_group() as group:  # background fills of the day store live here
                 hardal = Hardal(settings, client, store=store, background=Background(group))
@@ -126,7 +150,8 @@ def build_server(
     elif settings.api_key is None:
         log.warning("HARDAL_API_KEY is not set: every tool will answer with an error until it is.")
 
-    server: MCPServer[AppState] = MCPServer(
+    server: MCPServer[AppState] = _Server(
+        metrics,
         "hardal-mcp",
         title="Hardal Analytics",
         version=__version__,
@@ -145,7 +170,32 @@ def build_server(
         return JSONResponse({"status": "ok", "version": __version__})
 
     server.custom_route("/healthz", methods=["GET"])(healthz)  # for orchestrators; never authenticated
+    if metrics is not None:
+        server.custom_route("/metrics", methods=["GET"])(metrics.endpoint)  # no secrets in it; unauthenticated
     return server
+
+
+class _Server(MCPServer[AppState]):
+    """The SDK's server; with `metrics`, each tool call is counted by tool and outcome, and timed."""
+
+    def __init__(self, metrics: Metrics | None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._metrics = metrics
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        if self._metrics is None:
+            return await super().call_tool(name, arguments, context)
+        started = time.monotonic()
+        ok = False
+        try:
+            result = await super().call_tool(name, arguments, context)
+            ok = not (isinstance(result, CallToolResult) and result.is_error)
+            return result
+        finally:
+            known = any(tool.name == name for tool in self._tool_manager.list_tools())  # never a typed name
+            self._metrics.tool_call(name if known else "unknown", ok, time.monotonic() - started)
 
 
 def _add_prompts(server: MCPServer[AppState], settings: Settings) -> None:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -16,13 +17,17 @@ import httpx2
 import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from hardal_mcp import __version__
+from hardal_mcp.metrics import Metrics
 from hardal_mcp.operations import OPS_LOGGER
-from hardal_mcp.sandbox import DEMO_API_KEY
+from hardal_mcp.sandbox import DEMO_API_KEY, SandboxConfig, faults
+from hardal_mcp.server import build_server, http_app
 
-from .conftest import WINDOW, Served, free_port, spawn, stop
-from .test_http import asgi_client, bearer, in_process
+from .conftest import WINDOW, Served, free_port, make_settings, sandbox_transport, spawn, stop
+from .test_http import asgi_client, bearer, in_process, running
 from .test_server import text_of
 
 TOKEN = "mcp-token-for-operations-0123456789"
@@ -181,3 +186,66 @@ async def test_sigterm_lets_the_call_in_flight_finish_and_refuses_new_ones_at_on
         assert any("draining: refusing new calls; 1 in flight, given up to 60 s" in line for line in lines)
     finally:
         stop(sandbox)
+
+
+async def _no_wait(_: float) -> None:
+    pass
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def test_metrics_count_tool_calls_upstream_statuses_429s_cache_hits_and_budget_without_keys() -> None:
+    settings = make_settings()
+    metrics = Metrics()
+    config = SandboxConfig(sessions_per_day=120, faults={"*": faults.ErrorStatus(status=429, retry_after=1, times=1)})
+    server = build_server(settings, transport=sandbox_transport(config), sleep=_no_wait, metrics=metrics)
+    async with running(http_app(server, settings, auth="none", stateless=False)) as app, asgi_client(app) as http:
+        url = "http://127.0.0.1:8000/mcp"
+        async with Client(streamable_http_client(url, http_client=http)) as client:
+            for _ in range(2):  # the second is answered from the response cache
+                assert not (await client.call_tool("list_sessions", {**WINDOW, "limit": 2})).is_error
+            assert (await client.call_tool("no_such_tool", {})).is_error
+        scraped = await http.get("/metrics")
+    assert scraped.status_code == 200
+    assert scraped.headers["content-type"].startswith("text/plain")
+    samples = _samples(scraped.text)
+    assert samples[("hardal_mcp_tool_calls_total", (("outcome", "ok"), ("tool", "list_sessions")))] == 2
+    assert samples[("hardal_mcp_tool_calls_total", (("outcome", "error"), ("tool", "unknown")))] == 1
+    assert samples[("hardal_mcp_tool_call_seconds_count", (("tool", "list_sessions"),))] == 2
+    assert samples[("hardal_mcp_upstream_requests_total", (("status", "429"),))] == 1
+    assert samples[("hardal_mcp_upstream_requests_total", (("status", "200"),))] >= 1
+    assert samples[("hardal_mcp_upstream_rate_limited_total", ())] == 1
+    assert samples[("hardal_mcp_cache_lookups_total", (("cache", "response"), ("result", "hit")))] >= 1
+    assert 0 <= samples[("hardal_mcp_rate_budget_available", ())] <= settings.rate_limit
+    assert DEMO_API_KEY not in scraped.text
+    assert "no_such_tool" not in scraped.text  # a typed name never becomes a label
+
+
+async def test_metrics_are_off_unless_enabled() -> None:
+    async with in_process("none") as app, asgi_client(app) as http:
+        assert (await http.get("/metrics")).status_code == 404
+
+
+async def test_metrics_count_day_store_hits_and_misses(tmp_path: Path) -> None:
+    metrics = Metrics()
+    settings = make_settings(store=str(tmp_path / "days.db"))
+    async with Client(build_server(settings, transport=sandbox_transport(), metrics=metrics)) as client:
+        for _ in range(2):  # the first stores the window's closed days, the second reads them back
+            assert not (await client.call_tool("summarize_sessions", WINDOW)).is_error
+    samples = _samples(generate_latest(metrics.registry).decode())
+    days = samples[("hardal_mcp_cache_lookups_total", (("cache", "store"), ("result", "miss")))]
+    assert days > 0
+    assert samples[("hardal_mcp_cache_lookups_total", (("cache", "store"), ("result", "hit")))] == days
+
+
+async def test_the_metrics_flag_serves_metrics_over_http() -> None:
+    async with served(["--demo", "--metrics"], {}) as (server, _), httpx2.AsyncClient() as http:
+        scraped = await http.get(f"{server.url}/metrics")
+    assert scraped.status_code == 200
+    assert "# TYPE hardal_mcp_tool_calls_total counter" in scraped.text.splitlines()
