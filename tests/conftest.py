@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import httpx2
 import pytest
 from hypothesis import HealthCheck, settings
@@ -128,3 +130,19 @@ def sandbox_server() -> Iterator[Served]:
     served = spawn(["sandbox", "--port", str(port), "--sessions-per-day", "120"], port)
     yield served
     stop(served)
+
+
+class FakeClock:
+    """A clock the test moves (`now`); as a sleep, a wait moves it on instead of passing, and is recorded."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()

@@ -29,7 +29,7 @@ from hardal_mcp.errors import RateLimitError
 from hardal_mcp.params import Window, resolve_window
 from hardal_mcp.sandbox import DEMO_API_KEY, SandboxConfig, create_app, serve_in_thread, traffic
 
-from .conftest import ROOT, make_settings
+from .conftest import ROOT, FakeClock, make_settings  # clocks start at time.time(): holds are wall-clock
 
 KEY = SecretStr(DEMO_API_KEY)
 ONE_TRY = RetryPolicy(attempts=1)
@@ -41,22 +41,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class VirtualTime:
-    """One clock for the sandbox's rate limit and every budget: a wait moves it on instead of passing."""
-
-    def __init__(self) -> None:
-        self.now = time.time()  # Retry-After holds are dated on the wall clock: start there
-        self.waits: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-        await anyio.lowlevel.checkpoint()
 
 
 def entries(path: Path) -> dict[str, object]:
@@ -123,7 +107,7 @@ async def test_slots_are_counted_across_limiters_sharing_a_file(tmp_path: Path) 
 
 
 async def test_a_full_window_waits_for_its_oldest_answer_to_leave(tmp_path: Path) -> None:
-    clock = VirtualTime()
+    clock = FakeClock(time.time())
     path = tmp_path / "budget-abc"
     first, second = (SharedRateLimiter(path, 2, clock=clock, sleep=clock.sleep) for _ in range(2))
     await enter_and_leave(first)
@@ -152,7 +136,7 @@ async def test_a_request_holds_its_slot_in_flight_and_is_dated_by_its_answer(tmp
 
 
 async def test_the_hold_after_a_429_stops_every_process(tmp_path: Path) -> None:
-    clock = VirtualTime()
+    clock = FakeClock(time.time())
     path = tmp_path / "budget-abc"
     first, second = (SharedRateLimiter(path, 5, clock=clock, sleep=clock.sleep) for _ in range(2))
     first.hold_until(clock.now + 0.4)
@@ -196,7 +180,7 @@ async def test_the_entry_of_a_process_that_died_mid_request_is_counted_answered_
     done = await anyio.run_process([sys.executable, "-c", CRASH, str(path)], cwd=ROOT, check=False)
     assert done.returncode == 3, done.stderr
     assert len(entries(path)["flight"]) == 1  # type: ignore[arg-type]
-    clock = VirtualTime()
+    clock = FakeClock(time.time())
     limiter = SharedRateLimiter(path, 1, clock=clock, sleep=clock.sleep)
     assert limiter.available(0) == 0  # the request may have reached Hardal: it counts, as answered now
     assert entries(path)["flight"] == []
@@ -409,7 +393,7 @@ async def test_two_clients_with_one_key_share_the_budget_and_meet_no_429(tmp_pat
     sandbox that answers 429 past `limit` requests a minute: both read everything, and the sandbox never had
     to say 429. Alone, each would spend the whole limit at once. The minutes pass on a virtual clock."""
     limit = 8
-    clock = VirtualTime()
+    clock = FakeClock(time.time())
     app = create_app(SandboxConfig(sessions_per_day=60, rate_limit_per_minute=limit), clock=clock)
 
     budgets = tmp_path / "budget"
@@ -482,7 +466,7 @@ async def test_a_slot_that_frees_too_late_is_refused_at_once() -> None:
     from hardal_mcp.budget import START_BY
     from hardal_mcp.client import RateLimiter
 
-    clock = VirtualTime()
+    clock = FakeClock(time.time())
     limiter = RateLimiter(1, clock=clock, sleep=clock.sleep)
     async with limiter.slot():
         pass  # the minute's only request

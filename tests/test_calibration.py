@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -14,9 +15,11 @@ import pytest
 
 from bench.calibration import DAYS, REGIMES, Site, run, table
 from hardal_mcp.analytics.estimate import Design, Estimator, Group, Record, scalar, t95
-from hardal_mcp.planner import Page
+from hardal_mcp.client import HardalClient
+from hardal_mcp.params import Window
+from hardal_mcp.planner import Allowance, Page, Planner, Scope, _Day, _spread
 
-from .test_sampling import MONTH, call, exact, sampled
+from .test_sampling import END, MONTH, SMALL_PAGES, call, exact, make_settings, sampled
 
 PER_DAY, PAGE = 200, 20  # ten pages a day, as Hardal's 1,000-session pages of a 10,000-session day
 SITES = 6
@@ -165,27 +168,26 @@ async def test_a_sampled_series_is_per_day_with_margins_where_estimated() -> Non
     assert sum(held) >= 0.85 * len(held), held
 
 
-def test_days_without_sessions_do_not_count_against_the_sample() -> None:
-    """A day with no session has nothing to read: it does not make a sample look too thin to estimate."""
-    from datetime import timedelta
-
-    from hardal_mcp.client import HardalClient
-    from hardal_mcp.params import Window
-    from hardal_mcp.planner import Allowance, Planner, Scope, _Day
-
-    from .test_sampling import END, SMALL_PAGES, make_settings
-
+def four_day_planner(allowance: int) -> Planner:
+    """A planner of the four days to END (pages of 50), for its planning steps alone: it reads nothing."""
     settings = make_settings(**SMALL_PAGES)
-    first = END - timedelta(days=3)
-    planner = Planner(
+    assert settings.api_key is not None
+    window = Window("custom", END - timedelta(days=3), END, "UTC")
+    return Planner(
         HardalClient(settings),
         settings,
         settings.api_key,
-        Scope("demo", Window("custom", first, END, "UTC")),
+        Scope("demo", window),
         store=None,
         deadline=0.0,
-        allowance=Allowance(0),
+        allowance=Allowance(allowance),
     )
+
+
+def test_days_without_sessions_do_not_count_against_the_sample() -> None:
+    """A day with no session has nothing to read: it does not make a sample look too thin to estimate."""
+    first = END - timedelta(days=3)
+    planner = four_day_planner(0)
     planner._clusters, planner._days = [50, 50], [0, 0]
     days = [_Day(first, total=300, read={0, 3}, clusters=[0, 1], places=[0.0, 0.5])]
     days += [_Day(first + timedelta(days=i), total=0) for i in range(1, 4)]
@@ -196,25 +198,8 @@ def test_days_without_sessions_do_not_count_against_the_sample() -> None:
 
 def test_a_day_whose_first_read_fell_past_its_end_gets_a_page_first() -> None:
     """More pages to plan than days lacking one: each such day gets one page, once, before the others'."""
-    from datetime import timedelta
-
-    from hardal_mcp.client import HardalClient
-    from hardal_mcp.params import Window
-    from hardal_mcp.planner import Allowance, Planner, Scope, _Day, _spread
-
-    from .test_sampling import END, SMALL_PAGES, make_settings
-
-    settings = make_settings(**SMALL_PAGES)
     first = END - timedelta(days=3)
-    planner = Planner(
-        HardalClient(settings),
-        settings,
-        settings.api_key,
-        Scope("demo", Window("custom", first, END, "UTC")),
-        store=None,
-        deadline=0.0,
-        allowance=Allowance(100),
-    )
+    planner = four_day_planner(100)
     lost = [END - timedelta(days=2), END - timedelta(days=1)]
     assert _spread(lost, 5) == lost  # more wanted than there are: each once
     infos = {

@@ -34,6 +34,8 @@ from hardal_mcp.errors import (
 )
 from hardal_mcp.params import Window
 
+from .conftest import FakeClock
+
 BASE_URL = "http://127.0.0.1:8765"
 KEY_VALUE = "hk_test_Zq8vN3kLp2Rt7Wm4Xy6Bc1Df"
 KEY = SecretStr(KEY_VALUE)
@@ -702,22 +704,6 @@ async def test_api_key_never_in_any_exception_or_log_record(make_client, caplog)
 
 
 # --- per-key limiter in the client -----------------------------------------------------------------
-
-
-class FakeClock:
-    """A clock the test moves; as a sleep, a wait moves it on instead of passing."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self.waits: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-        await anyio.lowlevel.checkpoint()
 
 
 class WouldWait(Exception):
