@@ -251,6 +251,7 @@ class HardalClient:
         self._transport = transport
         self._pool: httpx2.AsyncClient | None = None  # made on first use: TLS set-up is off the start-up path
         self.requests_sent = 0  # upstream requests, retries included
+        self.reachable: bool | None = None  # whether Hardal's host answered the latest request (None: none yet)
 
     @property
     def _http(self) -> httpx2.AsyncClient:
@@ -418,6 +419,7 @@ class HardalClient:
                 async with limiter.slot():
                     self.requests_sent += 1
                     response = await self._http.get(path, params=params, headers=headers)
+                    self.reachable = True
                     content = await _read(response)
             except httpx2.TimeoutException:
                 failure = NetworkError(
@@ -426,6 +428,7 @@ class HardalClient:
                 )
                 wait = self.retry.backoff(attempt)
             except (httpx2.ConnectError, httpx2.UnsupportedProtocol) as exc:
+                self.reachable = False
                 failure = NetworkError(
                     f"Could not reach Hardal at {display_url(self.settings.base_url)} ({type(exc).__name__}) after "
                     f"{attempt + 1} attempt(s). Check HARDAL_BASE_URL and the network, then try again."

@@ -89,13 +89,21 @@ class Operations:
     """ASGI middleware around the whole HTTP app: the access log, `/readyz`, and the drain. `clock` measures
     the milliseconds (tests inject one).
 
-    Once `drain()` is called, `/readyz` answers 503 and every new request but a probe or a DELETE (a client
-    ending its session) is refused with 503 at once; requests already in flight go on. `in_flight` counts
-    the POSTs (the calls) still running, for the server to wait on."""
+    `/readyz` answers 503 while Hardal's host could not be reached at the latest try (`upstream_unreachable`)
+    and once `drain()` is called. After `drain()`, every new request but a probe or a DELETE (a client ending
+    its session) is refused with 503 at once; requests already in flight go on. `in_flight` counts the POSTs
+    (the calls) still running, for the server to wait on."""
 
-    def __init__(self, app: ASGIApp, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        upstream_unreachable: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.app = app
         self._clock = clock
+        self._upstream_unreachable = upstream_unreachable
         self.draining = False
         self.in_flight = 0
 
@@ -119,9 +127,14 @@ class Operations:
             await self._logged(self.app, scope, receive, send)
 
     async def _readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
-        status = "draining" if self.draining else "ready"
+        if self.draining:
+            status = "draining"
+        elif self._upstream_unreachable():
+            status = "upstream unreachable"
+        else:
+            status = "ready"
         body = {"status": status, "in_flight": self.in_flight}
-        await JSONResponse(body, status_code=503 if self.draining else 200)(scope, receive, send)
+        await JSONResponse(body, status_code=200 if status == "ready" else 503)(scope, receive, send)
 
     async def _logged(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         started = self._clock()

@@ -126,6 +126,7 @@ def build_server(
             cache=metrics.cache() if metrics else None,
             on_response=metrics.on_response if metrics else None,
         )
+        server.client = client
         store = DayStore.open(settings) if metrics is None else metrics.open_store(settings)
         key = None if auth == "passthrough" else settings.api_key
         if metrics is not None and key is not None:
@@ -150,7 +151,7 @@ def build_server(
     elif settings.api_key is None:
         log.warning("HARDAL_API_KEY is not set: every tool will answer with an error until it is.")
 
-    server: MCPServer[AppState] = _Server(
+    server = _Server(
         metrics,
         "hardal-mcp",
         title="Hardal Analytics",
@@ -176,11 +177,16 @@ def build_server(
 
 
 class _Server(MCPServer[AppState]):
-    """The SDK's server; with `metrics`, each tool call is counted by tool and outcome, and timed."""
+    """The SDK's server; with `metrics`, each tool call is counted by tool and outcome, and timed. `client`
+    is the lifespan's client to Hardal (None outside it), whose reachability /readyz reports."""
 
     def __init__(self, metrics: Metrics | None, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._metrics = metrics
+        self.client: HardalClient | None = None
+
+    def upstream_unreachable(self) -> bool:
+        return self.client is not None and self.client.reachable is False
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
@@ -324,7 +330,8 @@ def http_app(
     )
     if bounded and sessions_per_key is not None:
         app = SessionsPerKey(app, per_key=sessions_per_key, idle_timeout=idle_timeout, clock=clock)
-    return Operations(LowercaseHost(app), clock=clock)
+    unreachable = server.upstream_unreachable if isinstance(server, _Server) else lambda: False
+    return Operations(LowercaseHost(app), clock=clock, upstream_unreachable=unreachable)
 
 
 @dataclass(slots=True)

@@ -249,3 +249,32 @@ async def test_the_metrics_flag_serves_metrics_over_http() -> None:
         scraped = await http.get(f"{server.url}/metrics")
     assert scraped.status_code == 200
     assert "# TYPE hardal_mcp_tool_calls_total counter" in scraped.text.splitlines()
+
+
+class Outage(httpx2.AsyncBaseTransport):
+    """Hardal's host: the sandbox, or, while `down`, a connection refused."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.sandbox = sandbox_transport()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if self.down:
+            raise httpx2.ConnectError("connection refused", request=request)
+        return await self.sandbox.handle_async_request(request)
+
+
+async def test_readyz_answers_503_while_hardal_is_known_unreachable() -> None:
+    settings = make_settings()
+    outage = Outage()
+    server = build_server(settings, transport=outage, sleep=_no_wait)
+    async with running(http_app(server, settings, auth="none", stateless=False)) as app, asgi_client(app) as http:
+        assert (await http.get("/readyz")).status_code == 200  # nothing known yet
+        async with Client(streamable_http_client("http://127.0.0.1:8000/mcp", http_client=http)) as client:
+            assert (await client.call_tool("list_sessions", {**WINDOW, "limit": 2})).is_error
+            down = await http.get("/readyz")
+            assert (down.status_code, down.json()["status"]) == (503, "upstream unreachable")
+            assert (await http.get("/healthz")).status_code == 200  # alive all the same
+            outage.down = False
+            assert not (await client.call_tool("list_sessions", {**WINDOW, "limit": 2})).is_error
+        assert (await http.get("/readyz")).status_code == 200
