@@ -1,5 +1,5 @@
 """What an operator of `--transport http` sees: logs on stderr (text or one JSON object per line), a start-up
-line and an access log that print at every log level, `/readyz`, and the drain that lets calls in flight
+line and an access log (probes left out) that print at every log level, `/readyz`, and the drain that lets calls in flight
 finish while new ones are refused.
 
 The access log names the method, the path (never the query string), the status, the milliseconds and the MCP
@@ -26,6 +26,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # watches), and quieted only by --log-level error.
 OPS_LOGGER = "hardal_mcp.http"
 log = logging.getLogger(OPS_LOGGER)
+PROBES = ("/healthz", "/readyz")  # polled every few seconds by orchestrators: kept out of the access log
 
 
 class JsonFormatter(logging.Formatter):
@@ -86,8 +87,8 @@ def log_drain(in_flight: int, seconds: float) -> None:
 
 
 class Operations:
-    """ASGI middleware around the whole HTTP app: the access log, `/readyz`, and the drain. `clock` measures
-    the milliseconds (tests inject one).
+    """ASGI middleware around the whole HTTP app: the access log (probes left out), `/readyz`, and the drain.
+    `clock` measures the milliseconds (tests inject one).
 
     `/readyz` answers 503 while Hardal's host could not be reached at the latest try (`upstream_unreachable`)
     and once `drain()` is called. After `drain()`, every new request but a probe or a DELETE (a client ending
@@ -115,8 +116,10 @@ class Operations:
             await self.app(scope, receive, send)
         elif scope["path"] == "/readyz":
             await self._readyz(scope, receive, send)
-        elif self.draining and scope["path"] != "/healthz" and scope["method"] != "DELETE":
+        elif self.draining and scope["path"] not in PROBES and scope["method"] != "DELETE":
             await self._logged(_refuse_draining, scope, receive, send)
+        elif scope["path"] in PROBES:
+            await self.app(scope, receive, send)
         elif scope["method"] == "POST":
             self.in_flight += 1
             try:

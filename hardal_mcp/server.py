@@ -274,6 +274,7 @@ class _Draining(uvicorn.Server):
         self._drain_seconds = drain_seconds
         self._announce = announce
         self._deadline: float | None = None
+        self._drain_logged = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -286,10 +287,12 @@ class _Draining(uvicorn.Server):
             return
         self._captured_signals.append(sig)
         self._deadline = time.monotonic() + self._drain_seconds
-        self._ops.drain()
-        log_drain(self._ops.in_flight, self._drain_seconds)
+        self._ops.drain()  # only flags: this runs in a signal handler (the line is logged on the next tick)
 
     async def on_tick(self, counter: int) -> bool:
+        if self._deadline is not None and not self._drain_logged:
+            self._drain_logged = True
+            log_drain(self._ops.in_flight, self._drain_seconds)
         if self._deadline is not None and (not self._ops.in_flight or time.monotonic() >= self._deadline):
             self.should_exit = True
         return await super().on_tick(counter)

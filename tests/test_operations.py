@@ -122,9 +122,11 @@ async def test_the_text_access_log_names_method_path_status_milliseconds_and_ses
             headers={"Accept": "application/json, text/event-stream"},
         )
         session = opened.headers["mcp-session-id"]
-        await http.get("/healthz?secret=yes")
+        await http.get("/nowhere?secret=yes")
+        await http.get("/healthz")  # probes are not logged
+        await http.get("/readyz")
     messages = [r.getMessage() for r in caplog.records if getattr(r, "fields", {}).get("event") == "access"]
-    assert messages == [f"POST /mcp 200 12.5 ms session={session}", "GET /healthz 200 12.5 ms session=-"]
+    assert messages == [f"POST /mcp 200 12.5 ms session={session}", "GET /nowhere 404 12.5 ms session=-"]
 
 
 async def test_readyz_answers_ready_and_healthz_is_unchanged() -> None:
