@@ -1,6 +1,6 @@
 """What an operator of `--transport http` sees: logs on stderr (text or one JSON object per line), a start-up
-line and an access log (probes left out) that print at every log level, `/readyz`, and the drain that lets calls in flight
-finish while new ones are refused.
+line and an access log (probes left out) that print at every log level, `/readyz`, and the drain that lets
+calls in flight finish while new ones are refused.
 
 The access log names the method, the path (never the query string), the status, the milliseconds and the MCP
 session id; it never reads a header other than the session id, so no key or token can reach it."""
