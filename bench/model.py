@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         "HARDAL_MODEL_STEPS": str(args.steps),
         "HARDAL_MODEL_SEED": str(seed),
     }
-    command = [sys.executable, "-m", "pytest", "tests/test_model.py", "-q", "-p", "no:cacheprovider"]
+    command = [sys.executable, "-m", "pytest", "tests/test_model.py", "-q", "-n", "0", "-p", "no:cacheprovider"]
     command.append(f"--hypothesis-seed={seed}")
     print(f"model-based test: {args.examples} sequences of up to {args.steps} steps, seed {seed}", flush=True)
     started = time.perf_counter()
