@@ -244,6 +244,9 @@ class HardalClient:
         self._new_budget = budgets or self._default_budget
         self.retry = retry or RetryPolicy()
         self.cache = cache or ResponseCache()
+        # The page each day's sampled read began with (`planner`), by day key: kept beside the cache that
+        # holds those pages, so asking again about any window holding the day starts from a cached page.
+        self.first_pages: dict[Hashable, int] = {}
         self.fingerprints = fingerprints or Fingerprints.for_settings(settings)
         self.acceptance = acceptance or Acceptance()
         self._vouching: dict[tuple[str, str], anyio.Lock] = {}  # one check at a time per key and website

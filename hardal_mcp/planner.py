@@ -36,7 +36,6 @@ import hashlib
 import logging
 import math
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -711,15 +710,15 @@ class Planner:
         """The page of the day's grid read first: the one an earlier read of the day took, or the one at the
         day's start (`_seed`) in a day of `guess` sessions. A guess too large can point past the day's end:
         that page still tells the day's exact total."""
-        known = _first_pages(self.client).get(self._day_key(day))
+        known = self.client.first_pages.get(self._day_key(day))
         return known if known is not None else math.floor(self._seed(day) * math.ceil(guess / self.size))
 
     def _first_at_hand(self, day: date) -> bool:
-        page = _first_pages(self.client).get(self._day_key(day))
+        page = self.client.first_pages.get(self._day_key(day))
         return page is not None and self._cached(self.scope.day(day), self.size * page)
 
     def _remember_first(self, day: date, page: int) -> None:
-        firsts = _first_pages(self.client)
+        firsts = self.client.first_pages
         firsts[self._day_key(day)] = page
         if len(firsts) > MAX_FIRST_PAGES:
             del firsts[next(iter(firsts))]
@@ -864,15 +863,7 @@ def _spread_order(pages: int, start: float) -> list[int]:
 
 _GOLDEN = (math.sqrt(5) - 1) / 2
 _PLASTIC = 0.7548776662466927  # 1 / the plastic number: with _GOLDEN within a day, a 2-D low-discrepancy pair
-
-# The page each day's read began with, by client (whose response cache holds it): asking again, about
-# any window holding the day, starts from the same, cached, page.
-_FIRSTS: weakref.WeakKeyDictionary[HardalClient, dict[DayKey, int]] = weakref.WeakKeyDictionary()
-MAX_FIRST_PAGES = 100_000
-
-
-def _first_pages(client: HardalClient) -> dict[DayKey, int]:
-    return _FIRSTS.setdefault(client, {})
+MAX_FIRST_PAGES = 100_000  # days whose first page a client remembers (`HardalClient.first_pages`)
 
 
 def _covered(days: list[_Day]) -> int:
