@@ -750,11 +750,16 @@ class Planner:
         if self.stopped is not None:
             return self.stopped
         if timed_out:
-            return NetworkError(
-                f"Hardal did not answer within the {self.settings.tool_timeout:g} s time limit "
-                "(HARDAL_TOOL_TIMEOUT). Try again, or narrow the time window."
-            )
+            return timed_out_error(self.settings)
         return self._spent()
+
+
+def timed_out_error(settings: Settings) -> NetworkError:
+    """The error of a tool call that HARDAL_TOOL_TIMEOUT ended before Hardal answered anything."""
+    return NetworkError(
+        f"Hardal did not answer within the {settings.tool_timeout:g} s time limit (HARDAL_TOOL_TIMEOUT). "
+        "Try again, or narrow the time window."
+    )
 
 
 @contextmanager

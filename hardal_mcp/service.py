@@ -32,7 +32,7 @@ from .analytics.funnel import estimate_funnel
 from .analytics.paths import estimate_paths
 from .client import HardalClient
 from .config import Settings, env_name
-from .errors import AuthError, HardalError, InputError, NetworkError, own_errors
+from .errors import AuthError, HardalError, InputError, own_errors
 from .models import ActivityEvent, Session
 from .params import Order, OrderBy, check_id, check_timezone, resolve_window
 from .planner import (
@@ -45,6 +45,7 @@ from .planner import (
     fetch_page,
     has_more_after,
     starting_by,
+    timed_out_error,
 )
 from .privacy import redact_event
 from .render import render_activity, render_comparison, render_funnel, render_paths, render_sessions, render_summary
@@ -271,7 +272,7 @@ class Hardal:
         # Nothing read: an answer to continue from would send the caller round the same offset again.
         if limit_scope.cancelled_caught:
             if not read:
-                raise self._timed_out()
+                raise timed_out_error(self.settings)
             listing.note = f"the {self.settings.tool_timeout:g} s time limit was reached; continue from next_offset"
         elif not ended and position == page_end and planner.stopped:
             if not read:
@@ -516,19 +517,13 @@ class Hardal:
     def deadline(self) -> float:
         return anyio.current_time() + self.settings.tool_timeout
 
-    def _timed_out(self) -> NetworkError:
-        return NetworkError(
-            f"Hardal did not answer within the {self.settings.tool_timeout:g} s time limit (HARDAL_TOOL_TIMEOUT). "
-            "Try again, or narrow the time window."
-        )
-
     async def within_deadline(self, work: Awaitable[T]) -> T:
         """Run a single-request tool under the overall time limit of a tool call (its request too: a rate
         budget that frees up too late is said at once)."""
         deadline = self.deadline()
         with anyio.CancelScope(deadline=deadline), starting_by(deadline):
             return await work
-        raise self._timed_out()
+        raise timed_out_error(self.settings)
 
 
 def _exact_reason(segment: Segment | None) -> str | None:
