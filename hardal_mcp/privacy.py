@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .frames import map_text
 from .models import ActivityEvent, Session
 from .sanitize import _INVISIBLE, _SPACES, Sanitizer
+
+if TYPE_CHECKING:
+    import polars as pl
 
 _WHOLE = 1 << 20  # redaction must not shorten values; the renderers cut them later, visibly
 _SANITIZER = Sanitizer(redact_pii=True)
@@ -53,6 +57,11 @@ def redact_session(s: Session) -> Session:
     if s.fields:
         s.fields = dict(zip(map(redact, s.fields), map(redact, s.fields.values()), strict=True))
     return s
+
+
+def redact_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """Sessions as columns, masked as `redact_session` masks one (each distinct value once)."""
+    return map_text(frame, redact, plain_ids=f"^(?:{_PLAIN_ID.pattern})$")
 
 
 def _redact_nested(value: Any) -> Any:

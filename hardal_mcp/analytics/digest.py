@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import math
-from array import array
-from bisect import bisect_right
 from collections import Counter
-from itertools import chain
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from ..models import Session
 from ..numbers import rounded, rounded_int
 from ..params import Window
 from ..results import WindowInfo
@@ -61,35 +58,25 @@ from .schema import (
     sequence_identity,
     sequence_plain,
 )
-from .segment import Segment
+from .segment import Segment, page_views_expr
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
-class _Durations:
-    """Known durations of one kind of session (bounces or the rest), each with its session id."""
-
-    __slots__ = ("ids", "seconds")
-
-    def __init__(self) -> None:
-        self.seconds = array("d")
-        self.ids: list[str] = []
-
-    def typical(self) -> tuple[float, str] | None:
-        """The lower-median duration (a real session's) and the smallest id having it."""
-        if not self.seconds:
-            return None
-        median = sorted(self.seconds)[(len(self.seconds) - 1) // 2]
-        return median, min(sid for sid, d in zip(self.ids, self.seconds, strict=True) if d == median)
+_EPOCH = 719_163 * 86_400  # 1970-01-01 on the clock's scale (seconds since 0001-01-01, see `_Clock`)
 
 
 class Digest(Scan):
-    """Totals, breakdowns, pages, time series and example sessions of one window, streamed."""
+    """Totals, breakdowns, pages, time series and example sessions of one window, streamed: each frame
+    becomes grouped counts (the engine's work), merged into tallies of distinct values."""
 
     def __init__(self, window: Window, *, top: int = 10, segment: Segment | None = None) -> None:
         super().__init__(segment)
         self.window = window
         self.top = _check_top(top)
-        # Visitors of matching sessions; without a segment, every visitor scanned is one.
-        self._members: set[str] | None = None if segment is None else set()
+        # Visitors of matching sessions, per frame; without a segment, every visitor scanned is one.
+        self._members: list[pl.Series] | None = None if segment is None else []
         self._page_views = 0
         self._events = 0
         self._bounces = 0
@@ -104,8 +91,7 @@ class Digest(Scan):
         self._series = [0] * (len(self._clock.bounds) - 1)
         self._no_start = 0
         self._outside = 0
-        self._bounce_durations = _Durations()
-        self._stay_durations = _Durations()
+        self._durations: list[pl.DataFrame] = []  # (id, duration, bounced) of sessions with a known duration
         self._most_pages = (-1, "")  # (page views, session id) of the session with most page views
 
     @property
@@ -113,79 +99,68 @@ class Digest(Scan):
         """Sessions digested (unique, and matching the segment if there is one)."""
         return self.matched
 
-    def _consume(self, batch: list[Session]) -> None:
-        bounced_dims = tuple(t.bounced for t in self._dims)
-        stayed_dims = tuple(t.stayed for t in self._dims)
-        clock = self._clock
-        bounds, offsets, series = clock.bounds, clock.offsets, self._series
-        first, last = bounds[0], bounds[-1]
-        most_views, most_id = self._most_pages
-        bounce_seconds, bounce_ids = self._bounce_durations.seconds.append, self._bounce_durations.ids.append
-        stay_seconds, stay_ids = self._stay_durations.seconds.append, self._stay_durations.ids.append
-        page_views = events = bounces = no_start = outside = 0
-        for s in batch:
-            pages = s.pages
-            n = len(pages)
-            pv = s.page_views
-            if pv is None:
-                pv = n
-            page_views += pv
-            e = s.events
-            if e:
-                events += e
-            if pv <= 1:
-                bounces += 1
-                country, device, browser, os_, path = bounced_dims
-                fields = self._fields_bounced
-                add_seconds, add_id = bounce_seconds, bounce_ids
-            else:
-                country, device, browser, os_, path = stayed_dims
-                fields = self._fields_stayed
-                add_seconds, add_id = stay_seconds, stay_ids
-            v: Any = s.country
-            country[v] = country.get(v, 0) + 1
-            v = s.device
-            device[v] = device.get(v, 0) + 1
-            v = s.browser
-            browser[v] = browser.get(v, 0) + 1
-            v = s.os
-            os_[v] = os_.get(v, 0) + 1
-            v = tuple(pages) if n <= 3 else (pages[0], pages[1], pages[2], None, pages[-1])
-            path[v] = path.get(v, 0) + 1
-            for key, v in s.fields.items():
-                counts = fields.get(key)
-                if counts is None:
-                    counts = fields[key] = {}
-                counts[v] = counts.get(v, 0) + 1
-            started = s.started_at
-            if started is None:
-                no_start += 1
-            else:
-                offset = offsets.get(started.tzinfo)
-                if offset is None:
-                    t = clock.instant(started)
-                else:  # wall-clock arithmetic: several times cheaper than datetime.timestamp()
-                    t = ((started.toordinal() * 24 + started.hour) * 60 + started.minute) * 60
-                    t += started.second - offset
-                if first <= t < last:
-                    series[bisect_right(bounds, t) - 1] += 1
-                else:
-                    outside += 1
-            d = s.duration
-            if d is not None:
-                add_seconds(d)
-                add_id(s.id)
-            if pv >= most_views and (pv > most_views or s.id < most_id):
-                most_views, most_id = pv, s.id
-        if self._members is not None:
-            self._members.update(s.visitor_id for s in batch if s.visitor_id is not None)
+    def _consume(self, frame: pl.DataFrame) -> None:
+        import polars as pl
+
+        if not frame.height:
+            return
+        views = page_views_expr()
+        f = frame.with_columns(views.alias("pv"), (views <= 1).alias("bounced"))
+        page_views, events, bounces = f.select(
+            pl.col("pv").sum(), pl.col("events").sum(), pl.col("bounced").sum()
+        ).row(0)
         self._page_views += page_views
         self._events += events
         self._bounces += bounces
-        self._no_start += no_start
-        self._outside += outside
-        self._views.update(chain.from_iterable(s.pages for s in batch))
-        self._most_pages = (most_views, most_id)
+        for tally, name in zip(self._dims, DIMENSIONS, strict=False):
+            _count(tally, f.group_by("bounced", name).len().iter_rows())
+        pages, n = pl.col("pages"), pl.col("pages").list.len()
+        key = pl.when(n <= 3).then(pages).otherwise(
+            pl.concat_list(pages.list.head(3), pl.lit(None, pl.String), pages.list.last())
+        )
+        _count(self._dims[4], ((b, tuple(k), c) for b, k, c in f.group_by("bounced", key.alias("k")).len().iter_rows()))
+        pairs = f.select("bounced", "fields").explode("fields").drop_nulls("fields").unnest("fields")
+        for bounced, k, v, c in pairs.group_by("bounced", "key", "value").len().iter_rows():
+            by_key = self._fields_bounced if bounced else self._fields_stayed
+            counts = by_key.get(k)
+            if counts is None:
+                counts = by_key[k] = {}
+            counts[v] = counts.get(v, 0) + c
+        self._views.update(dict(f.get_column("pages").explode().drop_nulls().value_counts().iter_rows()))
+        self._place(f)
+        self._durations.append(f.filter(pl.col("duration").is_not_null()).select("id", "duration", "bounced"))
+        most, most_id = self._most_pages
+        top = f.get_column("pv").max()
+        if top is not None and top >= most:
+            top_id = f.filter(pl.col("pv") == top).get_column("id").min()
+            if top > most or top_id < most_id:
+                self._most_pages = (int(top), str(top_id))
+        if self._members is not None:
+            self._members.append(f.get_column("visitor_id"))
+
+    def _place(self, f: pl.DataFrame) -> None:
+        """Each start time on the series' scale: its day (or hour) bucket, or outside the window."""
+        import polars as pl
+
+        clock, bounds, series = self._clock, self._clock.bounds, self._series
+        started = f.get_column("started")
+        self._no_start += started.null_count()
+        known = f.filter(pl.col("started").is_not_null())
+        instants = known.select(
+            (pl.col("started").dt.epoch("us") // 1_000_000 + _EPOCH).alias("t"),
+            pl.col("offset").is_null().alias("naive"),
+        )
+        naive = instants.get_column("naive")
+        t = instants.get_column("t")
+        if naive.any():  # a start sent without an offset is read in the window's zone, as Python reads it
+            walls = known.filter(naive).get_column("started").dt.replace_time_zone(None).to_list()
+            t = t.scatter(naive.arg_true(), [clock.instant(wall) for wall in walls])
+        first, last = bounds[0], bounds[-1]
+        inside = t.filter((t >= first) & (t < last))
+        self._outside += t.len() - inside.len()
+        buckets = pl.Series(bounds, dtype=pl.Int64).search_sorted(inside, side="right") - 1
+        for bucket, c in buckets.value_counts().iter_rows():
+            series[bucket] += c
 
     # --- summary: all the sorting and text work, over distinct values ----------------------------
 
@@ -195,15 +170,16 @@ class Digest(Scan):
         """The digest; it ends the scan (no `add` after it). `record` receives every estimable count."""
         self._close()
         sessions, top = self.matched, self.top
+        durations = self._known_durations()
         if record is not None:
-            durations = self._bounce_durations.seconds, self._stay_durations.seconds
+            seconds = durations.get_column("duration").to_list()
             record.scalars.update(
                 sessions=sessions,
                 page_views=self._page_views,
                 events=self._events,
                 bounces=self._bounces,
-                duration_sum=sum(map(sum, durations)),
-                duration_n=sum(map(len, durations)),
+                duration_sum=sum(seconds),
+                duration_n=len(seconds),
             )
             record.series = [float(n) for n in self._series]
         fields = self._field_tallies()
@@ -215,7 +191,7 @@ class Digest(Scan):
             window=WindowInfo.of(self.window),
             segment=self.segment.describe() if self.segment else None,
             coverage=self.coverage(total, partial_reason),
-            totals=self._totals(),
+            totals=self._totals(durations),
             breakdowns=[
                 _enumeration(name, tally, sessions, top, record)
                 for name, tally in zip(DIMENSIONS, self._dims[:4], strict=True)
@@ -235,7 +211,7 @@ class Digest(Scan):
                 no_start=self._no_start,
                 outside=self._outside,
             ),
-            examples=self._examples(),
+            examples=self._examples(durations),
         )
 
     def record(self) -> Record:
@@ -243,13 +219,24 @@ class Digest(Scan):
         self.summary(website_id="", total=None, record=record)
         return record
 
-    def _totals(self) -> Totals:
+    def _known_durations(self) -> pl.DataFrame:
+        """(id, duration, bounced) of every session digested whose duration is known, shortest first."""
+        import polars as pl
+
+        schema = {"id": pl.String, "duration": pl.Float64, "bounced": pl.Boolean}
+        return pl.concat([pl.DataFrame(schema=schema), *self._durations]).sort("duration", "id")
+
+    def _totals(self, durations: pl.DataFrame) -> Totals:
+        import polars as pl
+
         sessions = self.matched
-        visits = self._visits
-        members = visits.keys() if self._members is None else self._members
-        visitors = len(members)
-        returning = sum(1 for v in members if visits[v] > 1)
-        ordered = sorted(chain(self._bounce_durations.seconds, self._stay_durations.seconds))
+        visits = self.visits()
+        if self._members is not None:
+            members = pl.concat([pl.Series("visitor_id", [], pl.String), *self._members]).drop_nulls().unique()
+            visits = visits.join(members.to_frame(), on="visitor_id", how="semi")
+        visitors = visits.height
+        returning = visits.filter(pl.col("sessions") > 1).height
+        ordered = durations.get_column("duration").to_list()
         return Totals(
             sessions=sessions,
             visitors=visitors,
@@ -293,24 +280,35 @@ class Digest(Scan):
     def _viewed(self) -> dict[str, list[int]]:
         return _grouped(((page, (n,)) for page, n in self._views.items()), identity)[0]
 
-    def _examples(self) -> list[Example]:
+    def _examples(self, durations: pl.DataFrame) -> list[Example]:
         """Sessions worth opening, each chosen deterministically (ties go to the smallest id)."""
+        import polars as pl
+
         found: dict[str, list[str]] = {}
-        kinds = (self._bounce_durations, self._stay_durations)
-        longest = max((max(k.seconds) for k in kinds if k.seconds), default=None)
-        if longest is not None:
-            sid = min(i for k in kinds for i, d in zip(k.ids, k.seconds, strict=True) if d == longest)
+        if durations.height:  # sorted by duration, then id
+            longest = durations.get_column("duration")[-1]
+            sid = durations.filter(pl.col("duration") == longest).get_column("id")[0]
             found.setdefault(sid, []).append(f"longest ({fmt_duration(longest)})")
         views, sid = self._most_pages
         if views > 1:
             found.setdefault(sid, []).append(f"most page views ({views:,})")
-        for kind, what in zip(kinds, ("bounce", "multi-page session"), strict=True):
-            typical = kind.typical()
-            if typical:
-                found.setdefault(typical[1], []).append(
-                    f"typical {what}: median duration {fmt_duration(typical[0])} of {len(kind.ids):,}"
+        for bounced, what in ((True, "bounce"), (False, "multi-page session")):
+            kind = durations.filter(pl.col("bounced") == bounced)
+            if kind.height:  # the lower median (a real session's) and the smallest id having it
+                median = kind.get_column("duration")[(kind.height - 1) // 2]
+                sid = kind.filter(pl.col("duration") == median).get_column("id")[0]
+                found.setdefault(sid, []).append(
+                    f"typical {what}: median duration {fmt_duration(median)} of {kind.height:,}"
                 )
         return [Example(id=clean(sid, 128), why="; ".join(whys)) for sid, whys in found.items()]
+
+
+def _count(tally: _Tally, rows: Iterable[tuple[bool, Any, int]]) -> None:
+    """Merge (bounced, value, sessions) rows into a tally."""
+    bounced, stayed = tally.bounced, tally.stayed
+    for b, value, n in rows:
+        side = bounced if b else stayed
+        side[value] = side.get(value, 0) + n
 
 
 def _enumeration(name: str, tally: _Tally, sessions: int, top: int, record: Record | None) -> Breakdown:

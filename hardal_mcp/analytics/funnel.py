@@ -5,11 +5,11 @@ from __future__ import annotations
 from bisect import insort
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from ..errors import InputError
-from ..models import Session
 from ..numbers import rounded, rounded_int
 from ..params import Window
 from ..results import WindowInfo
@@ -31,7 +31,10 @@ from .schema import (
     labels,
     pct,
 )
-from .segment import Segment, _check_patterns, _Glob, value_of
+from .segment import Segment, _check_patterns, _Glob, value_expr
+
+if TYPE_CHECKING:
+    import polars as pl
 
 # ---------------------------------------------------------------------------------------------------
 # Funnels
@@ -112,30 +115,39 @@ class Funnel(Scan):
         self.breakdown = breakdown
         self.top = _check_top(top)
         self._matchers = tuple(_page_matcher(p) for p in steps)
-        self._group_of = value_of(breakdown) if breakdown else None
         self._reached = [0] * (len(steps) + 1)  # sessions by number of steps reached
         self._groups: dict[str | None, list[int]] = {}  # group value -> the same, per group
         self._dropped: list[list[str]] = [[] for _ in steps]  # [k]: reached k steps, missed step k+1
 
-    def _consume(self, batch: list[Session]) -> None:
+    def _consume(self, frame: pl.DataFrame) -> None:
+        import polars as pl
+
+        if not frame.height:
+            return
+        keys = [pl.col("pages")]
+        if self.breakdown is not None:
+            keys.append(value_expr(self.breakdown).alias("group"))
+        distinct = frame.group_by(keys).agg(pl.len().alias("n"), pl.col("id").sort().head(EXAMPLES).alias("ids"))
         matchers, last = self._matchers, len(self._matchers)
-        reached, groups, group_of = self._reached, self._groups, self._group_of
-        for s in batch:
+        reached, groups = self._reached, self._groups
+        for row in distinct.iter_rows(named=True):
             k = 0
-            for page in s.pages:
+            for page in row["pages"]:
                 if matchers[k](page):
                     k += 1
                     if k == last:
                         break
-            reached[k] += 1
-            if group_of is not None:
-                g = group_of(s)
+            n = row["n"]
+            reached[k] += n
+            if self.breakdown is not None:
+                g = row["group"]
                 counts = groups.get(g)
                 if counts is None:
                     counts = groups[g] = [0] * (last + 1)
-                counts[k] += 1
+                counts[k] += n
             if 0 < k < last:
-                _keep_smallest(self._dropped[k], s.id)
+                for sid in row["ids"]:
+                    _keep_smallest(self._dropped[k], sid)
 
     def result(
         self, *, website_id: str, total: int | None, partial_reason: str | None = None, record: Record | None = None
@@ -178,7 +190,7 @@ class Funnel(Scan):
 
     def _top_groups(self, record: Record | None) -> list[FunnelGroup]:
         """Groups of the exact breakdown value (case folded for the enumerations only); the rest as `(other)`."""
-        if self._group_of is None or self.breakdown is None:
+        if self.breakdown is None:
             return []
         fold = self.breakdown in DIMENSIONS
         groups, spelled = _grouped(

@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from ..errors import InputError
-from ..models import Session
 from ..numbers import rounded, rounded_int
 from ..params import Window
 from ..results import WindowInfo
@@ -39,6 +38,9 @@ from .schema import (
     sequence_plain,
 )
 from .segment import Segment, _check_patterns
+
+if TYPE_CHECKING:
+    import polars as pl
 
 # ---------------------------------------------------------------------------------------------------
 # Paths
@@ -84,27 +86,29 @@ class PathAnalysis(Scan):
         self._before: dict[Any, int] = {}
         self._after: dict[Any, int] = {}
 
-    def _consume(self, batch: list[Session]) -> None:
+    def _consume(self, frame: pl.DataFrame) -> None:
+        import polars as pl
+
         before, after, match = self._before, self._after, self._is_page
-        for s in batch:
-            pages = s.pages
+        for pages, n in frame.group_by("pages").agg(pl.len()).iter_rows():
             if match is None:
                 key: Any = (pages[0], pages[-1]) if pages else None
-                before[key] = before.get(key, 0) + 1
+                before[key] = before.get(key, 0) + n
                 key = tuple(pages) or None
-                after[key] = after.get(key, 0) + 1
+                after[key] = after.get(key, 0) + n
                 continue
             last = len(pages) - 1
             seen = False
             for i, page in enumerate(pages):
                 if match(page):
                     seen = True
-                    self._views += 1
+                    self._views += n
                     key = pages[i - 1] if i else None
-                    before[key] = before.get(key, 0) + 1
+                    before[key] = before.get(key, 0) + n
                     key = pages[i + 1] if i < last else None
-                    after[key] = after.get(key, 0) + 1
-            self._viewers += seen
+                    after[key] = after.get(key, 0) + n
+            if seen:
+                self._viewers += n
 
     def result(
         self, *, website_id: str, total: int | None, partial_reason: str | None = None, record: Record | None = None

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
+from ..frames import from_sessions
 from ..models import Session
 from .estimate import Record
 from .schema import (
     Coverage,
 )
 from .segment import Segment
+
+if TYPE_CHECKING:
+    import polars as pl
 
 # ---------------------------------------------------------------------------------------------------
 # Scanning.
@@ -18,24 +23,22 @@ from .segment import Segment
 class Scan:
     """What every streaming analysis shares: dedupe by session id, sessions per visitor, the segment.
 
-    Subclasses implement `_consume(batch)` over the new, unique, matching sessions of one page, and call
-    `_close()` before reading their results.
+    A scan is fed frames of sessions (`frames`), a page or a stored day at a time. Subclasses implement
+    `_consume(frame)` over the new, unique, matching sessions of one frame, computing grouped counts with
+    the engine, and call `_close()` before reading their results.
 
     `returning` is a property of the visitor over the whole window, known for sure only when the scan
-    ends. A matching session whose visitor has been seen once so far is therefore held back: for
-    `returning=True` it is released as soon as the visitor's second session arrives (matching or not),
-    for `returning=False` it is released at the end unless one did. These are the only sessions a scan
-    keeps, at most one per visitor (≈2 KB each); a segment without `returning` holds none."""
+    ends: with it, matching sessions are held (as columns) until then. Without it a scan holds no
+    sessions, only its counts, the ids it has seen and the visitor id of each session."""
 
     def __init__(self, segment: Segment | None = None) -> None:
         self._seen: set[str] = set()
-        self._visits: dict[str, int] = {}  # sessions per visitor id, over everything scanned
+        self._visitors: list[pl.Series] = []  # the visitor id of every session scanned, per frame
         self.duplicates = 0
         self.unreadable = 0  # items of pages that were not readable as sessions
         self.segment = segment
-        self._match = segment.matcher() if segment else None
         self._returning = segment.returning if segment else None
-        self._held: dict[str, Session] = {}  # visitor id -> a matching session awaiting `returning`
+        self._held: list[pl.DataFrame] = []  # matching sessions awaiting `returning`
         self._closed = False
         self.matched = 0  # sessions handed to `_consume`
 
@@ -43,54 +46,59 @@ class Scan:
     def scanned(self) -> int:
         return len(self._seen)
 
-    def add(self, sessions: Iterable[Session], unreadable: int = 0) -> None:
-        """Take one page; `unreadable` counts the items of it that were not readable as sessions."""
+    def add(self, sessions: pl.DataFrame | Iterable[Session], unreadable: int = 0) -> None:
+        """Take one frame of sessions (or `Session` objects); `unreadable` counts the items of its page
+        that were not readable as sessions."""
+        import polars as pl
+
         if self._closed:
             raise RuntimeError("this scan has been summarised; start a new one")
+        frame = sessions if isinstance(sessions, pl.DataFrame) else from_sessions(list(sessions))
         self.unreadable += unreadable
-        seen, visits, match, returning = self._seen, self._visits, self._match, self._returning
-        batch: list[Session] = []
-        for s in sessions:
-            sid = s.id
-            if sid in seen:
-                self.duplicates += 1
-                continue
-            seen.add(sid)
-            vid = s.visitor_id
-            n = 0
-            if vid is not None:
-                n = visits.get(vid, 0) + 1
-                visits[vid] = n
-                if n == 2 and vid in self._held:  # the visitor turns out to be returning
-                    first = self._held.pop(vid)
-                    if returning:
-                        batch.append(first)
-            if match is None:
-                batch.append(s)
-            elif not match(s):
-                continue
-            elif returning is None:
-                batch.append(s)
-            elif n == 1:  # too early to tell
-                self._held[vid] = s  # type: ignore[index]  # n == 1 implies a visitor id
-            elif (n > 1) is returning:  # n == 0: no visitor id, so not returning
-                batch.append(s)
-        self._take(batch)
+        ids = frame.get_column("id").to_list()
+        seen = self._seen
+        if seen.isdisjoint(ids) and frame.get_column("id").is_unique().all():
+            seen.update(ids)
+        else:  # repeats, within the frame or of earlier ones: the first of each is kept
+            keep = []
+            for sid in ids:
+                keep.append(sid not in seen)
+                seen.add(sid)
+            frame = frame.filter(pl.Series(keep, dtype=pl.Boolean))
+            self.duplicates += len(ids) - frame.height
+        self._visitors.append(frame.get_column("visitor_id"))
+        if self.segment is not None:
+            frame = self.segment.keep(frame)
+        if self._returning is not None:
+            self._held.append(frame)
+        else:
+            self._take(frame)
+
+    def visits(self) -> pl.DataFrame:
+        """(visitor_id, sessions) of every visitor scanned."""
+        import polars as pl
+
+        visitors = pl.concat(self._visitors) if self._visitors else pl.Series("visitor_id", [], pl.String)
+        return visitors.drop_nulls().value_counts(name="sessions")
 
     def _close(self) -> None:
-        """End of input: sessions still held belong to visitors seen once, who are not returning."""
-        if not self._closed:
-            self._closed = True
-            held = list(self._held.values())
+        """End of input: held sessions are released by what their visitors turned out to be."""
+        import polars as pl
+
+        if self._closed:
+            return
+        self._closed = True
+        if self._returning is not None and self._held:
+            held = pl.concat(self._held)
             self._held.clear()
-            if self._returning is False:
-                self._take(held)
+            again = self.visits().filter(pl.col("sessions") > 1).select("visitor_id")
+            self._take(held.join(again, on="visitor_id", how="semi" if self._returning else "anti"))
 
-    def _take(self, batch: list[Session]) -> None:
-        self.matched += len(batch)
-        self._consume(batch)
+    def _take(self, frame: pl.DataFrame) -> None:
+        self.matched += frame.height
+        self._consume(frame)
 
-    def _consume(self, batch: list[Session]) -> None:
+    def _consume(self, frame: pl.DataFrame) -> None:
         raise NotImplementedError
 
     def record(self) -> Record:

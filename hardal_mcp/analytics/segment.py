@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import islice
 from operator import attrgetter
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -16,6 +16,9 @@ from ..models import Session
 from ..privacy import redact
 from ..sanitize import clean, elide
 from .schema import DIMENSIONS, NONE, Schema, _field_name, _label, _without_titles, fmt_duration
+
+if TYPE_CHECKING:
+    import polars as pl
 
 # ---------------------------------------------------------------------------------------------------
 # Segments: which sessions a scan keeps.
@@ -225,6 +228,47 @@ class Segment(Schema):
             return checks[0]
         return lambda s: all(check(s) for check in checks)
 
+    def keep(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The rows of `frame` that meet everything but `returning` (see `Scan`): each criterion is
+        decided on the frame's distinct values in Python, exactly as `matcher` decides it, then applied
+        to the rows as an exact-spelling filter."""
+        import polars as pl
+
+        conditions: list[pl.Expr] = []
+        for name in DIMENSIONS:
+            wanted = getattr(self, name)
+            if wanted is not None:
+                conditions.append(_among(frame.get_column(name), _wanted(wanted, fold=True), fold=True))
+        for key, wanted in (self.fields or {}).items():
+            values = frame.select(field_expr(key)).to_series()
+            conditions.append(_among(values, _wanted(wanted, fold=False), fold=False))
+        pages = pl.col("pages")
+        if any(x is not None for x in (self.visited, self.not_visited, self.landing_page, self.exit_page)):
+            distinct = frame.get_column("pages").explode().drop_nulls().unique().to_list()
+
+            def matching(patterns: _Pages) -> list[str]:
+                return [page for page in distinct if patterns.match(page)]
+
+            if self.visited is not None:
+                for pattern in _as_list(self.visited):  # every pattern, as given or as redacted, some page
+                    found = matching(_patterns(pattern))
+                    conditions.append(pages.list.eval(pl.element().is_in(found)).list.any())
+            if self.not_visited is not None:
+                found = matching(_patterns(self.not_visited))
+                conditions.append(~pages.list.eval(pl.element().is_in(found)).list.any())
+            if self.landing_page is not None:
+                conditions.append(pages.list.first().is_in(matching(_patterns(self.landing_page))).fill_null(False))
+            if self.exit_page is not None:
+                conditions.append(pages.list.last().is_in(matching(_patterns(self.exit_page))).fill_null(False))
+        if self.min_duration is not None or self.max_duration is not None:
+            low, high = self.min_duration or 0.0, math.inf if self.max_duration is None else self.max_duration
+            conditions.append(pl.col("duration").is_between(low, high).fill_null(False))
+        if self.min_pageviews is not None:
+            conditions.append(page_views_expr() >= self.min_pageviews)
+        if self.bounced is not None:
+            conditions.append((page_views_expr() <= 1) == self.bounced)
+        return frame.filter(*conditions) if conditions else frame
+
     def describe(self) -> str:
         """`country=Turkey,Germany · visited /checkout · returning visitors`: values cleaned and bounded."""
         parts = []
@@ -259,6 +303,37 @@ def _list_text(values: Values) -> str:
     return ",".join(elide(_label(v), 40) for v in items[:10]) + ("…" if len(items) > 10 else "")
 
 
+def page_views_expr() -> pl.Expr:
+    """A session's page views: `page_views`, or the length of `pages` when upstream omits the count."""
+    import polars as pl
+
+    return pl.coalesce(pl.col("page_views"), pl.col("pages").list.len().cast(pl.Int64))
+
+
+def field_expr(key: str) -> pl.Expr:
+    """A field's value, as `_field_value` finds it (the key as given, then as redaction masks it)."""
+    import polars as pl
+
+    def one(k: str) -> pl.Expr:
+        item = pl.element()
+        return pl.col("fields").list.eval(item.filter(item.struct.field("key") == k).struct.field("value")).list.first()
+
+    keys = _given(key)
+    return (one(keys[0]) if len(keys) == 1 else pl.coalesce(*map(one, keys))).alias(key)
+
+
+
+def _among(values: pl.Series, wanted: frozenset[str | None], fold: bool) -> pl.Expr:
+    """Rows whose value (a column, or the series computed for each row) is wanted, decided per distinct value."""
+    import polars as pl
+
+    ok = [v for v in values.drop_nulls().unique().to_list() if ((v.casefold() if fold else v) if v else None) in wanted]
+    hit = values.is_in(ok)
+    if None in wanted:
+        hit = hit | values.is_null()
+    return pl.lit(hit.fill_null(False))
+
+
 def _page_views(s: Session) -> int:
     return len(s.pages) if s.page_views is None else s.page_views
 
@@ -275,9 +350,11 @@ def _field_value(key: str) -> Callable[[Session], str | None]:
     return lambda s: next((s.fields[k] for k in keys if k in s.fields), None)
 
 
-def value_of(name: str) -> Callable[[Session], str | None]:
+def value_expr(name: str) -> pl.Expr:
     """A session's country, device, browser or os; any other name is a `fields` key."""
-    return attrgetter(name) if name in DIMENSIONS else _field_value(name)
+    import polars as pl
+
+    return pl.col(name) if name in DIMENSIONS else field_expr(name)
 
 
 def _folded_check(value: Callable[[Session], str | None], wanted: frozenset[str | None]) -> Callable[[Session], bool]:
