@@ -41,8 +41,10 @@ from .errors import (
     ServerError,
     UpstreamError,
 )
+from .frames import SessionsPage, parse_sessions_page
+from .frames import scrub_secret as scrub_sessions
 from .keys import Fingerprints
-from .models import ActivityPage, SessionsPage, mentions, parse_activity_page, parse_sessions_page, scrub_secret
+from .models import ActivityPage, mentions, parse_activity_page, scrub_secret
 from .params import Window
 from .sanitize import clean, elide, redact_secret
 
@@ -537,7 +539,9 @@ def _scrubbing(parse: Callable[[bytes], P], key: SecretStr) -> Callable[[bytes],
 
     def read(content: bytes) -> P:
         page = parse(content)
-        if isinstance(page, SessionsPage | ActivityPage) and mentions(content, secret):
+        if isinstance(page, SessionsPage) and mentions(content, secret):
+            scrub_sessions(page, secret)
+        elif isinstance(page, ActivityPage) and mentions(content, secret):
             scrub_secret(page, secret)
         return page
 

@@ -27,8 +27,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from .models import Pagination, Session, _lenient, parse_duration
-from .models import parse_sessions_page as parse_items
+from .models import Pagination, Session, _lenient, parse_duration, parse_session_items
+from .sanitize import redact_secret
 
 if TYPE_CHECKING:
     import polars as pl
@@ -45,23 +45,23 @@ _INT64 = (-(1 << 63), (1 << 63) - 1)
 def schema() -> pl.Schema:
     import polars as pl
 
-    return pl.Schema(
-        {
-            "id": pl.String,
-            "visitor_id": pl.String,
-            "started": pl.Datetime("us", "UTC"),
-            "offset": pl.Int32,
-            "duration": pl.Float64,
-            "page_views": pl.Int64,
-            "events": pl.Int64,
-            "pages": pl.List(pl.String),
-            "browser": pl.String,
-            "os": pl.String,
-            "device": pl.String,
-            "country": pl.String,
-            "fields": pl.List(pl.Struct({"key": pl.String, "value": pl.String})),
-        }
-    )
+    text = pl.String()
+    columns: dict[str, pl.DataType] = {
+        "id": text,
+        "visitor_id": text,
+        "started": pl.Datetime("us", "UTC"),
+        "offset": pl.Int32(),
+        "duration": pl.Float64(),
+        "page_views": pl.Int64(),
+        "events": pl.Int64(),
+        "pages": pl.List(text),
+        "browser": text,
+        "os": text,
+        "device": text,
+        "country": text,
+        "fields": pl.List(pl.Struct({"key": text, "value": text})),
+    }
+    return pl.Schema(columns)
 
 
 def empty() -> pl.DataFrame:
@@ -70,7 +70,7 @@ def empty() -> pl.DataFrame:
     return pl.DataFrame(schema=schema())
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class SessionsPage:
     """One page of `GET /sessions`: its sessions as a frame, and what else it said."""
 
@@ -81,6 +81,14 @@ class SessionsPage:
 
     def __len__(self) -> int:
         return self.frame.height
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SessionsPage):
+            return NotImplemented
+        same = (self.pagination, self.dropped) == (other.pagination, other.dropped)
+        return same and self.frame.equals(other.frame)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
     @property
     def sessions(self) -> list[Session]:
@@ -101,8 +109,14 @@ def parse_sessions_page(content: bytes) -> SessionsPage:
     fast = _documented_page(content)
     if fast is not None:
         return fast
-    page = parse_items(content)
+    page = parse_session_items(content)
     return SessionsPage(from_sessions(page.sessions), page.pagination, page.dropped)
+
+
+def scrub_secret(page: SessionsPage, secret: str, mask: str = "[key]") -> None:
+    """Replace `secret` (the API key) in every text of the page, in place. Only called for a body that
+    mentions it (`models.mentions`): Hardal echoing a key must not put it in front of a model."""
+    page.replace(map_text(page.frame, lambda value: redact_secret(value, secret, mask)))
 
 
 # The documented keys and the types Polars infers for them when every item has the documented shape
@@ -122,14 +136,20 @@ _DOCUMENTED = {
 # Spellings the tolerant read accepts for documented keys: a page using them is read that way.
 _ALIASES = frozenset({"visitor_id", "started_at", "pageviews", "page_views"})
 _PAGE_KEYS = frozenset({"sessions", "pagination"})
+# A documented key whose value is of another JSON type than documented: Polars would coerce it (a string
+# into a list of one page, a boolean into text) where the tolerant read drops it. (A match inside a string
+# value is impossible, its quotes are escaped; a field named so only sends the page the tolerant way.)
+_COERCED = re.compile(
+    rb'"(?:pages"\s*:\s*[^\s\[n]|fields"\s*:\s*[^\s{n]|(?:id|visitorId|startedAt|browser|os|device|country)"\s*:\s*[^\s"n])'
+)
 
 
 def _documented_page(content: bytes) -> SessionsPage | None:
     """The page read by Polars, or None when it is not exactly the documented shape (read tolerantly)."""
     import polars as pl
 
-    if not content.lstrip().startswith(b'{"sessions":['):
-        return None  # an envelope, a bare array, another key order: the tolerant read knows them all
+    if not content.lstrip().startswith(b"{") or _COERCED.search(content):
+        return None  # a bare array, not JSON, or a value Polars would coerce: the tolerant read judges
     try:
         raw = pl.read_json(io.BytesIO(content), infer_schema_length=None)
     except Exception:
@@ -141,11 +161,8 @@ def _documented_page(content: bytes) -> SessionsPage | None:
         value = raw.get_column("pagination")[0]
         pagination = _lenient(Pagination, value)
     items = raw.get_column("sessions")
-    if items.dtype == pl.List(pl.Null) or items.dtype == pl.Null:
-        count = items.list.len()[0] or 0
-        if count:  # items that are all null: not sessions
-            return SessionsPage(empty(), pagination, dropped=count)
-        return SessionsPage(empty(), pagination)
+    if items.dtype == pl.List(pl.Null):  # no items, or only nulls (not sessions)
+        return SessionsPage(empty(), pagination, dropped=items.list.len()[0] or 0)
     inner = items.dtype.inner if isinstance(items.dtype, pl.List) else None
     if not isinstance(inner, pl.Struct):
         return None
@@ -212,10 +229,10 @@ def _columns(rows: pl.DataFrame, types: dict[str, Any], pagination: Pagination |
     else:  # a number of seconds: negative and non-finite ones are unknown, as `parse_duration` reads them
         d = pl.col("duration")
         frame = frame.with_columns(pl.when(d.is_finite() & (d >= 0)).then(d).alias("duration"))
-    frame = _starts(frame)
-    if frame is None:
+    started = _starts(frame)
+    if started is None:
         return None
-    return SessionsPage(frame.select(COLUMNS), pagination, dropped=total - frame.height)
+    return SessionsPage(started.select(COLUMNS), pagination, dropped=total - started.height)
 
 
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
@@ -278,7 +295,24 @@ def from_sessions(sessions: Sequence[Session]) -> pl.DataFrame:
         "country": [s.country for s in sessions],
         "fields": [[{"key": k, "value": v} for k, v in s.fields.items()] for s in sessions],
     }
-    return pl.DataFrame(data, schema=schema())
+    try:
+        return pl.DataFrame(data, schema=schema())
+    except UnicodeEncodeError:  # a lone surrogate (JSON can escape one): columns hold UTF-8 only
+        return pl.DataFrame(_mend(data), schema=schema())
+
+
+def _mend(value: Any) -> Any:
+    """Every string in `value` as valid Unicode, a lone surrogate replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8") if _SURROGATE.search(value) else value
+    if isinstance(value, dict):
+        return {k: _mend(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mend(v) for v in value]
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def to_sessions(frame: pl.DataFrame) -> list[Session]:
@@ -333,16 +367,16 @@ def map_text(frame: pl.DataFrame, fn: Callable[[str], str], plain_ids: str | Non
         table = _table(values, fn)
         if table:
             changes.append(pl.col(name).replace(table))
-    table = _table(frame.get_column("pages").explode(), fn)
-    if table:
-        changes.append(pl.col("pages").list.eval(pl.element().replace(table)))
+    pages = _table(frame.get_column("pages").explode(), fn)
+    if pages:
+        changes.append(pl.col("pages").list.eval(pl.element().replace(pages)))
     pairs = frame.get_column("fields").explode().struct.unnest()
-    keys, values = _table(pairs.get_column("key"), fn), _table(pairs.get_column("value"), fn)
-    if keys or values:
+    keys, texts = _table(pairs.get_column("key"), fn), _table(pairs.get_column("value"), fn)
+    if keys or texts:
         key, value = pl.element().struct.field("key"), pl.element().struct.field("value")
         changes.append(
             pl.col("fields").list.eval(
-                pl.struct(key.replace(keys) if keys else key, value.replace(values) if values else value)
+                pl.struct(key.replace(keys) if keys else key, value.replace(texts) if texts else value)
             )
         )
     return frame.with_columns(changes) if changes else frame

@@ -5,6 +5,7 @@ statuses are numbers."""
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING
 
 import httpx2
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -13,8 +14,10 @@ from starlette.responses import Response
 
 from .client import ResponseCache
 from .config import Settings
-from .models import Session
 from .store import DayKey, DayStore
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 class Metrics:
@@ -94,7 +97,7 @@ class CountedStore(DayStore):
 
     metrics: Metrics | None = None
 
-    def get(self, key: DayKey) -> list[Session] | None:
+    def get(self, key: DayKey) -> pl.DataFrame | None:
         sessions = super().get(key)
         if self.metrics is not None:
             self.metrics.lookup("store", sessions is not None)

@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -51,10 +51,13 @@ from .budget import START_BY, too_late
 from .client import HardalClient, paused_error
 from .config import Settings
 from .errors import InputError, NetworkError, RateLimitError, ServerError, UpstreamError, own_errors
-from .models import Session, SessionsPage
+from .frames import SessionsPage
 from .params import Window
-from .privacy import redact_session
+from .privacy import redact_frame
 from .store import DayKey, DayStore
+
+if TYPE_CHECKING:
+    import polars as pl
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,7 @@ class Page:
     """Sessions handed to an analysis. `cluster` is the page's index in the sample design when the read
     is sampled (every upstream page of a sampled read has one), None for pages read as part of a whole."""
 
-    sessions: list[Session]
+    frame: pl.DataFrame
     dropped: int = 0
     cluster: int | None = None
 
@@ -199,7 +202,7 @@ class Planner:
         for day in days:
             sessions = await self._stored(day)
             if sessions is not None:
-                stored[day] = len(sessions)
+                stored[day] = sessions.height
                 consume(Page(sessions))
         if stored:  # kept days go only to a key Hardal still accepts
             await self.client.vouch(self.key, self.scope.website_id)
@@ -307,24 +310,26 @@ class Planner:
         progress: Progress | None,
     ) -> Outcome:
         """Read every page of every run; store the closed days of runs read whole."""
+        import polars as pl
+
         outcome.total = sum(stored.values())
         read = 0
         for run, first in zip(runs, first_pages, strict=True):
             scope = self.scope.span(run[0], run[-1])
             keep = self.store is not None and any(self._closed(d) for d in run)
-            held: list[Session] | None = [] if keep else None
+            held: list[pl.DataFrame] | None = [] if keep else None
             total = _total(first)
             failure: str | None = None
 
-            def take(page: SessionsPage, held: list[Session] | None = held) -> None:
+            def take(page: SessionsPage, held: list[pl.DataFrame] | None = held) -> None:
                 nonlocal read
                 room = max(0, max_sessions - read)
-                batch = page.sessions[:room]
-                read += len(batch)
+                batch = page.frame.head(room)
+                read += batch.height
                 consume(Page(batch, page.dropped))
                 if held is not None:
-                    held.extend(batch)
-                    if len(held) > HOLD_FOR_STORE or page.dropped:
+                    held.append(batch)
+                    if sum(f.height for f in held) > HOLD_FOR_STORE or page.dropped:
                         held.clear()  # not kept whole: the background fill stores these days one by one
                         outcome.unstored = True
 
@@ -332,7 +337,7 @@ class Planner:
             if total is None:  # no total to plan with: walk on until the API says stop
                 failure = await self._walk(scope, first, take, max_sessions)
             else:
-                read_to = len(first.sessions) + first.dropped
+                read_to = len(first) + first.dropped
                 planned = min(total, max_sessions)
                 for _ in range(MAX_GROWTH_ROUNDS + 1):
                     offsets = list(range(max(read_to, self.size), planned, self.size))
@@ -358,8 +363,8 @@ class Planner:
             outcome.total = None if outcome.total is None or total is None else outcome.total + total
             if failure:
                 outcome.partial_reason = outcome.partial_reason or failure
-            elif held and len(held) == total and len({s.id for s in held}) == total:  # whole, once each
-                await self._store_days(run, held)
+            elif held and (whole := pl.concat(held)).height == total == whole.get_column("id").n_unique():
+                await self._store_days(run, whole)  # read whole, once each
             if progress is not None:
                 await progress(read, outcome.total, f"{read:,} sessions read")
         if outcome.partial_reason:
@@ -370,7 +375,7 @@ class Planner:
         self, scope: Scope, first: SessionsPage, take: Callable[[SessionsPage], None], max_sessions: int
     ) -> str | None:
         """Pages without totals: forward one by one until a short page (reference §6.6)."""
-        offset, page, seen = 0, first, len(first.sessions)
+        offset, page, seen = 0, first, len(first)
         with anyio.CancelScope(deadline=self.deadline) as limit:
             while has_more_after(page, offset, self.size) and seen < max_sessions:
                 offset += self.size
@@ -379,8 +384,8 @@ class Planner:
                     return self._why()
                 page = got
                 take(page)
-                seen += len(page.sessions)
-                if not page.sessions and not page.dropped:
+                seen += len(page)
+                if not len(page) and not page.dropped:
                     if page.pagination is not None and page.pagination.has_more:
                         return (
                             f"Hardal sent an empty page at offset {offset:,} while saying more sessions follow; "
@@ -412,17 +417,17 @@ class Planner:
             nonlocal read
             total = _total(page)
             day.total = total if total is not None else day.total
-            if not page.sessions and not page.dropped:  # past the day's end: it told the total, nothing else
+            if not len(page) and not page.dropped:  # past the day's end: it told the total, nothing else
                 return
             index = len(self._clusters)
-            self._clusters.append(len(page.sessions))
+            self._clusters.append(len(page))
             self._days.append((day.day - self.scope.window.start).days)
-            read += len(page.sessions)
+            read += len(page)
             day.read.add(grid)
             day.clusters.append(index)
             day.places.append(grid * self.size / total if total else 0.0)
-            day.whole = grid == 0 and total is not None and len(page.sessions) + page.dropped >= total
-            consume(Page(page.sessions, page.dropped, index))
+            day.whole = grid == 0 and total is not None and len(page) + page.dropped >= total
+            consume(Page(page.frame, page.dropped, index))
 
         firsts: dict[date, int] = {}
 
@@ -567,7 +572,7 @@ class Planner:
             if page is None:
                 return
             yield start, page
-            if not page.sessions or not has_more_after(page, start, self.size):
+            if not len(page) or not has_more_after(page, start, self.size):
                 return
             start += self.size
 
@@ -576,6 +581,8 @@ class Planner:
     async def fill(self) -> int:
         """Read and store every closed day of the window the store lacks, one day at a time, leaving
         FILL_RESERVE of the budget to interactive calls. Returns the days stored."""
+        import polars as pl
+
         if self.store is None:
             return 0
         done = 0
@@ -583,17 +590,18 @@ class Planner:
         for day in (window.start + timedelta(days=i) for i in range(window.days)):
             if not self._closed(day) or await self._stored(day) is not None:
                 continue
-            sessions: list[Session] = []
+            frames: list[pl.DataFrame] = []
             offset, total = 0, None
             while True:
                 await self._spare_budget()
                 page = await self._fetch(self.scope.day(day), offset)
-                sessions.extend(page.sessions)
+                frames.append(page.frame)
                 total = total if total is not None else _total(page)
                 if page.dropped or total is None or offset + self.size >= total:
                     break
                 offset += self.size
-            if total is None or not len(sessions) == total == len({s.id for s in sessions}):
+            sessions = pl.concat(frames)
+            if total is None or not sessions.height == total == sessions.get_column("id").n_unique():
                 continue  # not read whole (a day still changing, unreadable items): fetched again next time
             if await anyio.to_thread.run_sync(self.store.put, self._day_key(day), sessions, total):
                 done += 1
@@ -621,7 +629,7 @@ class Planner:
             for i in queue:
                 page = await self._page(scopes[i], offsets[i])
                 if page is not None:
-                    results[i] = _Got(len(page.sessions) + page.dropped, _total(page))
+                    results[i] = _Got(len(page) + page.dropped, _total(page))
                     on_page(page, i)
 
         with own_errors():  # a 401 met by one worker is the caller's error, not an ExceptionGroup
@@ -675,29 +683,31 @@ class Planner:
     def _closed(self, day: date) -> bool:
         return self.store is not None and self.store.closed(self.scope.window.timezone, day)
 
-    async def _stored(self, day: date) -> list[Session] | None:
+    async def _stored(self, day: date) -> pl.DataFrame | None:
         if self.store is None or not self._closed(day):
             return None
         return await anyio.to_thread.run_sync(self.store.get, self._day_key(day))
 
-    async def _store_days(self, run: list[date], sessions: list[Session]) -> None:
+    async def _store_days(self, run: list[date], sessions: pl.DataFrame) -> None:
         """Split the sessions of `run`, read whole in this call (checked against the run's exact total), into
         its local days and store the closed ones, each with its part of that total. Only the run's days:
         the window's other days were not read here (a stored day written back from this read would be
         emptied). Nothing is stored when a session's start is unknown or falls outside the run (the split
         would not be Hardal's)."""
+        import polars as pl
+
         if self.store is None:
             return
-        zone = ZoneInfo(self.scope.window.timezone)
-        by_day: dict[date, list[Session]] = {day: [] for day in run}
-        for s in sessions:
-            day = None if s.started_at is None else s.started_at.astimezone(zone).date()
-            if day not in by_day:
-                return
-            by_day[day].append(s)
-        for day, kept in by_day.items():
+        if sessions.get_column("offset").null_count():  # a start unknown, or sent without its offset
+            return
+        local = pl.col("started").dt.convert_time_zone(self.scope.window.timezone).dt.date()
+        days = sessions.select(local.alias("day")).get_column("day")
+        if not days.is_in(run).all():
+            return
+        for day in run:
+            kept = sessions.filter(days == day)
             if self._closed(day):
-                await anyio.to_thread.run_sync(self.store.put, self._day_key(day), kept, len(kept))
+                await anyio.to_thread.run_sync(self.store.put, self._day_key(day), kept, kept.height)
 
     def _seed(self, day: date) -> float:
         """Where in its day a day's pages start, in [0, 1): a start fixed per site, moved on by the plastic
@@ -788,8 +798,7 @@ async def fetch_page(
         is_hybrid=scope.is_hybrid,
     )
     if settings.redact_pii:
-        for s in page.sessions:
-            redact_session(s)
+        page.replace(redact_frame(page.frame))
     return page
 
 
@@ -810,11 +819,11 @@ def _total(page: SessionsPage) -> int | None:
 
 def has_more_after(page: SessionsPage, offset: int, limit: int) -> bool:
     """Reference §6.6: trust the counts over `hasMore` when they disagree; a short page ends the list."""
-    if len(page.sessions) < limit and not page.dropped:
+    if len(page) < limit and not page.dropped:
         return False
     pagination = page.pagination
     if pagination is not None and pagination.total is not None:
-        return offset + len(page.sessions) + page.dropped < pagination.total
+        return offset + len(page) + page.dropped < pagination.total
     if pagination is not None and pagination.has_more is not None:
         return pagination.has_more
     return True

@@ -73,10 +73,10 @@ class Reading(Generic[A]):
         self.pages: dict[int, Record] = {}
 
     def consume(self, page: Page) -> None:
-        self.analysis.add(page.sessions, page.dropped)
+        self.analysis.add(page.frame, page.dropped)
         if page.cluster is not None:
             alone = self.make()
-            alone.add(page.sessions)
+            alone.add(page.frame)
             self.pages[page.cluster] = alone.record()
 
     def finish(
@@ -230,7 +230,7 @@ class Hardal:
             total=page.pagination.total if page.pagination else None,
             offset=offset,
             rows=[(offset + i, s) for i, s in enumerate(page.sessions)],
-            end=offset + len(page.sessions) + page.dropped if has_more else None,
+            end=offset + len(page) + page.dropped if has_more else None,
         )
         return self._sessions_answer(scope, listing)
 
@@ -239,7 +239,6 @@ class Hardal:
     ) -> tuple[SessionsResult, str]:
         deadline = self.deadline()
         allowance = self.allowance(deadline)
-        matches = segment.matcher()
         visits: dict[str, int] | None = None
         if segment.returning is not None:  # a property of the whole window: count visitors first
             visits = await self._visits(scope, deadline, allowance)
@@ -253,6 +252,7 @@ class Hardal:
                 read = True
                 if page.pagination is not None and page.pagination.total is not None:
                     listing.total = page.pagination.total
+                matching = set(segment.keep(page.frame.with_row_index("at")).get_column("at").to_list())
                 for i, s in enumerate(page.sessions):
                     if start + i < position:
                         continue
@@ -263,10 +263,10 @@ class Hardal:
                     if s.id in seen:
                         continue
                     seen.add(s.id)
-                    if matches(s) and (visits is None or _is_returning(s, visits) is segment.returning):
+                    if i in matching and (visits is None or _is_returning(s, visits) is segment.returning):
                         listing.rows.append((start + i, s))
-                page_end = start + len(page.sessions)
-                ended = not page.sessions or not has_more_after(page, start, self.settings.page_size)
+                page_end = start + len(page)
+                ended = not len(page) or not has_more_after(page, start, self.settings.page_size)
                 if len(listing.rows) >= limit or listing.scanned >= max_scan:
                     break
         # Nothing read: an answer to continue from would send the caller round the same offset again.
@@ -495,10 +495,11 @@ class Hardal:
         visits: dict[str, int] = {}
 
         def count(page: Page) -> None:
-            for s in page.sessions:
-                if s.id not in seen and s.visitor_id is not None:
-                    seen.add(s.id)
-                    visits[s.visitor_id] = visits.get(s.visitor_id, 0) + 1
+            columns = page.frame.get_column("id").to_list(), page.frame.get_column("visitor_id").to_list()
+            for sid, visitor in zip(*columns, strict=True):
+                if sid not in seen and visitor is not None:
+                    seen.add(sid)
+                    visits[visitor] = visits.get(visitor, 0) + 1
 
         outcome = await self._read(
             scope, count, max_sessions=MAX_SESSIONS_CAP, exact="returning", deadline=deadline, allowance=allowance

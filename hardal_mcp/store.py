@@ -10,7 +10,7 @@ refuses a day whose sessions are not exactly that many distinct sessions, and `g
 is dropped and fetched again): no day is ever answered incomplete. Nothing else is stored, and in particular:
 
 * **only PII-redacted sessions** — the scan planner hands over sessions that went through
-  `privacy.redact_session` (HARDAL_REDACT_PII); the store writes what it is given and never sees raw data;
+  `privacy.redact_frame` (HARDAL_REDACT_PII); the store writes what it is given and never sees raw data;
 * **never the API key** — rows name it by its fingerprint (`keys.Fingerprints`), a keyed one-way hash.
 
 Only closed days are stored or served: a day whose local end (in its time zone) is less than 48 hours ago
@@ -24,19 +24,18 @@ The file is ours only if its SQLite header carries our application id (read as r
 file of ours is still recognised); a missing or empty file becomes a store. Anything else (a text file,
 another application's database) is refused with a ConfigError and left byte for byte as it was. A damaged
 file of ours is moved aside (`<name>.corrupt-<UTC time>`, with its journal files), never deleted; one of
-an older schema is emptied (its days may be incomplete); one of a newer schema is left alone and not used.
-Nothing that fails a check is ever served: the day is fetched again.
+an older schema is emptied, with a log line (version 1 could keep days emptied; version 2 held JSON
+bodies); one of a newer schema is left alone and not used. Nothing that fails a check is ever served: the
+day is fetched again.
 
-Each body is compact JSON (orjson), column by column, read straight into `Session` objects (`encode`,
-`decode`); `bench/store_speed.py` measures it against the alternatives.
+Each body is the day's frame as Parquet, compressed with zstd (`frames.encode`, `frames.decode`): about 25
+bytes a session, read straight into the columns every analysis works on; `bench/store_speed.py` measures it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
-import json
 import logging
 import os
 import sqlite3
@@ -44,13 +43,12 @@ import stat
 import sys
 import threading
 import time
-import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -58,18 +56,20 @@ import orjson
 from .config import Settings
 from .errors import ConfigError, HardalError
 from .files import private_directory
-from .models import Session
+from .frames import decode, encode
+
+if TYPE_CHECKING:
+    import polars as pl
 
 log = logging.getLogger(__name__)
 
 FILENAME = "store.sqlite3"
 CLOSED_AFTER = 48 * 3600.0  # seconds after a day's local end before it is stored or served
 APPLICATION_ID = 0x4844_5331  # "HDS1" in the SQLite header: a file without it is not ours
-SCHEMA_VERSION = 2  # 2: each day carries the total Hardal reported (version 1 could keep days emptied)
+SCHEMA_VERSION = 3  # 2: each day carries the total Hardal reported; 3: bodies are Parquet frames
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _HEADER_VERSION, _HEADER_APP_ID = 60, 68  # offsets of user_version and application_id (big-endian)
-PLAIN, ZLIB = 1, 2  # body formats: the orjson rows as they are, or deflated (level 1)
-BODY_FORMAT = PLAIN  # what `put` writes (bench/store_speed.py measured both); `get` reads either
+PARQUET = 3  # the body format (1 and 2 were JSON, of schema version 2)
 BUSY_TIMEOUT = 10.0  # seconds a write waits for another process's transaction
 TOUCH_EVERY = 60.0  # a day's last use is rewritten at most this often (reads stay reads)
 ROW_OVERHEAD = 256  # bytes counted per day beyond its body (key columns, b-tree), towards the cap
@@ -262,7 +262,7 @@ class DayStore:
         end = datetime.combine(day + timedelta(days=1), clock_time.min, tzinfo=zone)
         return end.timestamp() + CLOSED_AFTER <= self._clock()
 
-    def get(self, key: DayKey) -> list[Session] | None:
+    def get(self, key: DayKey) -> pl.DataFrame | None:
         """The sessions of a stored day, in the order they were put; None if absent, too young, unreadable,
         or not the total Hardal reported for it."""
         if not self.closed(key.timezone, key.day):
@@ -273,21 +273,20 @@ class DayStore:
         if row is None:
             return None
         rowid, body_format, total, checksum, body = row
-        if body_format not in (PLAIN, ZLIB) or checksum != _checksum(columns, body_format, total, body):
+        if body_format != PARQUET or checksum != _checksum(columns, body_format, total, body):
             self._discard(rowid, "a stored day failed its checksum")
             return None
         try:
-            with collector_paused():
-                sessions = decode(zlib.decompress(body) if body_format == ZLIB else body)
-        except (ValueError, TypeError, LookupError, zlib.error) as exc:
-            self._discard(rowid, f"a stored day could not be read ({type(exc).__name__})")
+            sessions = decode(body)
+        except ValueError as exc:
+            self._discard(rowid, f"a stored day could not be read ({exc})")
             return None
         if not _whole(sessions, total):
             self._discard(rowid, f"a stored day does not hold the {total:,} sessions Hardal reported for it")
             return None
         return sessions
 
-    def put(self, key: DayKey, sessions: Sequence[Session], total: int) -> bool:
+    def put(self, key: DayKey, sessions: pl.DataFrame, total: int) -> bool:
         """Keep the day `key`, read whole: `total` is the number of sessions Hardal reported for it (see the
         module docstring), replacing what was kept; True once written. Refused, and logged, unless
         `sessions` are exactly `total` distinct sessions; not kept either (False) when the day is younger
@@ -297,14 +296,12 @@ class DayStore:
         if not _whole(sessions, total):
             self._warn(
                 "incomplete",
-                f"Day store {self.path}: refused to keep {key.day}: {len(sessions):,} sessions "
-                f"({len({s.id for s in sessions}):,} distinct) where Hardal reported {total:,}.",
+                f"Day store {self.path}: refused to keep {key.day}: {sessions.height:,} sessions "
+                f"({sessions.get_column('id').n_unique():,} distinct) where Hardal reported {total:,}.",
             )
             return False
         columns = key.columns()
-        body_format, body = BODY_FORMAT, encode(sessions)
-        if body_format == ZLIB:
-            body = zlib.compress(body, 1)
+        body_format, body = PARQUET, encode(sessions)
         if len(body) + ROW_OVERHEAD > self.max_bytes:
             return False
         checksum = _checksum(columns, body_format, total, body)
@@ -588,8 +585,8 @@ def _create(conn: sqlite3.Connection) -> None:
 
 
 def _upgrade(conn: sqlite3.Connection, path: Path) -> int:
-    """Empty a store of an older version (version 1 could keep days emptied by a bug: none of its days can
-    be trusted) and make it this version's; the version the file has now. In one transaction, re-checked
+    """Empty a store of an older version (version 1 could keep days emptied by a bug, version 2 held JSON
+    bodies) and make it this version's; the version the file has now. In one transaction, re-checked
     inside it, so that processes upgrading at once drop the days only once."""
     with _transaction(conn):
         version: int = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -599,8 +596,8 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> int:
         _create(conn)
     conn.executescript("PRAGMA incremental_vacuum;")
     log.warning(
-        "Day store %s was written by an older hardal-mcp (schema version %d), whose days may be incomplete: "
-        "they are dropped and will be fetched again.",
+        "Day store %s was written by an older hardal-mcp (schema version %d), in a format this one does not "
+        "read (and version 1 could keep days incomplete): its days are dropped and will be fetched again.",
         path,
         version,
     )
@@ -619,30 +616,6 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-_gc_lock = threading.Lock()
-_gc_pauses = 0  # decodes under way
-_gc_was_enabled = False
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a day is decoded: its ~100,000 new objects hold no cycles,
-    so a collection could free none of them, only walk them (and, every few days, the whole heap) — a
-    quarter of the decoding time. Nested and concurrent pauses (threads) end with the last one; the
-    collector is restored only if it was on."""
-    global _gc_pauses, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pauses == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_was_enabled:
-                gc.enable()
 
 
 def _inode(path: Path) -> tuple[int, int] | None:
@@ -653,9 +626,9 @@ def _inode(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _whole(sessions: Sequence[Session], total: int) -> bool:
+def _whole(sessions: pl.DataFrame, total: int) -> bool:
     """Whether `sessions` are exactly `total` distinct sessions: a day read whole, once each."""
-    return len(sessions) == total and len({s.id for s in sessions}) == total
+    return sessions.height == total and sessions.get_column("id").n_unique() == total
 
 
 def _is_corruption(exc: BaseException) -> bool:
@@ -671,63 +644,3 @@ def _checksum(columns: tuple[Any, ...], body_format: int, total: int, body: byte
     digest.update(orjson.dumps([*columns, body_format, total]))
     digest.update(body)
     return digest.digest()
-
-
-# ------------------------------------------------------------------------------------------ the format
-
-
-def encode(sessions: Sequence[Session]) -> bytes:
-    """The day as JSON, column by column in `Session` field order: reading 12 long arrays is quicker than
-    15,000 short ones. The start is ISO 8601 with its offset. Browser, OS, device and country repeat a
-    handful of values: each is a table of its distinct values and one small index per session, so reading
-    them allocates no strings at all (small integers are shared)."""
-    columns = [
-        [s.id for s in sessions],
-        [s.visitor_id for s in sessions],
-        [None if s.started_at is None else s.started_at.isoformat() for s in sessions],
-        [s.duration for s in sessions],
-        [s.page_views for s in sessions],
-        [s.events for s in sessions],
-        [s.pages for s in sessions],
-        _coded([s.browser for s in sessions]),
-        _coded([s.os for s in sessions]),
-        _coded([s.device for s in sessions]),
-        _coded([s.country for s in sessions]),
-        [s.fields for s in sessions],
-    ]
-    try:
-        return orjson.dumps(columns)
-    except TypeError:  # what orjson refuses: integers beyond 64 bits, lone surrogates
-        # Wrapped, so that `decode` reads it back with the standard library too: orjson would read such
-        # integers as floats.
-        return orjson.dumps({_STDLIB: json.dumps(columns, ensure_ascii=True, allow_nan=False)})
-
-
-def decode(body: bytes) -> list[Session]:
-    """The sessions `encode` wrote; ValueError, TypeError or LookupError when `body` is not such a day."""
-    columns = orjson.loads(body)
-    if type(columns) is dict:
-        columns = json.loads(columns[_STDLIB])
-    ids, visitors, starts, durations, views, events, pages, browsers, oses, devices, countries, fields = columns
-    iso = datetime.fromisoformat
-    starts = list(map(iso, starts)) if None not in starts else [None if t is None else iso(t) for t in starts]
-    coded = map(_uncoded, (browsers, oses, devices, countries))
-    values = [ids, visitors, starts, durations, views, events, pages, *coded, fields]
-    if any(len(column) != len(ids) for column in values):
-        raise ValueError("columns of different lengths")
-    return list(map(Session, *values))
-
-
-_STDLIB = "stdlib-json"
-
-
-def _coded(values: list[str | None]) -> list[list[Any]]:
-    """[distinct values, the index of each value]."""
-    table: dict[str | None, int] = {}
-    indexes = [table.setdefault(v, len(table)) for v in values]
-    return [list(table), indexes]
-
-
-def _uncoded(column: list[list[Any]]) -> list[Any]:
-    table, indexes = column
-    return list(map(table.__getitem__, indexes))

@@ -382,8 +382,8 @@ async def read_window(client: HardalClient, window: Window) -> int:
     offset, read = 0, 0
     while True:
         page = await client.sessions(KEY, "demo", window, limit=20, offset=offset)
-        read += len(page.sessions)
-        if len(page.sessions) < 20:
+        read += len(page)
+        if len(page) < 20:
             return read
         offset += 20
 

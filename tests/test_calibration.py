@@ -17,6 +17,7 @@ from bench.calibration import DAYS, REGIMES, Site, run, table
 from hardal_mcp.analytics.estimate import Design, Estimator, Group, Record, scalar, t95
 from hardal_mcp.client import HardalClient
 from hardal_mcp.params import Window
+from hardal_mcp.frames import to_sessions
 from hardal_mcp.planner import Allowance, Page, Planner, Scope, _Day, _spread
 
 from .test_sampling import END, MONTH, SMALL_PAGES, call, exact, make_settings, sampled
@@ -51,7 +52,7 @@ async def test_one_page_a_day_reads_every_hour_of_the_day() -> None:
     zone = ZoneInfo("Europe/Istanbul")
 
     def consume(page: Page) -> None:
-        hours.update(s.started_at.astimezone(zone).hour for s in page.sessions if s.started_at is not None)
+        hours.update(s.started_at.astimezone(zone).hour for s in to_sessions(page.frame) if s.started_at is not None)
 
     outcome = await Site("hours", PER_DAY, PAGE).read(DAYS, 1 + DAYS, consume)
     assert outcome.design is not None and outcome.design.sampled

@@ -12,12 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hardal_mcp.errors import ProtocolError
+from hardal_mcp.frames import SessionsPage, parse_sessions_page
 from hardal_mcp.models import (
     ActivityPage,
-    SessionsPage,
     parse_activity_page,
     parse_duration,
-    parse_sessions_page,
 )
 
 # Verbatim from the Sessions API page (/work/shared/seed-sessions-api.txt, reference §2.1).

@@ -130,11 +130,11 @@ class Digest(Scan):
         self._place(f)
         self._durations.append(f.filter(pl.col("duration").is_not_null()).select("id", "duration", "bounced"))
         most, most_id = self._most_pages
-        top = f.get_column("pv").max()
+        top: int | None = f.get_column("pv").max()  # type: ignore[assignment]  # an Int64 column's
         if top is not None and top >= most:
-            top_id = f.filter(pl.col("pv") == top).get_column("id").min()
+            top_id = str(f.filter(pl.col("pv") == top).get_column("id").min())
             if top > most or top_id < most_id:
-                self._most_pages = (int(top), str(top_id))
+                self._most_pages = (top, top_id)
         if self._members is not None:
             self._members.append(f.get_column("visitor_id"))
 
