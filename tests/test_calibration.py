@@ -16,8 +16,8 @@ import pytest
 from bench.calibration import DAYS, REGIMES, Site, run, table
 from hardal_mcp.analytics.estimate import Design, Estimator, Group, Record, scalar, t95
 from hardal_mcp.client import HardalClient
-from hardal_mcp.params import Window
 from hardal_mcp.frames import to_sessions
+from hardal_mcp.params import Window
 from hardal_mcp.planner import Allowance, Page, Planner, Scope, _Day, _spread
 
 from .test_sampling import END, MONTH, SMALL_PAGES, call, exact, make_settings, sampled

@@ -6,7 +6,6 @@ where HARDAL_STORE puts it, and `hardal-mcp store status|clear` (which fail loud
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import sqlite3
@@ -27,9 +26,9 @@ from pydantic import SecretStr
 
 from hardal_mcp import store as store_module
 from hardal_mcp.config import Settings
-from hardal_mcp.keys import Fingerprints
 from hardal_mcp.frames import from_sessions as frame
 from hardal_mcp.frames import to_sessions
+from hardal_mcp.keys import Fingerprints
 from hardal_mcp.models import Session
 from hardal_mcp.store import (
     APPLICATION_ID,
@@ -450,7 +449,8 @@ def test_a_truncated_file_serves_nothing_wrong(path: Path, caplog: pytest.LogCap
 def test_a_flipped_byte_in_a_body_is_caught_by_its_checksum(path: Path, caplog: pytest.LogCaptureFixture) -> None:
     fill(path)
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        (body,) = conn.execute("SELECT body FROM days WHERE day = ?", ((DAY + timedelta(days=2)).isoformat(),)).fetchone()
+        third = (DAY + timedelta(days=2)).isoformat()
+        (body,) = conn.execute("SELECT body FROM days WHERE day = ?", (third,)).fetchone()
     raw = bytearray(path.read_bytes())
     # inside the body of the third day: a run of its bytes found nowhere else in the file
     at = next(raw.index(body[i : i + 32]) for i in range(0, len(body) - 32, 32) if raw.count(body[i : i + 32]) == 1)
