@@ -28,6 +28,7 @@ from hardal_mcp.analytics import (
     quantile,
 )
 from hardal_mcp.errors import InputError
+from hardal_mcp.frames import from_sessions
 from hardal_mcp.models import Session
 from hardal_mcp.params import Window
 
@@ -516,7 +517,7 @@ def test_segment_description() -> None:
 )
 def test_page_patterns(pattern: str, page: str, expected: bool) -> None:
     seg = Segment(visited=[pattern])
-    assert seg.matcher()(session("x", pages=[page])) is expected
+    assert seg.keep(from_sessions([session("x", pages=[page])])).height == expected
 
 
 @pytest.mark.parametrize(
@@ -566,7 +567,7 @@ def test_arbitrary_segments_raise_only_input_errors(criteria: dict[str, Any]) ->
     except InputError:
         return
     assert seg is not None
-    seg.matcher()(session("x", pages=["/a"], fields={"k": "v"}))
+    seg.keep(from_sessions([session("x", pages=["/a"], fields={"k": "v"})]))
     seg.describe()
 
 
@@ -598,9 +599,10 @@ def test_segment_properties(sessions: list[Session], segment: Segment, rnd: rand
     for one in shuffled:  # one session per page: `returning` decided as late as possible
         again.add([one])
     assert again.summary(website_id="d", total=None) == part
-    # without `returning`, the segment is exactly the matcher's choice
+    # without `returning`, the segment is exactly the filter's choice among the distinct sessions
     if segment.returning is None:
-        assert part.totals.sessions == sum(map(segment.matcher(), sessions))
+        distinct = list({s.id: s for s in reversed(sessions)}.values())
+        assert part.totals.sessions == segment.keep(from_sessions(distinct)).height
 
 
 # --- funnels -------------------------------------------------------------------------------------

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice
-from operator import attrgetter
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import InputError
-from ..models import Session
 from ..privacy import redact
 from ..sanitize import clean, elide
 from .schema import DIMENSIONS, NONE, Schema, _field_name, _label, _without_titles, fmt_duration
@@ -96,13 +94,6 @@ class _Pages:
     def match(self, page: str) -> bool:
         return page in self.exact or any(glob(page) for glob in self.globs)
 
-    def all_in(self, pages: list[str]) -> bool:
-        """Every pattern matches some page."""
-        return self.exact.issubset(pages) and all(any(map(glob, pages)) for glob in self.globs)
-
-    def any_in(self, pages: list[str]) -> bool:
-        return not self.exact.isdisjoint(pages) or any(glob(page) for glob in self.globs for page in pages)
-
 
 def _given(value: str) -> tuple[str, ...]:
     """A value as given and as PII redaction masks it: the data a segment is matched against is redacted
@@ -124,14 +115,6 @@ def _wanted(values: Values, fold: bool) -> frozenset[str | None]:
 
 def _patterns(values: Values) -> _Pages:
     return _Pages(p for pattern in _as_list(values) for p in _given(pattern))
-
-
-def _all_visited(patterns: list[str]) -> Callable[[list[str]], bool]:
-    """Every pattern (as given, or as redacted) matches some page."""
-    if all(len(_given(p)) == 1 for p in patterns):
-        return _Pages(patterns).all_in
-    each = [_patterns(p).any_in for p in patterns]
-    return lambda pages: all(seen(pages) for seen in each)
 
 
 _NONE_FOLDED = NONE.casefold()
@@ -192,46 +175,10 @@ class Segment(Schema):
             where = f"segment.{error['loc'][0]}" if error["loc"] else "segment"
             raise InputError(where, error["msg"].removeprefix("Value error, ")) from None
 
-    def matcher(self) -> Callable[[Session], bool]:
-        """A fast test of everything but `returning`, which needs the whole window (see `Scan`)."""
-        checks: list[Callable[[Session], bool]] = []
-        for name in DIMENSIONS:
-            wanted = getattr(self, name)
-            if wanted is not None:
-                checks.append(_folded_check(attrgetter(name), _wanted(wanted, fold=True)))
-        for key, wanted in (self.fields or {}).items():
-            checks.append(_exact_check(_field_value(key), _wanted(wanted, fold=False)))
-        if self.visited is not None:
-            visited = _all_visited(_as_list(self.visited))
-            checks.append(lambda s: visited(s.pages))
-        if self.not_visited is not None:
-            not_visited = _patterns(self.not_visited).any_in
-            checks.append(lambda s: not not_visited(s.pages))
-        if self.landing_page is not None:
-            landing = _patterns(self.landing_page).match
-            checks.append(lambda s: bool(s.pages) and landing(s.pages[0]))
-        if self.exit_page is not None:
-            exit_ = _patterns(self.exit_page).match
-            checks.append(lambda s: bool(s.pages) and exit_(s.pages[-1]))
-        if self.min_duration is not None or self.max_duration is not None:
-            low, high = self.min_duration or 0.0, math.inf if self.max_duration is None else self.max_duration
-            checks.append(lambda s: s.duration is not None and low <= s.duration <= high)
-        if self.min_pageviews is not None:
-            least = self.min_pageviews
-            checks.append(lambda s: _page_views(s) >= least)
-        if self.bounced is not None:
-            bounced = self.bounced
-            checks.append(lambda s: (_page_views(s) <= 1) is bounced)
-        if not checks:
-            return _always
-        if len(checks) == 1:
-            return checks[0]
-        return lambda s: all(check(s) for check in checks)
-
     def keep(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """The rows of `frame` that meet everything but `returning` (see `Scan`): each criterion is
-        decided on the frame's distinct values in Python, exactly as `matcher` decides it, then applied
-        to the rows as an exact-spelling filter."""
+        """The rows of `frame` that meet every criterion but `returning`, which the scan decides (see
+        `Scan`). Each criterion is decided in Python on the frame's distinct values, then applied to the
+        rows as a filter on exact spellings."""
         import polars as pl
 
         conditions: list[pl.Expr] = []
@@ -311,7 +258,7 @@ def page_views_expr() -> pl.Expr:
 
 
 def field_expr(key: str) -> pl.Expr:
-    """A field's value, as `_field_value` finds it (the key as given, then as redaction masks it)."""
+    """A field's value: the key is looked up as given, then as PII redaction masks it (keys are redacted too)."""
     import polars as pl
 
     def one(k: str) -> pl.Expr:
@@ -334,42 +281,11 @@ def _among(values: pl.Series, wanted: frozenset[str | None], fold: bool) -> pl.E
     return pl.lit(hit.fill_null(False))
 
 
-def _page_views(s: Session) -> int:
-    return len(s.pages) if s.page_views is None else s.page_views
-
-
-def _always(s: Session) -> bool:
-    return True
-
-
-def _field_value(key: str) -> Callable[[Session], str | None]:
-    """A field's value; the key is looked up as given, then as PII redaction masks it (keys are redacted too)."""
-    keys = _given(key)
-    if len(keys) == 1:
-        return lambda s: s.fields.get(key)
-    return lambda s: next((s.fields[k] for k in keys if k in s.fields), None)
-
-
 def value_expr(name: str) -> pl.Expr:
     """A session's country, device, browser or os; any other name is a `fields` key."""
     import polars as pl
 
     return pl.col(name) if name in DIMENSIONS else field_expr(name)
-
-
-def _folded_check(value: Callable[[Session], str | None], wanted: frozenset[str | None]) -> Callable[[Session], bool]:
-    def check(s: Session) -> bool:
-        v = value(s)
-        return (v.casefold() if v else None) in wanted
-
-    return check
-
-
-def _exact_check(value: Callable[[Session], str | None], wanted: frozenset[str | None]) -> Callable[[Session], bool]:
-    def check(s: Session) -> bool:
-        return (value(s) or None) in wanted
-
-    return check
 
 
 # ---------------------------------------------------------------------------------------------------
