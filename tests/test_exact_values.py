@@ -18,6 +18,7 @@ from hardal_mcp.analytics.estimate import Design, Estimator, Group, Record, esti
 from hardal_mcp.analytics.funnel import estimate_funnel
 from hardal_mcp.analytics.segment import MAX_SEGMENT_VALUES, MAX_VALUE_CHARS
 from hardal_mcp.errors import InputError
+from hardal_mcp.frames import from_sessions
 from hardal_mcp.models import Session
 from hardal_mcp.params import Window
 from hardal_mcp.privacy import redact, redact_session
@@ -50,7 +51,7 @@ def by_key(lists: list[Breakdown]) -> dict[str, Breakdown]:
 def matched(criteria: dict[str, Any], sessions: list[Session]) -> int:
     segment = Segment.parse(criteria)
     assert segment is not None
-    return sum(map(segment.matcher(), sessions))
+    return segment.keep(from_sessions(sessions)).height
 
 
 # --- item 4: a hostile segment costs O(small) -----------------------------------------------------

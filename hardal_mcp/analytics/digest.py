@@ -96,7 +96,10 @@ class Digest(Scan):
 
     @property
     def count(self) -> int:
-        """Sessions digested (unique, and matching the segment if there is one)."""
+        """Sessions digested so far (unique, and matching the segment if there is one): what is pending
+        is counted first."""
+        if not self._closed:
+            self._flush()
         return self.matched
 
     def _consume(self, frame: pl.DataFrame) -> None:

@@ -19,13 +19,17 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------------------------------------------
 # Scanning.
 
+BATCH = 50_000  # sessions counted in one go (tens of MB of columns at most)
+
 
 class Scan:
     """What every streaming analysis shares: dedupe by session id, sessions per visitor, the segment.
 
-    A scan is fed frames of sessions (`frames`), a page or a stored day at a time. Subclasses implement
-    `_consume(frame)` over the new, unique, matching sessions of one frame, computing grouped counts with
-    the engine, and call `_close()` before reading their results.
+    A scan is fed frames of sessions (`frames`), a page or a stored day at a time. New sessions are
+    gathered into batches of about BATCH rows: the engine's cost is mostly per call, so a hundred pages
+    are counted at once rather than one by one. Subclasses implement `_consume(frame)` over the unique,
+    matching sessions of one batch, computing grouped counts with the engine, and call `_close()` before
+    reading their results.
 
     `returning` is a property of the visitor over the whole window, known for sure only when the scan
     ends: with it, matching sessions are held (as columns) until then. Without it a scan holds no
@@ -38,6 +42,8 @@ class Scan:
         self.unreadable = 0  # items of pages that were not readable as sessions
         self.segment = segment
         self._returning = segment.returning if segment else None
+        self._pending: list[pl.DataFrame] = []  # new sessions not yet counted
+        self._pending_rows = 0
         self._held: list[pl.DataFrame] = []  # matching sessions awaiting `returning`
         self._closed = False
         self.matched = 0  # sessions handed to `_consume`
@@ -67,6 +73,19 @@ class Scan:
             frame = frame.filter(pl.Series(keep, dtype=pl.Boolean))
             self.duplicates += len(ids) - frame.height
         self._visitors.append(frame.get_column("visitor_id"))
+        self._pending.append(frame)
+        self._pending_rows += frame.height
+        if self._pending_rows >= BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Count the pending sessions: the segment's filter, then `_consume` (or held for `returning`)."""
+        import polars as pl
+
+        if not self._pending:
+            return
+        frame = self._pending[0] if len(self._pending) == 1 else pl.concat(self._pending)
+        self._pending, self._pending_rows = [], 0
         if self.segment is not None:
             frame = self.segment.keep(frame)
         if self._returning is not None:
@@ -88,6 +107,7 @@ class Scan:
         if self._closed:
             return
         self._closed = True
+        self._flush()
         if self._returning is not None and self._held:
             held = pl.concat(self._held)
             self._held.clear()
