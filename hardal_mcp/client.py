@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mappin
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import anyio
@@ -46,6 +46,7 @@ from .frames import scrub_secret as scrub_sessions
 from .keys import Fingerprints
 from .models import ActivityPage, mentions, parse_activity_page, scrub_secret
 from .params import Window
+from .privacy import redact_frame
 from .sanitize import clean, elide, redact_secret
 
 log = logging.getLogger(__name__)
@@ -145,24 +146,26 @@ class RateLimiter:
 
 
 class ResponseCache:
-    """Recent upstream bodies, so a repeated question within their lifetime costs no request.
+    """Recent upstream answers, so a repeated question within their lifetime costs no request.
 
-    Keys include the API key's fingerprint: nothing fetched with one key is served to another. Bounded
-    in bytes, least recently used out first."""
+    What is kept is the answer as read (a sessions page as its redacted frame), so a repeat does not read
+    the body again. Keys include the API key's fingerprint: nothing fetched with one key is served to
+    another. Bounded by the bytes of the bodies the answers were read from (a frame takes less memory than
+    its JSON), least recently used out first."""
 
     def __init__(self, max_bytes: int = 64 * 2**20, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_bytes = max_bytes
         self._clock = clock
-        self._entries: OrderedDict[Hashable, tuple[float, bytes]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[float, object, int]] = OrderedDict()
         self._size = 0
         self._next_sweep = clock() + SWEEP_SECONDS
 
     @property
     def size(self) -> int:
-        """Bytes of bodies held."""
+        """Bytes of the bodies whose answers are held."""
         return self._size
 
-    def get(self, key: Hashable) -> bytes | None:
+    def get(self, key: Hashable) -> object | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -172,23 +175,24 @@ class ResponseCache:
         self._entries.move_to_end(key)
         return entry[1]
 
-    def put(self, key: Hashable, body: bytes, ttl: float) -> None:
-        if ttl <= 0 or len(body) > self.max_bytes:
+    def put(self, key: Hashable, answer: object, size: int, ttl: float) -> None:
+        """Keep `answer`, read from a body of `size` bytes, for `ttl` seconds."""
+        if ttl <= 0 or size > self.max_bytes:
             return
         if key in self._entries:
             self._drop(key)
         now = self._clock()
         if now >= self._next_sweep:  # expired bodies go even if nobody asks for them again
-            for stale in [k for k, (expires, _) in self._entries.items() if expires <= now]:
+            for stale in [k for k, (expires, _, _) in self._entries.items() if expires <= now]:
                 self._drop(stale)
             self._next_sweep = now + SWEEP_SECONDS
-        self._entries[key] = (now + ttl, body)
-        self._size += len(body)
+        self._entries[key] = (now + ttl, answer, size)
+        self._size += size
         while self._size > self.max_bytes:
             self._drop(next(iter(self._entries)))
 
     def _drop(self, key: Hashable) -> None:
-        self._size -= len(self._entries.pop(key)[1])
+        self._size -= self._entries.pop(key)[2]
 
 
 class Acceptance:
@@ -374,16 +378,16 @@ class HardalClient:
         ttl: float,
         parse: Callable[[bytes], P],
     ) -> P:
-        parse = _scrubbing(parse, key)
+        parse = _reading(parse, key, self.settings.redact_pii)
         fingerprint = self.fingerprints.of(key)
         cache_key = _cache_key(fingerprint, path, params)
         cached = self.cache.get(cache_key)
         if cached is not None:
             await self.vouch(key, website_id)
             await anyio.lowlevel.checkpoint()  # a scan served from cache still lets other requests run
-            return parse(cached)
+            return cast(P, cached)  # kept under this request's key by this method, as `parse` read it
         content, parsed = await self._judged(key, fingerprint, website_id, path, params, what, parse)
-        self.cache.put(cache_key, content, ttl)  # only bodies that parsed are kept
+        self.cache.put(cache_key, parsed, len(content), ttl)  # only bodies that parsed are kept
         return parsed
 
     async def _judged(
@@ -532,15 +536,20 @@ def _cache_key(fingerprint: str, path: str, params: Mapping[str, str]) -> Hashab
     return (fingerprint, path, tuple(sorted(params.items())))
 
 
-def _scrubbing(parse: Callable[[bytes], P], key: SecretStr) -> Callable[[bytes], P]:
-    """`parse`, then the API key masked in every string of the page when the body spells it: Hardal
-    echoing a key (in a field, a property, a key name) must not put it in front of a model."""
+def _reading(parse: Callable[[bytes], P], key: SecretStr, redact_pii: bool) -> Callable[[bytes], P]:
+    """`parse`, then the API key masked in every string of the page when the body spells it (Hardal
+    echoing a key, in a field, a property, a key name, must not put it in front of a model), then a
+    sessions page's personal data masked (`privacy`, HARDAL_REDACT_PII) before anything counts or keeps it.
+    (Activity events are masked when shown.)"""
     secret = key.get_secret_value()
 
     def read(content: bytes) -> P:
         page = parse(content)
-        if isinstance(page, SessionsPage) and mentions(content, secret):
-            scrub_sessions(page, secret)
+        if isinstance(page, SessionsPage):
+            if mentions(content, secret):
+                scrub_sessions(page, secret)
+            if redact_pii:
+                page.replace(redact_frame(page.frame))
         elif isinstance(page, ActivityPage) and mentions(content, secret):
             scrub_secret(page, secret)
         return page

@@ -86,10 +86,10 @@ class CountedCache(ResponseCache):
         super().__init__()
         self._metrics = metrics
 
-    def get(self, key: Hashable) -> bytes | None:
-        body = super().get(key)
-        self._metrics.lookup("response", body is not None)
-        return body
+    def get(self, key: Hashable) -> object | None:
+        answer = super().get(key)
+        self._metrics.lookup("response", answer is not None)
+        return answer
 
 
 class CountedStore(DayStore):

@@ -53,7 +53,6 @@ from .config import Settings
 from .errors import InputError, NetworkError, RateLimitError, ServerError, UpstreamError, own_errors
 from .frames import SessionsPage
 from .params import Window
-from .privacy import redact_frame
 from .store import DayKey, DayStore
 
 if TYPE_CHECKING:
@@ -671,7 +670,7 @@ class Planner:
                 return None
 
     async def _fetch(self, scope: Scope, offset: int) -> SessionsPage:
-        return await fetch_page(self.client, self.settings, self.key, scope, offset, self.size)
+        return await fetch_page(self.client, self.key, scope, offset, self.size)
 
     # -- the store -------------------------------------------------------------------------------------
 
@@ -784,11 +783,9 @@ def starting_by(deadline: float) -> Iterator[None]:
         START_BY.reset(token)
 
 
-async def fetch_page(
-    client: HardalClient, settings: Settings, key: SecretStr, scope: Scope, offset: int, limit: int
-) -> SessionsPage:
-    """One sessions page of `scope`, personal data masked as it arrives (before anything counts it)."""
-    page = await client.sessions(
+async def fetch_page(client: HardalClient, key: SecretStr, scope: Scope, offset: int, limit: int) -> SessionsPage:
+    """One sessions page of `scope` (personal data already masked by the client, as it arrived)."""
+    return await client.sessions(
         key,
         scope.website_id,
         scope.window,
@@ -797,9 +794,6 @@ async def fetch_page(
         target_signal_id=scope.target_signal_id,
         is_hybrid=scope.is_hybrid,
     )
-    if settings.redact_pii:
-        page.replace(redact_frame(page.frame))
-    return page
 
 
 def _runs(days: list[date]) -> list[list[date]]:

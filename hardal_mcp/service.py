@@ -224,7 +224,7 @@ class Hardal:
         """A plain page of the API; with a segment, the next `limit` matches found from `offset` on."""
         if segment is not None:
             return await self._matching_sessions(scope, segment, limit=limit, offset=offset, max_scan=max_scan)
-        page = await self.within_deadline(fetch_page(self.client, self.settings, self.key(), scope, offset, limit))
+        page = await self.within_deadline(fetch_page(self.client, self.key(), scope, offset, limit))
         has_more = has_more_after(page, offset, limit)
         listing = Listing(
             total=page.pagination.total if page.pagination else None,

@@ -894,24 +894,24 @@ async def test_failures_are_not_cached(make_client):
 def test_cache_entries_expire_and_the_cache_stays_within_its_bound():
     now = [0.0]
     cache = ResponseCache(max_bytes=10, clock=lambda: now[0])
-    cache.put("a", b"12345", ttl=60)
-    cache.put("b", b"12345", ttl=3600)
+    cache.put("a", b"12345", len(b"12345"), ttl=60)
+    cache.put("b", b"12345", len(b"12345"), ttl=3600)
     assert cache.get("a") == b"12345"  # touching a makes b the least recently used
-    cache.put("c", b"123", ttl=60)
+    cache.put("c", b"123", len(b"123"), ttl=60)
     assert cache.get("b") is None
     assert cache.get("a") == b"12345" and cache.get("c") == b"123"
     now[0] = 61.0
     assert cache.get("a") is None and cache.get("c") is None
-    cache.put("huge", b"x" * 11, ttl=60)
+    cache.put("huge", b"x" * 11, len(b"x" * 11), ttl=60)
     assert cache.get("huge") is None
 
 
 def test_expired_bodies_are_swept_even_if_never_asked_for_again():
     now = [0.0]
     cache = ResponseCache(max_bytes=1000, clock=lambda: now[0])
-    cache.put("old", b"x" * 100, ttl=10)
+    cache.put("old", b"x" * 100, len(b"x" * 100), ttl=10)
     now[0] = 61.0  # past the entry's lifetime and the sweep interval
-    cache.put("new", b"y" * 10, ttl=10)
+    cache.put("new", b"y" * 10, len(b"y" * 10), ttl=10)
     assert cache.size == 10  # the expired body no longer holds memory
 
 
