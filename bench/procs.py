@@ -24,13 +24,20 @@ def free_port() -> int:
 class Child:
     """A `python -m …` child listening on a loopback port; stderr goes to a temporary file."""
 
-    def __init__(self, args: list[str], port: int, env: dict[str, str] | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        timeout: float = 30.0,
+        cwd: Path | None = None,  # where `python -m` finds the package: another checkout runs its own code
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self._log = tempfile.TemporaryFile()  # noqa: SIM115  # closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, *args],
-            cwd=ROOT,
+            cwd=cwd or ROOT,
             env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

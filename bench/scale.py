@@ -51,10 +51,10 @@ from hardal_mcp.analytics import compare as compare_periods
 from hardal_mcp.analytics.estimate import canon
 from hardal_mcp.analytics.schema import MAX_TOP
 from hardal_mcp.config import Settings
+from hardal_mcp.frames import SessionsPage, parse_sessions_page
 from hardal_mcp.keys import SECRET_FILENAME, Fingerprints, load_secret
-from hardal_mcp.models import SessionsPage, parse_sessions_page
 from hardal_mcp.params import Window
-from hardal_mcp.privacy import redact_session
+from hardal_mcp.privacy import redact_frame
 from hardal_mcp.sandbox import DEMO_API_KEY, DEMO_WEBSITE_ID
 from hardal_mcp.store import DayKey, DayStore
 
@@ -197,8 +197,7 @@ class Api:
         response = await self.http.get(f"/api/websites/{DEMO_WEBSITE_ID}/sessions", params=params)
         response.raise_for_status()
         page = parse_sessions_page(response.content)
-        for s in page.sessions:
-            redact_session(s)  # HARDAL_REDACT_PII is on by default: the server digests redacted sessions
+        page.replace(redact_frame(page.frame))  # HARDAL_REDACT_PII is on by default: the server masks too
         return page
 
     async def aclose(self) -> None:
@@ -234,10 +233,10 @@ async def read_truth(url: str, targets: dict[str, tuple[Days, Segment | None]]) 
             return day, await api.page(Days(day, day), offset)
 
     def feed(day: date, page: SessionsPage) -> None:
-        read[day] = read.get(day, 0) + len(page.sessions)
+        read[day] = read.get(day, 0) + len(page)
         for days, digest in digests.values():
             if day in days:
-                digest.add(page.sessions, page.dropped)
+                digest.add(page.frame, page.dropped)
 
     async def whole_day(day: date) -> None:
         _, first = await fetch(day, 0)
@@ -285,7 +284,7 @@ async def old_behaviour(url: str, days: Days) -> Old:
         async with gate:
             page = await api.page(days, offset)
         total = total_of(page)
-        digest.add(page.sessions, page.dropped)
+        digest.add(page.frame, page.dropped)
 
     started = time.perf_counter()
     try:
@@ -628,7 +627,7 @@ async def fill_store(url: str, store: Path, days: Days, results: Results) -> Non
 @dataclass
 class StoreCost:
     sessions: int
-    get: float  # seconds to read every day of the window from the store (decoded into Sessions)
+    get: float  # seconds to read every day of the window from the store (decoded into frames)
     digest: float  # seconds to digest them
 
 
@@ -645,9 +644,10 @@ def store_cost(path: Path, days: Days) -> StoreCost:
     digest = Digest(days.window(), top=10)
     started = time.perf_counter()
     for sessions in got:
-        digest.add(sessions or [])
+        if sessions is not None:
+            digest.add(sessions)
     digest.summary(website_id=DEMO_WEBSITE_ID, total=None)
-    return StoreCost(sum(len(g or []) for g in got), get, time.perf_counter() - started)
+    return StoreCost(sum(0 if g is None else g.height for g in got), get, time.perf_counter() - started)
 
 
 def stored_days(path: Path, days: Days) -> int:

@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -56,9 +57,9 @@ def server_env(sandbox: SandboxProcess, **extra: str) -> dict[str, str]:
 class ServerProcess(Child):
     """`hardal-mcp --transport http` (as `python -m hardal_mcp`), MCP at /mcp."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], cwd: Path | None = None) -> None:
         port = free_port()
-        super().__init__(["-m", "hardal_mcp", "--transport", "http", "--port", str(port)], port, env)
+        super().__init__(["-m", "hardal_mcp", "--transport", "http", "--port", str(port)], port, env, cwd=cwd)
         self.mcp_url = f"{self.url}/mcp"
 
 

@@ -391,9 +391,9 @@ def _table(series: pl.Series, fn: Callable[[str], str]) -> dict[str, str]:
 
 
 def encode(frame: pl.DataFrame) -> bytes:
-    """A day as a Parquet body (zstd): about 25 bytes a session."""
+    """A day as a Parquet body (zstd level 1: smaller and quicker than 3 here, see bench/store_speed.py)."""
     buffer = io.BytesIO()
-    frame.select(COLUMNS).write_parquet(buffer, compression="zstd", compression_level=3, statistics=False)
+    frame.select(COLUMNS).write_parquet(buffer, compression="zstd", compression_level=1, statistics=False)
     return buffer.getvalue()
 
 

@@ -87,6 +87,8 @@ class Digest(Scan):
         self._fields_bounced: dict[str, dict[str, int]] = {}
         self._fields_stayed: dict[str, dict[str, int]] = {}
         self._views: Counter[str] = Counter()
+        # Each batch's grouped counts, by what they count; summed by the engine once, when the scan ends.
+        self._counts: dict[str, list[pl.DataFrame]] = {name: [] for name in (*DIMENSIONS, "path", "fields", "views")}
         self._clock = _Clock(window)
         self._series = [0] * (len(self._clock.bounds) - 1)
         self._no_start = 0
@@ -115,21 +117,18 @@ class Digest(Scan):
         self._page_views += page_views
         self._events += events
         self._bounces += bounces
-        for tally, name in zip(self._dims, DIMENSIONS, strict=False):
-            _count(tally, f.group_by("bounced", name).len().iter_rows())
-        pages, n = pl.col("pages"), pl.col("pages").list.len()
-        key = pl.when(n <= 3).then(pages).otherwise(
-            pl.concat_list(pages.list.head(3), pl.lit(None, pl.String), pages.list.last())
-        )
-        _count(self._dims[4], ((b, tuple(k), c) for b, k, c in f.group_by("bounced", key.alias("k")).len().iter_rows()))
+        counts = self._counts
+        for name in DIMENSIONS:
+            counts[name].append(f.group_by("bounced", name).len())
+        # The page key as columns (grouping by four text columns is several times quicker than by a list):
+        # the first three pages (null past the end; pages are never null), and the last one past three.
+        pages = pl.col("pages")
+        first = [pages.list.get(i, null_on_oob=True).alias(f"p{i}") for i in range(3)]
+        last = pl.when(pages.list.len() > 3).then(pages.list.last()).alias("last")
+        counts["path"].append(f.group_by("bounced", *first, last).len())
         pairs = f.select("bounced", "fields").explode("fields").drop_nulls("fields").unnest("fields")
-        for bounced, k, v, c in pairs.group_by("bounced", "key", "value").len().iter_rows():
-            by_key = self._fields_bounced if bounced else self._fields_stayed
-            counts = by_key.get(k)
-            if counts is None:
-                counts = by_key[k] = {}
-            counts[v] = counts.get(v, 0) + c
-        self._views.update(dict(f.get_column("pages").explode().drop_nulls().value_counts().iter_rows()))
+        counts["fields"].append(pairs.group_by("bounced", "key", "value").len())
+        counts["views"].append(f.select(pl.col("pages").explode().drop_nulls()).group_by("pages").len())
         self._place(f)
         self._durations.append(f.filter(pl.col("duration").is_not_null()).select("id", "duration", "bounced"))
         most, most_id = self._most_pages
@@ -140,6 +139,29 @@ class Digest(Scan):
                 self._most_pages = (top, top_id)
         if self._members is not None:
             self._members.append(f.get_column("visitor_id"))
+
+    def _tally(self) -> None:
+        """Sum the batches' grouped counts (once, as the scan ends) into the tallies of distinct values."""
+        import polars as pl
+
+        def summed(name: str) -> Iterable[tuple[Any, ...]]:
+            parts = self._counts[name]
+            self._counts[name] = []
+            if not parts:
+                return ()
+            whole = pl.concat(parts)
+            return whole.group_by(whole.columns[:-1]).agg(pl.col("len").sum()).iter_rows()
+
+        for tally, name in zip(self._dims, DIMENSIONS, strict=False):
+            _count(tally, summed(name))
+        _count(self._dims[4], ((b, _page_key(p), c) for b, *p, c in summed("path")))
+        for bounced, k, v, c in summed("fields"):
+            by_key = self._fields_bounced if bounced else self._fields_stayed
+            values = by_key.get(k)
+            if values is None:
+                values = by_key[k] = {}
+            values[v] = values.get(v, 0) + c
+        self._views.update(dict(summed("views")))
 
     def _place(self, f: pl.DataFrame) -> None:
         """Each start time on the series' scale: its day (or hour) bucket, or outside the window."""
@@ -172,6 +194,7 @@ class Digest(Scan):
     ) -> Summary:
         """The digest; it ends the scan (no `add` after it). `record` receives every estimable count."""
         self._close()
+        self._tally()
         sessions, top = self.matched, self.top
         durations = self._known_durations()
         if record is not None:
@@ -304,6 +327,13 @@ class Digest(Scan):
                     f"typical {what}: median duration {fmt_duration(median)} of {kind.height:,}"
                 )
         return [Example(id=clean(sid, 128), why="; ".join(whys)) for sid, whys in found.items()]
+
+
+def _page_key(columns: list[str | None]) -> tuple[str | None, ...]:
+    """The page key (see `Digest`) from its columns: every page for up to three, else the first three,
+    None and the last."""
+    first, last = columns[:3], columns[3]
+    return (*first, None, last) if last is not None else tuple(p for p in first if p is not None)
 
 
 def _count(tally: _Tally, rows: Iterable[tuple[bool, Any, int]]) -> None:
