@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,9 +21,6 @@ from ..numbers import pct as exact_pct
 from ..numbers import rounded_int
 from ..params import Window
 from ..results import WindowInfo
-
-if TYPE_CHECKING:
-    from .estimate import Record
 from ..sanitize import clean, elide
 
 NONE = "(none)"
@@ -393,13 +390,22 @@ class _Tally:
         )
 
 
+class Recorder(Protocol):
+    """What a breakdown hands every group to, for estimates (`estimate.Record`; defined there, so that this
+    module, which `estimate` builds on, does not depend on it)."""
+
+    def breakdown(
+        self, key: str, groups: Mapping[str, Sequence[float]], whole: float, shown: Sequence[str]
+    ) -> None: ...
+
+
 def _breakdown(
     key: str,
     groups: Mapping[str, Sequence[int]],
     whole: int,
     top: int,
     id_like: bool = False,
-    record: Record | None = None,
+    record: Recorder | None = None,
     text: Callable[[str], str] = value_text,
     plain: Callable[[str, str], bool] = value_plain,
 ) -> Breakdown:
