@@ -198,14 +198,14 @@ class Digest(Scan):
         sessions, top = self.matched, self.top
         durations = self._known_durations()
         if record is not None:
-            seconds = durations.get_column("duration").to_list()
+            seconds = durations.get_column("duration")
             record.scalars.update(
                 sessions=sessions,
                 page_views=self._page_views,
                 events=self._events,
                 bounces=self._bounces,
-                duration_sum=sum(seconds),
-                duration_n=len(seconds),
+                duration_sum=float(seconds.sum()),
+                duration_n=seconds.len(),
             )
             record.series = [float(n) for n in self._series]
         fields = self._field_tallies()
@@ -262,7 +262,7 @@ class Digest(Scan):
             visits = visits.join(members.to_frame(), on="visitor_id", how="semi")
         visitors = visits.height
         returning = visits.filter(pl.col("sessions") > 1).height
-        ordered = durations.get_column("duration").to_list()
+        ordered = durations.get_column("duration")  # a column: `quantile` reads the two values it needs
         return Totals(
             sessions=sessions,
             visitors=visitors,
@@ -274,7 +274,7 @@ class Digest(Scan):
             bounce_pct=pct(self._bounces, sessions),
             pages_per_session=rounded(self._page_views / sessions, 2) if sessions else 0.0,
             duration=Durations(
-                mean=rounded(sum(ordered) / len(ordered), 1) if ordered else None,
+                mean=rounded(float(ordered.sum()) / len(ordered), 1) if len(ordered) else None,
                 median=_seconds(quantile(ordered, 0.5)),
                 p90=_seconds(quantile(ordered, 0.9)),
                 unknown=sessions - len(ordered),

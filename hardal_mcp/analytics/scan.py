@@ -33,10 +33,11 @@ class Scan:
 
     `returning` is a property of the visitor over the whole window, known for sure only when the scan
     ends: with it, matching sessions are held (as columns) until then. Without it a scan holds no
-    sessions, only its counts, the ids it has seen and the visitor id of each session."""
+    sessions, only its counts and, as columns, the id and the visitor id of each session it has seen."""
 
     def __init__(self, segment: Segment | None = None) -> None:
-        self._seen: set[str] = set()
+        self._seen = 0  # unique sessions scanned
+        self._ids: pl.Series | None = None  # the id of every session scanned
         self._visitors: list[pl.Series] = []  # the visitor id of every session scanned, per frame
         self.duplicates = 0
         self.unreadable = 0  # items of pages that were not readable as sessions
@@ -50,7 +51,10 @@ class Scan:
 
     @property
     def scanned(self) -> int:
-        return len(self._seen)
+        """Unique sessions scanned so far (what is pending is deduplicated first)."""
+        if not self._closed:
+            self._flush()
+        return self._seen
 
     def add(self, sessions: pl.DataFrame | Iterable[Session], unreadable: int = 0) -> None:
         """Take one frame of sessions (or `Session` objects); `unreadable` counts the items of its page
@@ -61,18 +65,6 @@ class Scan:
             raise RuntimeError("this scan has been summarised; start a new one")
         frame = sessions if isinstance(sessions, pl.DataFrame) else from_sessions(list(sessions))
         self.unreadable += unreadable
-        ids = frame.get_column("id").to_list()
-        seen = self._seen
-        if seen.isdisjoint(ids) and frame.get_column("id").is_unique().all():
-            seen.update(ids)
-        else:  # repeats, within the frame or of earlier ones: the first of each is kept
-            keep = []
-            for sid in ids:
-                keep.append(sid not in seen)
-                seen.add(sid)
-            frame = frame.filter(pl.Series(keep, dtype=pl.Boolean))
-            self.duplicates += len(ids) - frame.height
-        self._visitors.append(frame.get_column("visitor_id"))
         self._pending.append(frame)
         self._pending_rows += frame.height
         if self._pending_rows >= BATCH:
@@ -86,6 +78,17 @@ class Scan:
             return
         frame = self._pending[0] if len(self._pending) == 1 else pl.concat(self._pending)
         self._pending, self._pending_rows = [], 0
+        # Repeats (a page boundary moving while a window is read): the first of each is kept.
+        fresh = pl.col("id").is_first_distinct()
+        if self._ids is not None:
+            fresh &= ~pl.col("id").is_in(self._ids.implode())
+        unique = frame.filter(fresh)
+        self.duplicates += frame.height - unique.height
+        frame = unique
+        ids = frame.get_column("id")
+        self._ids = ids if self._ids is None else pl.concat([self._ids, ids], rechunk=True)
+        self._seen += frame.height
+        self._visitors.append(frame.get_column("visitor_id"))
         if self.segment is not None:
             frame = self.segment.keep(frame)
         if self._returning is not None:

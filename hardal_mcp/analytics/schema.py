@@ -167,14 +167,23 @@ def fmt_duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s"
 
 
-def quantile(ordered: Sequence[float], q: float) -> float | None:
+class Ordered(Protocol):
+    """Ascending numbers that can be indexed: a list, or a sorted column (only two values are read)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int, /) -> Any: ...
+
+
+def quantile(ordered: Ordered, q: float) -> float | None:
     """Linear interpolation between closest ranks of an ascending sequence."""
-    if not ordered:
+    if not len(ordered):
         return None
     h = (len(ordered) - 1) * q
     lo = math.floor(h)
     hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (h - lo) * (ordered[hi] - ordered[lo])
+    low, high = float(ordered[lo]), float(ordered[hi])
+    return low + (h - lo) * (high - low)
 
 
 def _label(value: str | None) -> str:
