@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 # Scanning.
 
 BATCH = 50_000  # sessions counted in one go (tens of MB of columns at most)
+_HASH_SEED = 0x4844  # any fixed seed: hashes are compared only within one scan
 
 
 class Scan:
@@ -37,7 +38,8 @@ class Scan:
 
     def __init__(self, segment: Segment | None = None) -> None:
         self._seen = 0  # unique sessions scanned
-        self._ids: pl.Series | None = None  # the id of every session scanned
+        self._ids: list[pl.Series] = []  # the id of every session scanned, per batch
+        self._hashes: pl.Series | None = None  # and a 64-bit hash of each, to find repeats quickly
         self._visitors: list[pl.Series] = []  # the visitor id of every session scanned, per frame
         self.duplicates = 0
         self.unreadable = 0  # items of pages that were not readable as sessions
@@ -78,15 +80,21 @@ class Scan:
             return
         frame = self._pending[0] if len(self._pending) == 1 else pl.concat(self._pending)
         self._pending, self._pending_rows = [], 0
-        # Repeats (a page boundary moving while a window is read): the first of each is kept.
-        fresh = pl.col("id").is_first_distinct()
-        if self._ids is not None:
-            fresh &= ~pl.col("id").is_in(self._ids.implode())
-        unique = frame.filter(fresh)
-        self.duplicates += frame.height - unique.height
-        frame = unique
-        ids = frame.get_column("id")
-        self._ids = ids if self._ids is None else pl.concat([self._ids, ids], rechunk=True)
+        # Repeats (a page boundary moving while a window is read): the first of each is kept. Hashes find
+        # the candidates; ids decide, so a hash collision costs time, never a session.
+        hashes = frame.get_column("id").hash(_HASH_SEED)
+        maybe = hashes.is_duplicated()
+        if self._hashes is not None:
+            maybe |= hashes.is_in(self._hashes.implode())
+        if maybe.any():
+            fresh = pl.col("id").is_first_distinct()
+            if self._ids:
+                fresh &= ~pl.col("id").is_in(pl.concat(self._ids).implode())
+            kept = frame.with_columns(hashes.alias("_hash")).filter(fresh)
+            self.duplicates += frame.height - kept.height
+            frame, hashes = kept.drop("_hash"), kept.get_column("_hash")
+        self._ids.append(frame.get_column("id"))
+        self._hashes = hashes if self._hashes is None else pl.concat([self._hashes, hashes], rechunk=True)
         self._seen += frame.height
         self._visitors.append(frame.get_column("visitor_id"))
         if self.segment is not None:
