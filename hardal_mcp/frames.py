@@ -136,20 +136,36 @@ _DOCUMENTED = {
 # Spellings the tolerant read accepts for documented keys: a page using them is read that way.
 _ALIASES = frozenset({"visitor_id", "started_at", "pageviews", "page_views"})
 _PAGE_KEYS = frozenset({"sessions", "pagination"})
-# A documented key whose value is of another JSON type than documented: Polars would coerce it (a string
-# into a list of one page, a boolean into text) where the tolerant read drops it. (A match inside a string
-# value is impossible, its quotes are escaped; a field named so only sends the page the tolerant way.)
-_COERCED = re.compile(
-    rb'"(?:pages"\s*:\s*[^\s\[n]|fields"\s*:\s*[^\s{n]|(?:id|visitorId|startedAt|browser|os|device|country)"\s*:\s*[^\s"n])'
-)
+
+
+def _coercible(content: bytes, pages: int, fields: int) -> bool:
+    """Whether Polars may have coerced a value the tolerant read would drop: a string or number sent as
+    `pages` (read as a list of one page), anything but an object as `fields`, or a boolean as text. Counted
+    on the raw bytes (`"pages":[` once per list sent; a match inside a string value is impossible, its
+    quotes are escaped), so it costs a few scans of memory; a body spelled otherwise (spaces after colons)
+    only takes the tolerant way."""
+    if content.count(b'"pages":[') != pages or content.count(b'"fields":{') != fields:
+        return True
+    end = content.rfind(b'"pagination"')
+    end = len(content) if end < 0 else end
+    for word in (b"true", b"false"):  # as a JSON value: after a colon, a bracket or a comma
+        at = content.find(word, 0, end)
+        while at > 0:
+            if content[at - 1] in _BEFORE_VALUE:
+                return True
+            at = content.find(word, at + 1, end)
+    return False
+
+
+_BEFORE_VALUE = frozenset(b":[,")
 
 
 def _documented_page(content: bytes) -> SessionsPage | None:
     """The page read by Polars, or None when it is not exactly the documented shape (read tolerantly)."""
     import polars as pl
 
-    if not content.lstrip().startswith(b"{") or _COERCED.search(content):
-        return None  # a bare array, not JSON, or a value Polars would coerce: the tolerant read judges
+    if not content.lstrip().startswith(b"{"):
+        return None  # a bare array, or not JSON: the tolerant read judges
     try:
         raw = pl.read_json(io.BytesIO(content), infer_schema_length=None)
     except Exception:
@@ -184,92 +200,85 @@ def _documented_page(content: bytes) -> SessionsPage | None:
     if rows.get_column("sessions").null_count():
         return None  # an item that is not an object
     rows = rows.unnest("sessions")
+    sent = rows.select(
+        (pl.col("pages").is_not_null().sum() if "pages" in types else pl.lit(0)).alias("pages"),
+        (pl.col("fields").is_not_null().sum() if "fields" in types else pl.lit(0)).alias("fields"),
+    ).row(0)
+    if _coercible(content, *sent):
+        return None
     return _columns(rows, types, pagination)
 
 
 def _columns(rows: pl.DataFrame, types: dict[str, Any], pagination: Pagination | None) -> SessionsPage | None:
+    """The documented columns of a page's items, in one query of the engine (its cost is mostly per call)."""
     import polars as pl
 
     def column(name: str, dtype: Any) -> pl.Expr:
         return pl.col(name).cast(dtype) if name in types else pl.lit(None, dtype)
 
-    readable = pl.col("id").is_not_null() & (pl.col("id") != "")
     total = rows.height
-    rows = rows.filter(readable)
-    kv = pl.Struct({"key": pl.String, "value": pl.String})
+    rows = rows.filter(pl.col("id").is_not_null() & (pl.col("id") != ""))
+    duration = column("duration", pl.String if types.get("duration") == pl.String else pl.Float64)
+    if types.get("duration") == pl.String:  # "180s", "3m", …: the tolerant parser, once per distinct text
+        distinct = rows.get_column("duration").drop_nulls().unique().to_list()
+        table = {text: parse_duration(text) for text in distinct}
+        seconds = duration.replace_strict(table, default=None, return_dtype=pl.Float64) if table else None
+    else:  # a number of seconds: negative and non-finite ones are unknown, as `parse_duration` reads them
+        seconds = pl.when(duration.is_finite() & (duration >= 0)).then(duration)
+    text = column("startedAt", pl.String)
+    tail = text.str.slice(-6)
+    sign = pl.when(tail.str.slice(0, 1) == "-").then(-1).otherwise(1)
     frame = rows.select(
         pl.col("id"),
         column("visitorId", pl.String).alias("visitor_id"),
-        column("startedAt", pl.String).alias("started_text"),
-        column("duration", pl.String if types.get("duration") == pl.String else pl.Float64).alias("duration"),
+        text.str.replace(r"Z$", "+00:00")
+        .str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", time_zone="UTC", strict=False)
+        .alias("started"),
+        pl.when(text.str.ends_with("Z"))
+        .then(0)
+        .otherwise(sign * (tail.str.slice(1, 2).cast(pl.Int32) * 3600 + tail.str.slice(4, 2).cast(pl.Int32) * 60))
+        .cast(pl.Int32)
+        .alias("offset"),
+        (pl.lit(None, pl.Float64) if seconds is None else seconds).alias("duration"),
         column("pageViews", pl.Int64).alias("page_views"),
         column("events", pl.Int64).alias("events"),
         column("pages", pl.List(pl.String)).list.drop_nulls().fill_null([]).alias("pages"),
         *(column(name, pl.String).alias(name) for name in _TEXT),
+        _fields(rows, types.get("fields")),
+        # A start that is not plain ISO 8601 with an offset is Python's `datetime.fromisoformat` to judge
+        (text.is_null() | text.str.contains(_ISO)).all().alias("plain"),
+        text.null_count().alias("no_start"),
     )
-    fields_type = types.get("fields")
-    if isinstance(fields_type, pl.Struct) and fields_type.fields and rows.height:
-        # One row per (session, key) with a value, then back to a list per session, in the page's key order.
-        at = pl.int_range(pl.len(), dtype=pl.UInt32).alias("at")
-        pairs = (
-            rows.select(at, pl.col("fields").cast(pl.Struct({f.name: pl.String for f in fields_type.fields})))
-            .unnest("fields")
-            .unpivot(index="at", variable_name="key", value_name="value")
-            .drop_nulls("value")
-            .group_by("at")
-            .agg(pl.struct("key", "value").alias("fields"))
-        )
-        every = pl.DataFrame({"at": pl.int_range(rows.height, dtype=pl.UInt32, eager=True)})
-        lists = every.join(pairs, on="at", how="left", maintain_order="left").get_column("fields")
-        frame = frame.with_columns(lists.fill_null([]).cast(pl.List(kv)).alias("fields"))
-    else:
-        frame = frame.with_columns(pl.lit([], pl.List(kv)).alias("fields"))
-    if frame.get_column("duration").dtype == pl.String:
-        frame = frame.with_columns(_mapped(frame.get_column("duration"), parse_duration, pl.Float64))
-    else:  # a number of seconds: negative and non-finite ones are unknown, as `parse_duration` reads them
-        d = pl.col("duration")
-        frame = frame.with_columns(pl.when(d.is_finite() & (d >= 0)).then(d).alias("duration"))
-    started = _starts(frame)
-    if started is None:
-        return None
-    return SessionsPage(started.select(COLUMNS), pagination, dropped=total - started.height)
+    plain, no_start = frame.row(0)[-2:] if frame.height else (True, 0)
+    if not plain or frame.get_column("started").null_count() != no_start:
+        return None  # (a date Polars refused, say 24:00:00, too)
+    return SessionsPage(frame.select(COLUMNS), pagination, dropped=total - frame.height)
 
 
-_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
+_ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
 
 
-def _starts(frame: pl.DataFrame) -> pl.DataFrame | None:
-    """`started_text` as `started` and `offset`; None when a start is not plain ISO 8601 with an offset
-    (the tolerant read parses those with Python's `datetime.fromisoformat`, and a bad one is dropped)."""
+def _fields(rows: pl.DataFrame, sent: Any) -> pl.Series:
+    """`fields` (an object per session, read as a struct of the page's keys) as `{key, value}` pairs in
+    the page's key order, without the keys a session sent as null or lacks: one row per (session, key)
+    with a value, then back to a list per session (quicker than building the lists element-wise)."""
     import polars as pl
 
-    text = pl.col("started_text")
-    plain = text.str.contains(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$")
-    if not frame.select((plain | text.is_null()).all()).item():
-        return None
-    tail = text.str.slice(-6)
-    sign = pl.when(tail.str.slice(0, 1) == "-").then(-1).otherwise(1)
-    offset = pl.when(text.str.ends_with("Z")).then(0).otherwise(
-        sign * (tail.str.slice(1, 2).cast(pl.Int32) * 3600 + tail.str.slice(4, 2).cast(pl.Int32) * 60)
+    kv = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
+    if not isinstance(sent, pl.Struct) or not sent.fields or not rows.height:
+        return pl.Series("fields", [[]] * rows.height, kv)
+    at = pl.int_range(pl.len(), dtype=pl.UInt32).alias("at")
+    pairs = (
+        rows.select(at, pl.col("fields").cast(pl.Struct({f.name: pl.String for f in sent.fields})))
+        .unnest("fields")
+        .unpivot(index="at", variable_name="key", value_name="value")
+        .drop_nulls("value")
+        .group_by("at")
+        .agg(pl.struct("key", "value").alias("fields"))
     )
-    started = text.str.replace(r"Z$", "+00:00").str.to_datetime(
-        "%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", time_zone="UTC", strict=False
-    )
-    out = frame.with_columns(started.alias("started"), offset.cast(pl.Int32).alias("offset"))
-    if out.get_column("started").null_count() != frame.get_column("started_text").null_count():
-        return None  # a date Polars refused (say, 24:00:00): Python's reading decides
-    return out
-
-
-def _mapped(series: pl.Series, fn: Callable[[Any], Any], dtype: Any) -> pl.Series:
-    """`fn` of each value, computed once per distinct value."""
-    import polars as pl
-
-    distinct = series.drop_nulls().unique()
-    table = {v: fn(v) for v in distinct.to_list()}
-    return series.replace_strict(table, default=None, return_dtype=dtype) if table else pl.Series(
-        series.name, [None] * series.len(), dtype
-    )
+    every = pl.DataFrame({"at": pl.int_range(rows.height, dtype=pl.UInt32, eager=True)})
+    lists = every.join(pairs, on="at", how="left", maintain_order="left").get_column("fields")
+    return lists.fill_null([]).cast(kv)
 
 
 # ---------------------------------------------------------------------------------------------- objects

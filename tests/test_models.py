@@ -17,6 +17,7 @@ from hardal_mcp.models import (
     ActivityPage,
     parse_activity_page,
     parse_duration,
+    parse_session_items,
 )
 
 # Verbatim from the Sessions API page (/work/shared/seed-sessions-api.txt, reference §2.1).
@@ -747,3 +748,53 @@ def test_near_valid_activity_pages_keep_or_count_every_item(body):
     assert len(page.events) + page.dropped == len(body["events"])
     for event in page.events:
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in event.properties.items())
+
+
+# --- the columnar read agrees with the tolerant one -----------------------------------------------
+
+_ANY_VALUE = st.none() | st.booleans() | st.integers(-5, 2**40) | st.floats(allow_nan=False) | st.text(max_size=6)
+_TEXT_OR_ODD = st.one_of(st.text(max_size=8), _ANY_VALUE, st.lists(st.text(max_size=3), max_size=2))
+_SESSION_ITEMS = st.fixed_dictionaries(
+    {"id": st.one_of(st.text(max_size=6), st.integers(0, 99), st.none())},
+    optional={
+        "visitorId": _TEXT_OR_ODD,
+        "startedAt": st.one_of(
+            st.sampled_from(["2026-10-01T10:00:00+03:00", "2026-10-01T07:00:00Z", "2026-10-01T10:00:00.5-02:30",
+                             "2026-10-01T10:00:00", "2026-10-01", "yesterday", "2026-10-01T24:00:00+00:00"]),
+            _ANY_VALUE,
+        ),
+        "duration": st.one_of(st.sampled_from(["180s", "3m", "1h 2m", "00:03:00", "-4", "x"]), _ANY_VALUE),
+        "pageViews": _ANY_VALUE,
+        "events": _ANY_VALUE,
+        "pages": st.one_of(st.lists(st.one_of(st.text(max_size=5), st.none(), st.integers(0, 9)), max_size=4),
+                           _ANY_VALUE),
+        "browser": _TEXT_OR_ODD,
+        "os": _TEXT_OR_ODD,
+        "device": _TEXT_OR_ODD,
+        "country": _TEXT_OR_ODD,
+        "fields": st.one_of(st.dictionaries(st.text(max_size=4), st.one_of(st.text(max_size=4), st.none(),
+                                                                         st.integers(0, 9)), max_size=3),
+                            _ANY_VALUE),
+    },
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_SESSION_ITEMS, _ANY_VALUE), max_size=6), st.booleans())
+def test_the_columnar_read_agrees_with_the_tolerant_one(items: list[object], paginated: bool) -> None:
+    """Whatever a page holds, reading it into columns gives exactly the sessions the item-by-item reading
+    gives (the columns take the documented shape themselves and hand anything else to the tolerant read)."""
+    body = {"sessions": items, **({"pagination": {"total": len(items), "hasMore": False}} if paginated else {})}
+    content = json.dumps(body, separators=(",", ":")).encode()
+    try:
+        expected = parse_session_items(content)
+    except ProtocolError:
+        with pytest.raises(ProtocolError):
+            parse_sessions_page(content)
+        return
+    page = parse_sessions_page(content)
+    assert page.sessions == expected.sessions
+    assert [None if s.started_at is None else s.started_at.utcoffset() for s in page.sessions] == [
+        None if s.started_at is None else s.started_at.utcoffset() for s in expected.sessions
+    ]
+    assert (page.pagination, page.dropped) == (expected.pagination, expected.dropped)
