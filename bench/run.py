@@ -462,6 +462,16 @@ def header(flags: str, elapsed: float) -> list[str]:
     ]
 
 
+def kept_sections(path: Path, text: str) -> str:
+    """The sections of the recorded file this run does not write (calibration, the model-based test: other
+    tools measure them), as they are, so that `--record` does not drop them."""
+    if not path.exists():
+        return ""
+    old = path.read_text().split("\n## ")[1:]
+    made = {part.split("\n", 1)[0] for part in text.split("\n## ")[1:]}
+    return "".join(f"\n## {part.rstrip()}\n" for part in old if part.split("\n", 1)[0] not in made)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -508,5 +518,5 @@ def main(argv: list[str] | None = None) -> int:
     results_dir.mkdir(exist_ok=True)
     (results_dir / "latest.md").write_text(text)
     if args.record:
-        (HERE / "RESULTS.md").write_text(text)
+        (HERE / "RESULTS.md").write_text(text + kept_sections(HERE / "RESULTS.md", text))
     return 0
