@@ -7,10 +7,10 @@ The store is filled by the server itself (a summary of the window, then its back
 sandbox without a rate limit), so the same steps fill any version's store. Then a new server process (a
 restart) answers the window with no segment and with one (device = Mobile, country in three values):
 wall time at the client, the server's CPU time and its peak RSS growth over the call (from /proc, reset
-before each call), the median of `--runs`. A one-day summary of another window first loads every code
-path. `--legacy PATH` measures a checkout of another version (e.g. `git worktree add /tmp/legacy
-<commit>`) the same way in the same run, side by side: `python -m hardal_mcp` started in that checkout
-runs its code. Prints one JSON object."""
+before each call), the median of `--runs` (RSS: the largest). A summary of the window's last day, from the
+store too, first loads every code path. `--legacy PATH` measures a checkout of another version (e.g.
+`git worktree add /tmp/legacy <commit>`) the same way in the same run, side by side: `python -m
+hardal_mcp` started in that checkout runs its code. Prints one JSON object."""
 
 from __future__ import annotations
 
@@ -93,11 +93,11 @@ async def fill(sandbox: SandboxProcess, store: Path, legacy: Path | None) -> flo
 
 async def answers(sandbox: SandboxProcess, store: Path, legacy: Path | None, runs: int) -> dict[str, Any]:
     start, end = window()
-    warm = start - timedelta(days=40)
     out: dict[str, Any] = {}
     with ServerProcess(env_for(sandbox, store), cwd=legacy) as server:
         async with Client(server.mcp_url) as client:
-            text_of(await client.call_tool("summarize_sessions", args(warm, warm, max_sessions=1000)))
+            # One stored day first: every code path of a store-served answer is loaded (code pages count in RSS)
+            text_of(await client.call_tool("summarize_sessions", args(end, end)))
             for name, extra in (("no segment", {}), ("segment", {"segment": SEGMENT})):
                 walls, cpus, rss = [], [], []
                 before = len(await sandbox.hits())
@@ -184,7 +184,9 @@ def rows_and_notes(results: dict[str, Any]) -> tuple[list[Row], list[str]]:
         )
         + ". Server CPU is the server process's (utime + stime, Polars' threads included), peak RSS growth "
         "its VmHWM after a clear_refs reset just before the call, the largest of the runs (the first call "
-        "after the restart: later calls reuse memory the first one freed).",
+        "after the restart: later calls reuse memory the first one freed). Before them, the server answered "
+        "the window's last day from the store, which loads every code path (a library's code pages count "
+        "in RSS when first touched).",
         f"The store was filled by each version's own server: a summary of the window, then its background fill "
         f"({num(ours['fill_s'])} s"
         + ("" if old is None else f"; legacy {num(old['fill_s'])} s")

@@ -413,9 +413,9 @@ async def measure(p: Plan) -> tuple[list[Row], list[str]]:
         "orjson in a child process, nothing else; its CPU and RSS are measured the same way. Wall times are "
         "mostly the sandbox's (one Python process generating and rendering ~36 MB of JSON), shared by both.",
         f"The last server answered the same question again: {last.repeat_requests} upstream requests, "
-        f"{num(last.repeat_wall, 2)} s wall, {num(last.repeat_cpu, 2)} s CPU (the cache keeps response bodies, so "
-        "a repeat re-parses and re-aggregates them). Requests are counted by the sandbox (its traffic record, "
-        "read through `/_bench/traffic/`).",
+        f"{num(last.repeat_wall, 2)} s wall, {num(last.repeat_cpu, 2)} s CPU (the cache keeps each page as read, "
+        "its masked columns, so a repeat only aggregates them again). Requests are counted by the sandbox (its "
+        "traffic record, read through `/_bench/traffic/`).",
         f"Rate limit: {len(rates)} independent sandbox+server pairs at once, each sandbox enforcing "
         f"{RATE_LIMIT} requests/min (sliding 60 s window, 429 past it) and each server told HARDAL_RATE_LIMIT="
         f"{RATE_LIMIT}, HARDAL_PAGE_SIZE={RATE_PAGE_SIZE}, HARDAL_TOOL_TIMEOUT=600, HARDAL_STORE=off; one summarize "
