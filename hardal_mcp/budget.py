@@ -7,7 +7,7 @@ small file, `<store dir>/budget/<fingerprint>` (mode 0600), read and rewritten u
 `fcntl.flock` for the few microseconds each decision takes. The file names the key only by its
 fingerprint and holds JSON: `hold` (the Unix time before which no process may start a request; 0 for
 none), `done` (the times of the answers still in the window) and `flight` (the requests in flight, as
-`[token, host, pid, start]`). It keeps `client.RateLimiter`'s rules:
+`[token, host, pid, start]`). It keeps `ratelimit.RateLimiter`'s rules:
 
 * a request holds its slot while in flight, and is then dated by the moment its answer came (never
   earlier than the moment Hardal counted it);
@@ -22,7 +22,7 @@ The files are this user's alone. They live in a directory of their own, created 
 That directory and each file are opened without following a symbolic link, and once open must be a
 directory (a regular file with no other hard link) owned by this user that neither group nor others may
 write; they are then set to 0700 (0600). Anything else is refused, said once on stderr and never read or
-written again: the process keeps its own `client.RateLimiter` instead.
+written again: the process keeps its own `ratelimit.RateLimiter` instead.
 
 Nothing read from a file can block a key for ever. Each decision clamps what it reads: a hold to at most
 MAX_HOLD from now, answer and start times to no later than now, answers to the window, each list to
@@ -37,7 +37,7 @@ process that opened a file just before it was removed notices once it has the lo
 names the file it opened) and opens the path again, so no state is ever written where nobody reads it.
 
 Where `fcntl` does not exist (Windows), or the directory cannot be written, each process keeps its own
-`client.RateLimiter`."""
+`ratelimit.RateLimiter`."""
 
 from __future__ import annotations
 
@@ -52,46 +52,30 @@ import stat
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from contextvars import ContextVar
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import orjson
 
 from .config import Settings
-from .errors import RateLimitError
 from .files import private_directory
 
-if TYPE_CHECKING:
-    from .client import RateLimiter
+# The interface and the window arithmetic live in `ratelimit`; named here too for the callers of old.
+from .ratelimit import MAX_HOLD as MAX_HOLD
+from .ratelimit import START_BY as START_BY
+from .ratelimit import WINDOW as WINDOW
+from .ratelimit import Limiter as Limiter
+from .ratelimit import RateLimiter
+from .ratelimit import count_available as count_available
+from .ratelimit import too_late as too_late
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-WINDOW = 60.0  # seconds: Hardal's sliding window
 POLL = 0.25  # seconds between looks at the file while only requests in flight hold the slots
-
-# The latest Unix time at which a request of the current task may still start. A caller with a deadline
-# sets it (tasks it starts inherit it): a slot that frees up later is refused at once, not waited for,
-# since another caller or process took the one that was planned on.
-START_BY: ContextVar[float | None] = ContextVar("hardal_start_by", default=None)
-
-
-def too_late(wait: float) -> RateLimitError | None:
-    """The error for a request that would have to wait `wait` seconds for a slot, if that is too late."""
-    start_by = START_BY.get()
-    if start_by is None or time.time() + wait <= start_by:
-        return None
-    return RateLimitError(
-        f"the key's rate budget is spent by other requests for the next {wait:.0f} s; try again then",
-        retry_after=wait,
-    )
-
-
-MAX_HOLD = 900.0  # a hold (Retry-After) longer than this is cut to it
 # Answers, and requests in flight, a file keeps: HARDAL_RATE_LIMIT's largest value. A process with a smaller
 # limit must not drop entries that one with a larger limit still counts.
 MAX_ENTRIES = 100_000
@@ -123,43 +107,6 @@ else:  # pragma: no cover - exercised on Windows only
 
 class UnsafeFile(Exception):
     """A budget file or directory that is not this user's alone: never read or written."""
-
-
-class Limiter(Protocol):
-    """What the client and the planner need of a rate limiter (`client.RateLimiter`, `SharedRateLimiter`)."""
-
-    per_minute: int
-
-    @property
-    def idle(self) -> bool: ...
-
-    def slot(self) -> AbstractAsyncContextManager[None]: ...
-
-    def available(self, seconds: float) -> int: ...
-
-    def held(self) -> float: ...
-
-    def hold_until(self, when: float | None = None) -> None: ...
-
-
-def count_available(
-    per_minute: int,
-    now: float,
-    hold: float,
-    answered: list[float],
-    in_flight: int,
-    seconds: float,
-    window: float = WINDOW,
-) -> int:
-    """Requests that could start within `seconds` of `now`: the slots free then. An answer frees its slot
-    `window` seconds after it came; a request in flight is counted as answered now; nothing starts before
-    `hold`."""
-    horizon = now + max(0.0, seconds)
-    if hold > horizon:
-        return 0
-    still = sum(1 for t in answered if now - t < window and t + window > horizon)
-    flying = in_flight if horizon < now + window else 0
-    return max(0, per_minute - still - flying)
 
 
 @dataclass
@@ -241,7 +188,7 @@ class _Rules:
 
 class SharedRateLimiter:
     """At most `per_minute` requests of one key in any sliding 60 s window, counted over every process that
-    shares `path` (see the module docstring). Same interface as `client.RateLimiter`."""
+    shares `path` (see the module docstring). Same interface as `ratelimit.RateLimiter`."""
 
     def __init__(
         self,
@@ -389,8 +336,6 @@ class SharedRateLimiter:
 
     def _local(self) -> RateLimiter:
         if self._fallback is None:
-            from .client import RateLimiter
-
             self._fallback = RateLimiter(self.per_minute, sleep=self._sleep)
         return self._fallback
 

@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _flushed(_store(args))
         settings, transport = _settings(args)
         _check_store(settings)
+        _check_redis(settings)
         if args.command == "call":
             return _flushed(asyncio.run(_call(settings, transport, args.tool, args.arguments, as_json=args.json)))
         if args.check:
@@ -214,6 +215,18 @@ def _check_store(settings: Settings) -> None:
     from .store import check_store
 
     check_store(settings)
+
+
+def _check_redis(settings: Settings) -> None:
+    """Refuse to start (ConfigError) when HARDAL_REDIS_URL is set and Redis does not answer: an operator who
+    asked for a budget shared by replicas wants it, not each replica spending the key's minute alone."""
+    if settings.redis_url is not None:
+        from .budget_backends import needs_redis
+
+        with needs_redis():
+            from .budget_redis import check
+
+        check(settings)
 
 
 def _store(args: argparse.Namespace) -> int:

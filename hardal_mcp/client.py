@@ -14,9 +14,8 @@ import logging
 import math
 import random
 import time
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
-from contextlib import asynccontextmanager
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -28,7 +27,7 @@ import httpx2
 from pydantic import SecretStr
 
 from . import __version__
-from .budget import MAX_HOLD, Limiter, count_available, shared_limiter, too_late
+from .budget_backends import budget_backend, local_budgets
 from .config import Settings, display_url
 from .errors import (
     AuthError,
@@ -47,6 +46,8 @@ from .keys import Fingerprints
 from .models import ActivityPage, mentions, parse_activity_page, scrub_secret
 from .params import Window
 from .privacy import redact_frame
+from .ratelimit import BudgetBackend, Limiter
+from .ratelimit import RateLimiter as RateLimiter  # where callers of old look for the local limiter
 from .sanitize import clean, elide, redact_secret
 
 log = logging.getLogger(__name__)
@@ -72,77 +73,6 @@ class RetryPolicy:
     def backoff(self, attempt: int) -> float:
         """Full jitter: a random wait up to the capped exponential bound of this attempt."""
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))  # noqa: S311
-
-
-class RateLimiter:
-    """At most `per_minute` requests in any sliding 60-second window as Hardal counts them.
-
-    A request holds its slot while in flight and is then dated by the moment its answer came, which is
-    never earlier than the moment it reached Hardal: so network delay can never make two requests look
-    closer together to Hardal than to us (safe under fixed windows too)."""
-
-    def __init__(
-        self,
-        per_minute: int,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-    ) -> None:
-        self.per_minute = per_minute
-        self._clock = clock
-        self._sleep = sleep  # how a full window is waited out; tests move their clock instead
-        self._done: deque[float] = deque()  # answer times within the last minute, oldest first
-        self._in_flight = 0
-        self._hold = -math.inf  # `clock` time until which a 429 said the budget is spent
-        self._lock = anyio.Lock()
-
-    @property
-    def idle(self) -> bool:
-        """Nothing in flight and nothing answered within the last minute: forgetting it changes nothing."""
-        return not self._in_flight and (not self._done or self._clock() - self._done[-1] >= 60.0)
-
-    def available(self, seconds: float) -> int:
-        """Requests that could start within `seconds` from now: free slots, plus slots whose answers leave
-        the window by then (requests in flight are counted as answered now); none before a hold ends."""
-        now = self._clock()
-        return count_available(self.per_minute, now, self._hold, list(self._done), self._in_flight, seconds)
-
-    def held(self) -> float:
-        """Seconds until a hold set by `hold_until` ends (0: none)."""
-        return max(0.0, self._hold - self._clock())
-
-    def hold_until(self, when: float | None = None) -> None:
-        """Count the budget as spent until `when` (Unix time), as after a 429; None (no Retry-After): until
-        the oldest answer of the window leaves it, a minute from now if there is none.
-
-        Only `available` heeds it: in one process the request that met the 429 already waits before its
-        retry, and the planner asks `available` before sending more. (`budget.SharedRateLimiter` also holds
-        back `slot`, for the other processes.)"""
-        now = self._clock()
-        full = self._done[0] + 60.0 if self._done else now + 60.0
-        target = full if when is None else now + (when - time.time())
-        self._hold = max(self._hold, min(target, now + MAX_HOLD))
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        async with self._lock:  # FIFO: waiters are served in arrival order
-            while True:
-                now = self._clock()
-                while self._done and now - self._done[0] >= 60.0:
-                    self._done.popleft()
-                if len(self._done) + self._in_flight < self.per_minute:
-                    self._in_flight += 1
-                    break
-                # Every slot taken: wait for the oldest answer to leave the window, or for one in flight.
-                wait = 60.0 - (now - self._done[0]) if self._done else 0.05
-                late = too_late(wait)
-                if late is not None:
-                    raise late
-                await self._sleep(wait)
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            self._done.append(self._clock())
 
 
 class ResponseCache:
@@ -227,7 +157,9 @@ class Acceptance:
 class HardalClient:
     """Typed calls to the Hardal read API. Every method takes the API key to use, so one pool can serve
     many tenants; each key gets its own rate limiter, shared with the machine's other hardal-mcp
-    processes unless HARDAL_STORE is off (`budget.SharedRateLimiter`), or made by `budgets` when given.
+    processes unless HARDAL_STORE is off (`budget.SharedRateLimiter`), with every replica when
+    HARDAL_REDIS_URL is set (`budget_redis`), or made by `budgets` when given: the client sees only the
+    `ratelimit.Limiter` each makes.
     Keys are named by `fingerprints` (by default built from `settings`: `keys.Fingerprints.for_settings`)."""
 
     def __init__(
@@ -246,8 +178,12 @@ class HardalClient:
         self.settings = settings
         self._on_response = on_response  # sees every answer from Hardal, retries included (metrics)
         self._sleep = sleep  # how retries wait (backoff, Retry-After); tests record the waits instead
-        # A key's rate limiter, made from its fingerprint; tests give budgets on a clock of their own.
-        self._new_budget = budgets or self._default_budget
+        # A key's rate limiter, made from its fingerprint; tests give budgets on a clock of their own. An
+        # injected transport (the in-process sandbox, tests) is not Hardal: no budget to share.
+        self._backend: BudgetBackend | None = None
+        if budgets is None:
+            budgets = self._backend = local_budgets(settings) if transport is not None else budget_backend(settings)
+        self._new_budget = budgets
         self.retry = retry or RetryPolicy()
         self.cache = cache or ResponseCache()
         # The page each day's sampled read began with (`planner`), by day key: kept beside the cache that
@@ -284,9 +220,16 @@ class HardalClient:
             )
         return self._pool
 
+    async def run_budgets(self) -> None:
+        """The budget backend's background work while a server runs (Redis: announcing this replica)."""
+        if self._backend is not None:
+            await self._backend.run()
+
     async def aclose(self) -> None:
         if self._pool is not None:
             await self._pool.aclose()
+        if self._backend is not None:
+            await self._backend.aclose()
 
     async def sessions(
         self,
@@ -500,11 +443,6 @@ class HardalClient:
                 self._limiters.popitem(last=False)
         self._limiters.move_to_end(fingerprint)
         return limiter
-
-    def _default_budget(self, fingerprint: str) -> Limiter:
-        # An injected transport (the in-process sandbox, tests) is not Hardal: no budget to share.
-        shared = shared_limiter(self.settings, fingerprint) if self._transport is None else None
-        return shared or RateLimiter(self.settings.rate_limit)
 
 
 def paused_error(paused: float) -> RateLimitError:

@@ -13,6 +13,7 @@ from .errors import ConfigError
 
 DEFAULT_BASE_URL = "https://app.usehardal.com"
 DEFAULT_TIMEZONE = "Europe/Istanbul"  # the Sessions API's own default
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis-py's from_url reads
 
 
 class Settings(BaseModel):
@@ -34,10 +35,13 @@ class Settings(BaseModel):
     )
     store_max_mb: int = Field(default=512, ge=1, le=1_048_576, description="Size cap of the day store in MiB")
     mcp_token: SecretStr | None = Field(default=None, description="Bearer token the HTTP transport requires")
+    redis_url: SecretStr | None = Field(
+        default=None, description="Redis shared by replicas for the rate budget and holds (off when unset)"
+    )
     mcp_allowed_hosts: tuple[str, ...] = Field(default=(), description="Extra Host values the HTTP transport accepts")
     mcp_allowed_origins: tuple[str, ...] = Field(default=(), description="Extra Origin values it accepts")
 
-    @field_validator("api_key", "website_id", "mcp_token", mode="before")
+    @field_validator("api_key", "website_id", "mcp_token", "redis_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -71,6 +75,15 @@ class Settings(BaseModel):
                 "must not carry a user name or password: a gateway that needs credentials of its own is not "
                 f"supported (requests carry only HARDAL_API_KEY, as a Bearer token); use {display_url(value)}"
             )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # The URL may hold a password: the message never repeats it.
+        if value is not None and not value.get_secret_value().startswith(REDIS_SCHEMES):
+            schemes = ", ".join(REDIS_SCHEMES)
+            raise ValueError(f"must start with {schemes} (its value is not shown: it may hold a password)")
         return value
 
     @field_validator("timezone")

@@ -10,7 +10,10 @@ The secret is 32 random bytes in `<store dir>/secret` (mode 0600, its directory 
 process that uses the same store, so they share stored days and budgets too. It is created atomically
 (two processes racing end up with the same one) and refused unless it is a regular file of ours that
 nobody else may read; then, and with HARDAL_STORE=off, a process draws a secret of its own: nothing on
-disk is shared, which costs only cache hits."""
+disk is shared, which costs only cache hits.
+
+With HARDAL_REDIS_URL the secret lives in Redis instead (`hardal:secret`, made by the first replica, its
+expiry renewed by every replica), so that replicas on other machines name a key alike and share its budget."""
 
 from __future__ import annotations
 
@@ -60,8 +63,15 @@ class Fingerprints:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Fingerprints:
-        """Under the secret beside HARDAL_STORE's store; a process's own when the store is off or the file
+        """Under the secret in Redis when HARDAL_REDIS_URL is set (every replica names a key alike, so they
+        share its budget); else beside HARDAL_STORE's store; a process's own when the store is off or the file
         cannot be used (said on stderr)."""
+        if settings.redis_url is not None:
+            from .budget_backends import needs_redis
+
+            with needs_redis():
+                from .budget_redis import shared_secret
+            return cls(shared_secret(settings))
         path = store_path(settings.store)
         if path is None:
             return cls.ephemeral()

@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__, prompts
+from . import __version__, apps, prompts
 from .client import HardalClient
 from .config import Settings
 from .errors import ConfigError
@@ -133,6 +133,7 @@ def build_server(
             metrics.watch_budget(lambda: client.budget(key).available(0))
         try:
             async with anyio.create_task_group() as group:  # background fills of the day store live here
+                group.start_soon(client.run_budgets)  # and the budget's own (Redis: this replica's announcements)
                 hardal = Hardal(settings, client, store=store, background=Background(group))
                 yield AppState(hardal=hardal, passthrough=auth == "passthrough")
                 group.cancel_scope.cancel()
@@ -160,6 +161,7 @@ def build_server(
         lifespan=lifespan,
         log_level="WARNING",
         tools=tools(),
+        extensions=[apps.extension()],  # MCP Apps: the dashboard resource (ui://hardal/dashboard)
         token_verifier=verifier,
         # Resource-server-only auth: no OAuth metadata is published, so the issuer is never shown;
         # the SDK requires one all the same.
