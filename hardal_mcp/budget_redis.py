@@ -62,7 +62,7 @@ POLL = 0.25  # seconds between looks while only requests in flight hold the slot
 TIMEOUT = 1.0  # seconds a Redis command may take: a Redis that hangs counts as lost after this
 # Seconds after a loss before Redis is asked again, doubled at each failure up to RETRY_MAX: short, since
 # what replicas spent alone reaches the others only once each writes it back.
-RETRY_MIN = 0.5
+RETRY_MIN = 0.25
 RETRY_MAX = 2.0
 LOCAL = "~"  # tokens of entries only this replica knows of (others' requests in flight when Redis was lost)
 
@@ -106,10 +106,21 @@ local function oldest()
 end
 """
 
-# ARGV[8]: per_minute, ARGV[9]: token, ARGV[10]: poll. A slot (token put in flight), or how long to wait.
+# ARGV[8]: per_minute, ARGV[9]: token, ARGV[10]: poll, ARGV[11]: at most this many of this replica's own in
+# the window (0: no such cap). A slot (token put in flight), or how long to wait.
 _ACQUIRE = """
-local per_minute, token, poll = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
+local per_minute, token, poll, mine = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
 if hold > now then return snapshot(0, hold - now) end
+if mine > 0 then
+  -- just back from a loss: this replica keeps to its share until every replica has written back
+  local prefix, count = me .. '|', 0
+  for k = 2, 3 do
+    for _, t in ipairs(redis.call('ZRANGE', KEYS[k], 0, -1)) do
+      if string.sub(t, 1, #prefix) == prefix then count = count + 1 end
+    end
+  end
+  if count >= mine then return snapshot(0, poll) end
+end
 if redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) < per_minute then
   redis.call('ZADD', KEYS[3], now, token)
   redis.call('PEXPIRE', KEYS[3], ms(stale))
@@ -277,7 +288,10 @@ class RedisBudgets:
         self._async_scripts = {name: self._async.register_script(lua) for name, lua in SCRIPTS.items()}
         self._announce = self._async.register_script(_ANNOUNCE)
         self._limiters: weakref.WeakSet[RedisRateLimiter] = weakref.WeakSet()
-        self._lost_at: float | None = None  # monotonic time of the loss; None while Redis answers
+        self._lost_at: float | None = None  # when Redis was lost (`clock`); None while it answers
+        # Until then, this replica keeps to its share even through Redis: just after a loss, what other
+        # replicas spent alone may not be written back yet.
+        self._careful_until = 0.0
         self._retry_at = 0.0
         self._backoff = RETRY_MIN
         self._outages = 0
@@ -312,12 +326,12 @@ class RedisBudgets:
                     await self._guarded(self._announce_once())
                     for limiter in list(self._limiters):
                         await limiter.write_back()
-            await anyio.sleep(BEAT if self._lost_at is None else max(0.05, self._retry_at - time.monotonic()))
+            await anyio.sleep(BEAT if self._lost_at is None else max(0.05, self._retry_at - self._clock()))
 
     async def _announce_once(self) -> None:
         args: list[Arg] = [self._clock(), REPLICA_TTL, self.replica, self._secret, int(SECRET_TTL * 1000)]
         count, secret = self._answered(await self._announce(keys=[REPLICAS, SECRET], args=args))
-        self.replicas = max(1, int(count))
+        self._seen(int(count))
         if not self._secret and isinstance(secret, str):
             self._secret = secret
         elif secret != self._secret:
@@ -332,13 +346,13 @@ class RedisBudgets:
     @property
     def reachable(self) -> bool:
         """Whether to ask Redis now: it answered last, or it is time to ask it again."""
-        return self._lost_at is None or time.monotonic() >= self._retry_at
+        return self._lost_at is None or self._clock() >= self._retry_at
 
     def wait_for_retry(self, wait: float) -> float:
         """`wait`, cut so that a limiter waiting alone asks Redis again when it is due."""
         if self._lost_at is None:
             return wait
-        return max(0.01, min(wait, self._retry_at - time.monotonic()))
+        return max(0.01, min(wait, self._retry_at - self._clock()))
 
     def call(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> list[Any]:
         """Run script `name` and return its reply; _Lost if Redis did not answer. Never the one to ask a
@@ -367,16 +381,17 @@ class RedisBudgets:
         if self._lost_at is not None:
             log.warning(
                 "Redis at HARDAL_REDIS_URL answers again after %.0f s: the rate budget is shared again.",
-                time.monotonic() - self._lost_at,
+                self._clock() - self._lost_at,
             )
             self._lost_at = None
+            self.careful()
             self._backoff = RETRY_MIN
         if reply[0] not in ("epoch",) and len(reply) > 2:
-            self.replicas = max(1, int(reply[2]))
+            self._seen(int(reply[2]))
         return list(reply)
 
     def _lost(self, exc: BaseException) -> _Lost:
-        now = time.monotonic()
+        now = self._clock()
         if self._lost_at is None:
             self._lost_at = now
             self._outages += 1
@@ -396,6 +411,19 @@ class RedisBudgets:
         level = logging.DEBUG if kind in self._warned else logging.WARNING
         self._warned.add(kind)
         log.log(level, message)
+
+    def _seen(self, replicas: int) -> None:
+        # Just after a loss, replicas that have not announced themselves again still count in the share.
+        careful = self._clock() < self._careful_until
+        self.replicas = max(1, replicas, self.replicas if careful else 1)
+
+    def careful(self) -> None:
+        """Keep to this replica's share for a window: Redis's data was lost or out of reach."""
+        self._careful_until = self._clock() + self._window
+
+    def cap(self, per_minute: int) -> int:
+        """The most of this replica's own requests a window may hold through Redis now (0: no cap)."""
+        return self.share(per_minute) if self._clock() < self._careful_until else 0
 
     def share(self, per_minute: int) -> int:
         """What one replica may send alone: its part of the limit among the replicas last seen."""
@@ -468,7 +496,12 @@ class RedisRateLimiter:
             flying = len(self._flying)
             return count_available(share, now, self._hold, self._known.values(), flying, seconds, self._window)
         flying = len(self._flying) + self._others_flying
-        return count_available(self.per_minute, now, self._hold, self._known.values(), flying, seconds, self._window)
+        free = count_available(self.per_minute, now, self._hold, self._known.values(), flying, seconds, self._window)
+        cap = self._backend.cap(self.per_minute)
+        if cap:  # just back from a loss: this replica keeps to its share (as `slot` does)
+            mine = [t for token, t in self._known.items() if token.startswith(self._backend.replica + "|")]
+            free = min(free, count_available(cap, now, 0.0, mine, len(self._flying), seconds, self._window))
+        return free
 
     def held(self) -> float:
         """Seconds until a hold (set by any replica) ends; 0 when none."""
@@ -505,7 +538,8 @@ class RedisRateLimiter:
         while True:
             token = f"{self._backend.replica}|{secrets.token_hex(6)}"
             try:
-                granted, wait = await self._acall("acquire", self.per_minute, token, POLL)
+                cap = self._backend.cap(self.per_minute)
+                granted, wait = await self._acall("acquire", self.per_minute, token, POLL, cap)
             except _Lost:
                 granted, wait = self._take_alone()
                 wait = self._backend.wait_for_retry(wait)
@@ -588,6 +622,7 @@ class RedisRateLimiter:
         self._epoch = epoch
         self._go_alone(self._clock())
         self._alone = True
+        self._backend.careful()
 
     def _read(self, reply: list[Any]) -> bool:
         """Take in a script's reply: whether granted; the hold, answers and requests in flight it shows."""
