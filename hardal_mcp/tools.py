@@ -16,6 +16,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from .analytics import FunnelResult, PathResult, Segment
+from .apps import tool_meta
 from .errors import AuthError, HardalError, InputError, own_errors
 from .keys import presented
 from .params import Order, OrderBy, Timeframe
@@ -245,7 +246,9 @@ def tools() -> list[Tool]:
     for fn, title, depth in TOOLS:
         # One line: docstring indentation and line breaks are tokens too.
         description = " ".join((fn.__doc__ or "").split())
-        tool = HardalTool.from_function(fn, title=title, description=description, annotations=READ_ONLY)
+        tool = HardalTool.from_function(
+            fn, title=title, description=description, annotations=READ_ONLY, meta=tool_meta(fn.__name__)
+        )
         tool.parameters = compact_schema(tool.parameters, output=False)
         if tool.fn_metadata.output_schema is not None:
             shape = limit_depth(tool.fn_metadata.output_schema, depth)
