@@ -1,4 +1,4 @@
-.PHONY: check lint types test conformance inspector ecosystem bundle workflows
+.PHONY: check lint types test conformance inspector ecosystem bundle workflows screenshots
 
 check: lint types test
 
@@ -29,3 +29,8 @@ workflows:
 # (needs npm). `bash scripts/bundle.sh` also unpacks it and drives it as a host would (CI does).
 bundle:
 	bash scripts/bundle.sh --pack-only
+
+# The MCP Apps dashboard as a host shows it (light, dark, a narrow column, a funnel): docs/dashboard*.png, made in
+# Debian's chromium (apt-get install chromium) by the browser tests' host against `hardal-mcp --demo`.
+screenshots:
+	python -m tests.browser.screenshots docs

@@ -19,10 +19,10 @@ FUNNEL = (
     {"timeframe": "last7days", "steps": ["/", "/products*", "/cart", "/checkout"], "breakdown": "device"},
 )
 SHOTS: list[tuple[str, tuple[str, dict[str, Any]], dict[str, Any]]] = [
-    ("dashboard.png", SUMMARY, {"theme": "light", "width": 1100}),
-    ("dashboard-dark.png", SUMMARY, {"theme": "dark", "width": 1100}),
-    ("dashboard-narrow.png", SUMMARY, {"theme": "light", "width": 380}),
-    ("dashboard-funnel.png", FUNNEL, {"theme": "light", "width": 900}),
+    ("dashboard.png", SUMMARY, {"theme": "light", "width": 1000, "height": 1150}),
+    ("dashboard-dark.png", SUMMARY, {"theme": "dark", "width": 1000, "height": 1150}),
+    ("dashboard-narrow.png", SUMMARY, {"theme": "light", "width": 380, "height": 1400}),
+    ("dashboard-funnel.png", FUNNEL, {"theme": "light", "width": 900, "height": 1000}),
 ]
 
 
@@ -40,7 +40,14 @@ async def shoot(url: str, out: Path) -> list[Path]:
                 await h.page.set_viewport_size({"width": view["width"], "height": int(box["height"]) + 1})
                 await h.ready()
                 path = out / name
-                await frame.screenshot(path=str(path), animations="disabled")
+                # The top of the view (headline figures, the series, the first lists): what a host shows first.
+                clip = {
+                    "x": box["x"],
+                    "y": box["y"],
+                    "width": box["width"],
+                    "height": min(box["height"], view["height"]),
+                }
+                await h.page.screenshot(path=str(path), clip=clip, animations="disabled")  # type: ignore[arg-type]
                 written.append(path)
     return written
 
