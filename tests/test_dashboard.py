@@ -327,9 +327,11 @@ async def test_light_and_dark_themes_and_host_variables_apply(browser: Any, serv
         theme, background, color = await look()
         assert luminance(background) < 0.15 and luminance(color) > 0.8
 
-        # The host's own design tokens win over the defaults.
-        await app.set_context({"styles": {"variables": {"--color-background-primary": "rgb(1, 2, 3)"}}})
+        # The host's own design tokens win over the defaults, its font among them.
+        tokens = {"--color-background-primary": "rgb(1, 2, 3)", "--font-sans": '"Host Sans", serif'}
+        await app.set_context({"styles": {"variables": tokens}})
         await app.frame.wait_for_function("() => getComputedStyle(document.body).backgroundColor === 'rgb(1, 2, 3)'")
+        assert "Host Sans" in await app.frame.evaluate("() => getComputedStyle(document.body).fontFamily")
 
 
 @needs_chromium
@@ -480,3 +482,38 @@ def test_the_schema_excerpt_is_the_npm_packages() -> None:
     raw = json.loads((__import__("pathlib").Path(__file__).parent / "browser" / "ext-apps-schema.json").read_text())
     assert "@modelcontextprotocol/ext-apps@2.0.4" in raw["description"]
     assert EXTENSION_ID == "io.modelcontextprotocol/ui"
+
+
+@needs_chromium
+@in_module_loop
+async def test_today_is_hourly_and_an_estimate_shows_its_margins(browser: Any, server_url: str) -> None:
+    async with checked(browser, server_url) as app:
+        result = await app.open("summarize_sessions", {"timeframe": "today"})
+        s = result.structured_content
+        assert s is not None and s["series"]["unit"] == "hour"
+        cols = app.frame.locator("#series .col")
+        assert [int(n) for n in await cols.evaluate_all("els => els.map(e => e.dataset.n)")] == s["series"]["counts"]
+        assert await app.frame.locator("#series .col.today").count() == len(s["series"]["counts"])  # all of today
+        assert "Sessions per hour" in (await app.frame.locator("#series-chart").get_attribute("aria-label") or "")
+
+    # A sampled answer (the shape the planner gives a window too large for the rate budget): the coverage says
+    # ESTIMATED with its margin, estimated days are marked with theirs, and shares carry their ±.
+    async with checked(browser, server_url) as app:
+        real = await app.client.call_tool("summarize_sessions", {**WINDOW})
+        s = dict(real.structured_content or {})
+        days = len(s["series"]["counts"])
+        s["coverage"] = {**s["coverage"], "sample": {"read": 1000, "of": 4000, "days": days, "moe": 2.5}}
+        s["series"] = {**s["series"], "estimated": True, "moe": [12.0] * (days - 1) + [None]}
+        country = next(b for b in s["breakdowns"] if b["key"] == "country")
+        country["top"] = [{**e, "moe": 1.5, "bounce_moe": 3.0} for e in country["top"]]
+        sampled = real.model_copy(update={"structured_content": s})
+        await app.open("summarize_sessions", {**WINDOW}, result=sampled)
+        coverage = (await app.frame.locator("#coverage").text_content() or "").strip()
+        assert coverage.startswith("ESTIMATED from a sample: 1,000 of 4,000 sessions read")
+        assert "±2.5 pts" in coverage
+        assert await app.frame.locator("#series .col.est").count() == days - 1
+        assert await app.frame.locator("#series .col.est .moe").count() == days - 1
+        margins = await texts(app, "#series tbody td:nth-child(3)")
+        assert margins == ["±12"] * (days - 1) + [""]
+        figs = await texts(app, '[data-list="country"] .row:not(.other) .figs')
+        assert figs and all("% ±1.5 · b" in f and "±3.0%" in f for f in figs)
