@@ -289,9 +289,9 @@ class RedisBudgets:
         self._announce = self._async.register_script(_ANNOUNCE)
         self._limiters: weakref.WeakSet[RedisRateLimiter] = weakref.WeakSet()
         self._lost_at: float | None = None  # when Redis was lost (`clock`); None while it answers
-        # Until then, this replica keeps to its share even through Redis: just after a loss, what other
-        # replicas spent alone may not be written back yet.
-        self._careful_until = 0.0
+        # Just after a loss, this replica keeps to its share even through Redis (`careful`).
+        self._careful_until = self._careful_since = 0.0
+        self._present = self._expected = 1  # replicas Redis shows now; those it showed before the loss
         self._retry_at = 0.0
         self._backoff = RETRY_MIN
         self._outages = 0
@@ -334,7 +334,7 @@ class RedisBudgets:
         self._seen(int(count))
         if not self._secret and isinstance(secret, str):
             self._secret = secret
-        elif secret != self._secret:
+        elif isinstance(secret, str) and secret != self._secret:
             self._warn_once(
                 "secret",
                 "The key secret in Redis is not the one this replica started with (Redis lost it and another "
@@ -365,11 +365,16 @@ class RedisBudgets:
             raise self._lost(exc) from None
         return self._answered(reply)
 
-    async def acall(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> list[Any]:
-        """`call`, without blocking the event loop while Redis answers."""
+    async def acall(self, name: str, keys: Sequence[str], args: Callable[[], Sequence[Arg]]) -> list[Any]:
+        """`call`, without blocking the event loop while Redis answers. A lost Redis is asked first whether
+        it is back (PING), so that a script runs knowing it (`args` are made then: `cap` may have changed)."""
         if not self.reachable:
             raise _Lost
-        return self._answered(await self._guarded(self._async_scripts[name](keys=list(keys), args=list(args))))
+        if self._lost_at is not None:
+            await self._guarded(self._async.ping())
+            self._back()
+        script = self._async_scripts[name]
+        return self._answered(await self._guarded(script(keys=list(keys), args=list(args()))))
 
     async def _guarded(self, pending: Awaitable[T]) -> T:
         try:
@@ -377,7 +382,7 @@ class RedisBudgets:
         except (RedisError, OSError) as exc:
             raise self._lost(exc) from None
 
-    def _answered(self, reply: Any) -> list[Any]:
+    def _back(self) -> None:
         if self._lost_at is not None:
             log.warning(
                 "Redis at HARDAL_REDIS_URL answers again after %.0f s: the rate budget is shared again.",
@@ -386,7 +391,10 @@ class RedisBudgets:
             self._lost_at = None
             self.careful()
             self._backoff = RETRY_MIN
-        if reply[0] not in ("epoch",) and len(reply) > 2:
+
+    def _answered(self, reply: Any) -> list[Any]:
+        self._back()
+        if reply[0] != "epoch" and len(reply) > 2:
             self._seen(int(reply[2]))
         return list(reply)
 
@@ -413,17 +421,28 @@ class RedisBudgets:
         log.log(level, message)
 
     def _seen(self, replicas: int) -> None:
-        # Just after a loss, replicas that have not announced themselves again still count in the share.
-        careful = self._clock() < self._careful_until
-        self.replicas = max(1, replicas, self.replicas if careful else 1)
+        self._present = max(1, replicas)
+        # While careful, replicas that have not announced themselves again since the loss still count.
+        self.replicas = max(self._present, self._expected) if self._careful() else self._present
 
     def careful(self) -> None:
-        """Keep to this replica's share for a window: Redis's data was lost or out of reach."""
-        self._careful_until = self._clock() + self._window
+        """Keep to this replica's share: Redis's data was lost or out of reach, and what other replicas spent
+        alone may not be written back yet. For a window at least, and until as many replicas as before have
+        announced themselves again (or REPLICA_TTL has passed: those missing have died)."""
+        now = self._clock()
+        self._expected = max(self._expected if self._careful() else 1, self.replicas)
+        self._careful_since = now
+        self._careful_until = now + self._window
+
+    def _careful(self) -> bool:
+        now = self._clock()
+        if now < self._careful_until:
+            return True
+        return self._present < self._expected and now < self._careful_since + REPLICA_TTL
 
     def cap(self, per_minute: int) -> int:
         """The most of this replica's own requests a window may hold through Redis now (0: no cap)."""
-        return self.share(per_minute) if self._clock() < self._careful_until else 0
+        return self.share(per_minute) if self._careful() else 0
 
     def share(self, per_minute: int) -> int:
         """What one replica may send alone: its part of the limit among the replicas last seen."""
@@ -538,8 +557,7 @@ class RedisRateLimiter:
         while True:
             token = f"{self._backend.replica}|{secrets.token_hex(6)}"
             try:
-                cap = self._backend.cap(self.per_minute)
-                granted, wait = await self._acall("acquire", self.per_minute, token, POLL, cap)
+                granted, wait = await self._acall("acquire", self.per_minute, token, POLL)
             except _Lost:
                 granted, wait = self._take_alone()
                 wait = self._backend.wait_for_retry(wait)
@@ -606,11 +624,17 @@ class RedisRateLimiter:
 
     async def _acall(self, name: str, *extra: Arg) -> tuple[bool, float]:
         call = self._backend.acall
+
+        def args() -> list[Arg]:
+            # The acquire script is also told this replica's cap, as of the moment it runs.
+            cap = (self._backend.cap(self.per_minute),) if name == "acquire" else ()
+            return self._args(self._epoch, (*extra, *cap))
+
         while True:
             if self._alone:
-                self._read(await call("merge", self._keys, self._args("", self._kept())))
+                self._read(await call("merge", self._keys, lambda: self._args("", self._kept())))
                 self._alone = False
-            reply = await call(name, self._keys, self._args(self._epoch, extra))
+            reply = await call(name, self._keys, args)
             if reply[0] != "epoch":
                 return self._read(reply), float(reply[1])
             self._moved(reply[1])

@@ -198,8 +198,8 @@ import json, sys, time, anyio
 from hardal_mcp.budget_redis import RedisBudgets
 from hardal_mcp.config import Settings
 
-url, requests = sys.argv[1], int(sys.argv[2])
-budgets = RedisBudgets(Settings(redis_url=url, rate_limit=5), window=0.5)
+url, limit, requests = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+budgets = RedisBudgets(Settings(redis_url=url, rate_limit=limit), window=0.5)
 limiter = budgets("c" * 64)
 starts = []
 
@@ -209,11 +209,15 @@ async def one():
         await anyio.sleep(0.02)  # the request in flight
 
 async def main():
-    async with anyio.create_task_group() as tg:
-        for _ in range(requests):
-            tg.start_soon(one)
+    async with anyio.create_task_group() as beat:
+        beat.start_soon(budgets.run)  # as a serving replica does
+        async with anyio.create_task_group() as tg:
+            for _ in range(requests):
+                tg.start_soon(one)
+        beat.cancel_scope.cancel()
     await budgets.aclose()
 
+limiter.available(0)  # announced
 print("ready", flush=True)
 sys.stdin.readline()  # go
 anyio.run(main)
@@ -221,10 +225,10 @@ print(json.dumps(starts))
 """
 
 
-def run_workers(url: str, processes: int, requests: int) -> list[float]:
+def start_workers(url: str, processes: int, limit: int, requests: int) -> list[subprocess.Popen[str]]:
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, url, str(requests)],
+            [sys.executable, "-c", WORKER, url, str(limit), str(requests)],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -239,20 +243,46 @@ def run_workers(url: str, processes: int, requests: int) -> list[float]:
         assert proc.stdin is not None
         proc.stdin.write("go\n")
         proc.stdin.flush()
+    return procs
+
+
+def finish_workers(procs: list[subprocess.Popen[str]]) -> tuple[list[float], str]:
     starts: list[float] = []
+    errors = ""
     for proc in procs:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-        assert PASSWORD not in err
+        assert "Traceback" not in err
+        errors += err
         starts += json.loads(out.splitlines()[-1])
-    return sorted(starts)
+    return sorted(starts), errors
+
+
+def most_in_any_window(starts: list[float], window: float = 0.5) -> int:
+    """A slot stays taken from its start until a window after its answer: no window may hold more starts
+    than the limit."""
+    return max(sum(1 for t in starts if s <= t < s + window) for s in starts)
 
 
 def test_processes_sharing_redis_never_exceed_the_limit_in_any_window(redis_server: RedisServer) -> None:
-    starts = run_workers(redis_server.url, processes=3, requests=8)
+    starts, errors = finish_workers(start_workers(redis_server.url, processes=3, limit=5, requests=8))
     assert len(starts) == 24
-    # A slot stays taken from its start until a window after its answer: no window holds more than 5 starts.
-    assert max(sum(1 for t in starts if s <= t < s + 0.5) for s in starts) <= 5
+    assert most_in_any_window(starts) <= 5
+    assert PASSWORD not in errors
+
+
+def test_processes_keep_the_limit_while_redis_is_killed_and_started_again(redis_server: RedisServer) -> None:
+    procs = start_workers(redis_server.url, processes=3, limit=6, requests=14)
+    time.sleep(0.6)  # mid-run (14 × 3 requests at 6 per 0.5 s take 3.5 s or more)
+    redis_server.kill()
+    time.sleep(0.8)
+    redis_server.start()  # empty
+    starts, errors = finish_workers(procs)
+    assert len(starts) == 42  # every request made it, none lost to the fault
+    assert most_in_any_window(starts) <= 6
+    assert "does not answer" in errors  # each replica said so, once
+    assert errors.count("does not answer") <= 3
+    assert PASSWORD not in errors and redis_server.url not in errors
 
 
 # -------------------------------------------------------------------------------------- Redis lost
@@ -292,9 +322,10 @@ async def test_redis_lost_mid_run_then_back_keeps_the_limit(
     redis_server.start()  # empty: --save ''
     clock.now += 3  # past the next try
     assert b.available(0) == 5  # it never saw Redis go, but sees its data renewed: it keeps to its share
-    await enter_and_leave(a)  # ... and a, back, writes back the five it sent alone first
-    assert b.available(0) == 4  # 10 - a's six
-    for _ in range(4):
+    await a.write_back()  # (what a serving replica's announcements do once Redis answers again)
+    assert a.available(0) == 0  # its five sent alone are in Redis now, and it keeps to its share for a window
+    assert b.available(0) == 5
+    for _ in range(5):
         await enter_and_leave(b)
     assert a.available(0) == 0 and b.available(0) == 0  # ten in the window: the limit, never more
     stored = raw(redis_server)
