@@ -38,10 +38,16 @@ class Settings(BaseModel):
     redis_url: SecretStr | None = Field(
         default=None, description="Redis shared by replicas for the rate budget and holds (off when unset)"
     )
+    oauth_secret: SecretStr | None = Field(
+        default=None, description="--auth oauth: the server secret that encrypts stored Hardal keys (32+ characters)"
+    )
+    public_url: str | None = Field(
+        default=None, description="--auth oauth: the origin clients reach the server at (issuer and resource URLs)"
+    )
     mcp_allowed_hosts: tuple[str, ...] = Field(default=(), description="Extra Host values the HTTP transport accepts")
     mcp_allowed_origins: tuple[str, ...] = Field(default=(), description="Extra Origin values it accepts")
 
-    @field_validator("api_key", "website_id", "mcp_token", "redis_url", mode="before")
+    @field_validator("api_key", "website_id", "mcp_token", "redis_url", "oauth_secret", "public_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -84,6 +90,25 @@ class Settings(BaseModel):
         if value is not None and not value.get_secret_value().startswith(REDIS_SCHEMES):
             schemes = ", ".join(REDIS_SCHEMES)
             raise ValueError(f"must start with {schemes} (its value is not shown: it may hold a password)")
+        return value
+
+    @field_validator("oauth_secret")
+    @classmethod
+    def _check_oauth_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`); its value is not shown")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.rstrip("/")
+        if not re.fullmatch(r"https?://[^/?#@\s]+(/[^?#\s]*)?", value):
+            raise ValueError(
+                "must be an http(s) URL without user name, query or fragment (e.g. https://mcp.example.com)"
+            )
         return value
 
     @field_validator("timezone")
