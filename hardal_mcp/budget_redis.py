@@ -211,9 +211,11 @@ def _options() -> dict[str, Any]:
     return {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT, "decode_responses": True}
 
 
-def connect_sync(settings: Settings) -> redis.Redis:
+def connect_sync(settings: Settings, *, binary: bool = False) -> redis.Redis:
+    """`binary`: replies as bytes (the day store's bodies), not text."""
     assert settings.redis_url is not None
-    return redis.Redis.from_url(settings.redis_url.get_secret_value(), retry=Retry(NoBackoff(), 1), **_options())
+    options = _options() | {"decode_responses": not binary}
+    return redis.Redis.from_url(settings.redis_url.get_secret_value(), retry=Retry(NoBackoff(), 1), **options)
 
 
 def connect_async(settings: Settings) -> redis.asyncio.Redis:

@@ -38,6 +38,12 @@ class Settings(BaseModel):
     redis_url: SecretStr | None = Field(
         default=None, description="Redis shared by replicas for the rate budget and holds (off when unset)"
     )
+    redis_days_mb: int = Field(
+        default=256, ge=0, le=1_048_576, description="Cap on the closed days replicas share in Redis, MiB (0: none)"
+    )
+    redis_days_ttl: float = Field(
+        default=7 * 86400.0, gt=0, le=365 * 86400.0, description="Seconds a shared day outlives its last use"
+    )
     oauth_secret: SecretStr | None = Field(
         default=None, description="--auth oauth: the server secret that encrypts stored Hardal keys (32+ characters)"
     )

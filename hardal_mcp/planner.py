@@ -53,7 +53,7 @@ from .config import Settings
 from .errors import InputError, NetworkError, RateLimitError, ServerError, UpstreamError, own_errors
 from .frames import SessionsPage
 from .params import Window
-from .store import DayKey, DayStore
+from .store import DayKey, Days
 
 if TYPE_CHECKING:
     import polars as pl
@@ -67,6 +67,8 @@ MAX_GROWTH_ROUNDS = 3  # further rounds when later pages report a larger total t
 HOLD_FOR_STORE = 50_000  # sessions an exact read keeps in memory to store its closed days afterwards
 SAFETY_SECONDS = 2.0  # requests are planned to start this long before the deadline
 FILL_RESERVE = 0.2  # share of the per-minute budget the background fill leaves to interactive calls
+FILL_CLAIM = 300.0  # seconds the background fill holds its claim on the day it fetches
+CLAIM_POLL = 0.25  # seconds between looks for a day another replica is fetching
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +156,7 @@ class Planner:
         key: SecretStr,
         scope: Scope,
         *,
-        store: DayStore | None,
+        store: Days | None,
         deadline: float,
         allowance: Allowance,
     ) -> None:
@@ -203,6 +205,54 @@ class Planner:
             if sessions is not None:
                 stored[day] = sessions.height
                 consume(Page(sessions))
+        claimed, claim = await self._claim([d for d in days if d not in stored], stored, consume)
+        try:
+            return await self._read_missing(days, stored, outcome, consume, max_sessions, exact, progress)
+        finally:
+            if claim is not None:
+                await self._release(claimed, claim)
+
+    async def _claim(
+        self, missing: list[date], stored: dict[date, int], consume: Callable[[Page], None]
+    ) -> tuple[list[date], str | None]:
+        """Claim the missing closed days this read is to fetch (`store.Days.claim`): the days and the claim.
+        While another replica holds one of them, they are waited for, half the time left at most, each read
+        from the store once there; those still missing then are fetched unclaimed."""
+        if self.store is None:
+            return [], None
+        store, seconds = self.store, max(1.0, self.deadline - anyio.current_time())
+        until = anyio.current_time() + (self.deadline - anyio.current_time()) / 2
+        pending = [day for day in missing if self._closed(day)]
+        while pending:
+            asked = list(pending)
+            claim = await anyio.to_thread.run_sync(store.claim, [self._day_key(day) for day in asked], seconds)
+            for day in asked:  # after the claim too: a holder may have stored a day and let go
+                sessions = await self._stored(day)
+                if sessions is not None:
+                    stored[day] = sessions.height
+                    consume(Page(sessions))
+                    pending.remove(day)
+            if claim is not None:
+                return asked, claim
+            if anyio.current_time() >= until:
+                break
+            await anyio.sleep(CLAIM_POLL)
+        return [], None
+
+    async def _release(self, days: list[date], claim: str) -> None:
+        assert self.store is not None
+        await anyio.to_thread.run_sync(self.store.release, [self._day_key(day) for day in days], claim)
+
+    async def _read_missing(
+        self,
+        days: list[date],
+        stored: dict[date, int],
+        outcome: Outcome,
+        consume: Callable[[Page], None],
+        max_sessions: int,
+        exact: str | None,
+        progress: Progress | None,
+    ) -> Outcome:
         if stored:  # kept days go only to a key Hardal still accepts
             await self.client.vouch(self.key, self.scope.website_id)
         outcome.stored_days = len(stored)
@@ -579,9 +629,8 @@ class Planner:
 
     async def fill(self) -> int:
         """Read and store every closed day of the window the store lacks, one day at a time, leaving
-        FILL_RESERVE of the budget to interactive calls. Returns the days stored."""
-        import polars as pl
-
+        FILL_RESERVE of the budget to interactive calls, and the days another replica is fetching to it.
+        Returns the days stored."""
         if self.store is None:
             return 0
         done = 0
@@ -589,22 +638,34 @@ class Planner:
         for day in (window.start + timedelta(days=i) for i in range(window.days)):
             if not self._closed(day) or await self._stored(day) is not None:
                 continue
-            frames: list[pl.DataFrame] = []
-            offset, total = 0, None
-            while True:
-                await self._spare_budget()
-                page = await self._fetch(self.scope.day(day), offset)
-                frames.append(page.frame)
-                total = total if total is not None else _total(page)
-                if page.dropped or total is None or offset + self.size >= total:
-                    break
-                offset += self.size
-            sessions = pl.concat(frames)
-            if total is None or not sessions.height == total == sessions.get_column("id").n_unique():
-                continue  # not read whole (a day still changing, unreadable items): fetched again next time
-            if await anyio.to_thread.run_sync(self.store.put, self._day_key(day), sessions, total):
-                done += 1
+            claim = await anyio.to_thread.run_sync(self.store.claim, [self._day_key(day)], FILL_CLAIM)
+            if claim is None:
+                continue  # another replica is fetching it
+            try:
+                done += await self._fill_day(day)
+            finally:
+                await self._release([day], claim)
         return done
+
+    async def _fill_day(self, day: date) -> int:
+        """Read the closed day `day` whole and store it: 1 once stored."""
+        import polars as pl
+
+        assert self.store is not None
+        frames: list[pl.DataFrame] = []
+        offset, total = 0, None
+        while True:
+            await self._spare_budget()
+            page = await self._fetch(self.scope.day(day), offset)
+            frames.append(page.frame)
+            total = total if total is not None else _total(page)
+            if page.dropped or total is None or offset + self.size >= total:
+                break
+            offset += self.size
+        sessions = pl.concat(frames)
+        if total is None or not sessions.height == total == sessions.get_column("id").n_unique():
+            return 0  # not read whole (a day still changing, unreadable items): fetched again next time
+        return int(await anyio.to_thread.run_sync(self.store.put, self._day_key(day), sessions, total))
 
     async def _spare_budget(self) -> None:
         reserve = math.ceil(self.settings.rate_limit * FILL_RESERVE)

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from types import FrameType
+from urllib.parse import urlsplit
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -41,6 +42,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__, apps, prompts
+from .budget_backends import needs_redis
 from .client import HardalClient
 from .config import Settings
 from .errors import ConfigError
@@ -48,7 +50,10 @@ from .keys import Fingerprints, presented
 from .operations import Operations, log_drain, log_startup
 from .params import TIMEFRAMES
 from .service import Background, Hardal
-from .store import DayStore
+from .store import Days, DayStore, store_path
+from .oauth import wiring as oauth_wiring
+from .oauth.consent import CONSENT_PATH, Consent, PerAddressLimits
+from .oauth.provider import HardalOAuthProvider
 from .tools import AppState, tools
 
 if TYPE_CHECKING:
@@ -56,7 +61,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AuthMode = Literal["none", "token", "passthrough"]
+AuthMode = Literal["none", "token", "passthrough", "oauth"]
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MCP_PATH = "/mcp"
 # Passthrough (hosted): anyone may present a key, so one key may hold only a few sessions, and idle ones go
@@ -108,10 +113,12 @@ def build_server(
     auth: AuthMode = "none",
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     metrics: Metrics | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> MCPServer[AppState]:
     """`transport` replaces the network (the embedded sandbox for --demo, or a test double); `sleep` is how
     the client's retries wait (tests record the waits). `auth` only matters over HTTP: `token` requires
-    HARDAL_MCP_TOKEN, `passthrough` takes each client's Hardal key. With `metrics`, tool calls, Hardal's
+    HARDAL_MCP_TOKEN, `passthrough` takes each client's Hardal key, `oauth` makes the server its own OAuth
+    authorization server (`oauth` package; `clock` judges its expiries). With `metrics`, tool calls, Hardal's
     answers, cache and store lookups and the configured key's budget are counted, and served at /metrics."""
 
     fingerprints = Fingerprints.for_settings(settings)
@@ -127,29 +134,41 @@ def build_server(
             on_response=metrics.on_response if metrics else None,
         )
         server.client = client
-        store = DayStore.open(settings) if metrics is None else metrics.open_store(settings)
-        key = None if auth == "passthrough" else settings.api_key
+        store = _days(settings, DayStore.open(settings) if metrics is None else metrics.open_store(settings))
+        key = None if hosted else settings.api_key
+        if provider is not None:
+            provider.attach(client.vouch)
         if metrics is not None and key is not None:
             metrics.watch_budget(lambda: client.budget(key).available(0))
         try:
             async with anyio.create_task_group() as group:  # background fills of the day store live here
                 group.start_soon(client.run_budgets)  # and the budget's own (Redis: this replica's announcements)
                 hardal = Hardal(settings, client, store=store, background=Background(group))
-                yield AppState(hardal=hardal, passthrough=auth == "passthrough")
+                revoke_key = provider.revoke_key if provider is not None else None
+                yield AppState(hardal=hardal, passthrough=auth == "passthrough", revoke_key=revoke_key)
                 group.cancel_scope.cancel()
         finally:
             if store is not None:
                 store.close()
             await client.aclose()
 
+    hosted = auth in ("passthrough", "oauth")  # each client brings its own key
     verifier: TokenVerifier | None = None
-    if auth == "token":
+    provider: HardalOAuthProvider | None = None
+    auth_settings: AuthSettings | None = None
+    if auth == "oauth":
+        provider, auth_settings = oauth_wiring.build(settings, resource_path=MCP_PATH, clock=clock)
+    elif auth == "token":
         if settings.mcp_token is None:
             raise ConfigError("--auth token needs HARDAL_MCP_TOKEN: the bearer token clients must present.")
         verifier = StaticToken(settings.mcp_token)
     elif auth == "passthrough":
         verifier = HardalKeyToken(fingerprints)
-    elif settings.api_key is None:
+    if verifier is not None:
+        # Resource-server-only auth: no OAuth metadata is published, so the issuer is never shown;
+        # the SDK requires one all the same.
+        auth_settings = AuthSettings(issuer_url=AnyHttpUrl("http://localhost"), resource_server_url=None)
+    if auth == "none" and settings.api_key is None:
         log.warning("HARDAL_API_KEY is not set: every tool will answer with an error until it is.")
 
     server = _Server(
@@ -163,11 +182,14 @@ def build_server(
         tools=tools(),
         extensions=[apps.extension()],  # MCP Apps: the dashboard resource (ui://hardal/dashboard)
         token_verifier=verifier,
-        # Resource-server-only auth: no OAuth metadata is published, so the issuer is never shown;
-        # the SDK requires one all the same.
-        auth=AuthSettings(issuer_url=AnyHttpUrl("http://localhost"), resource_server_url=None) if verifier else None,
+        auth_server_provider=provider,
+        auth=auth_settings,
     )
     _add_prompts(server, settings)
+    if provider is not None:  # the page /authorize sends people to; unauthenticated, as the OAuth routes
+        server.custom_route(CONSENT_PATH, methods=["GET", "POST"])(
+            Consent(provider, default_website=settings.website_id)
+        )
 
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "version": __version__})
@@ -176,6 +198,16 @@ def build_server(
     if metrics is not None:
         server.custom_route("/metrics", methods=["GET"])(metrics.endpoint)  # no secrets in it; unauthenticated
     return server
+
+
+def _days(settings: Settings, local: DayStore | None) -> Days | None:
+    """With HARDAL_REDIS_URL, the closed days are shared by the replicas (`store_redis`, read-through in
+    front of `local`) wherever the file store would keep them."""
+    if settings.redis_url is None or store_path(settings.store) is None or not settings.redact_pii:
+        return local
+    with needs_redis():
+        from .store_redis import SharedDays
+    return SharedDays(settings, local)
 
 
 class _Server(MCPServer[AppState]):
@@ -319,6 +351,10 @@ def http_app(
     (operations.Operations); `clock` also times the access log's milliseconds."""
     hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *settings.mcp_allowed_hosts]
     origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*", *settings.mcp_allowed_origins]
+    if auth == "oauth" and settings.public_url is not None:  # the address clients were told to use
+        public = urlsplit(settings.public_url)
+        hosts.append(public.netloc)
+        origins.append(f"{public.scheme}://{public.netloc}")
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=[h.lower() for h in hosts],
@@ -335,6 +371,8 @@ def http_app(
     )
     if bounded and sessions_per_key is not None:
         app = SessionsPerKey(app, per_key=sessions_per_key, idle_timeout=idle_timeout, clock=clock)
+    if auth == "oauth":
+        app = PerAddressLimits(app, clock=clock)
     unreachable = server.upstream_unreachable if isinstance(server, _Server) else lambda: False
     return Operations(LowercaseHost(app), clock=clock, upstream_unreachable=unreachable)
 

@@ -51,7 +51,7 @@ from .privacy import redact_event
 from .render import render_activity, render_comparison, render_funnel, render_paths, render_sessions, render_summary
 from .results import ActivityResult, ActivityRow, PageInfo, SessionRow, SessionsResult, WindowInfo
 from .sanitize import clean
-from .store import DayStore
+from .store import Days
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class Hardal:
         client: HardalClient,
         key: SecretStr | None = None,
         *,
-        store: DayStore | None = None,
+        store: Days | None = None,
         background: Background | None = None,
     ) -> None:
         self.settings = settings

@@ -44,12 +44,12 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -126,6 +126,67 @@ class DayKey:
             self.timezone,
             self.day.isoformat(),
         )
+
+
+class Days(Protocol):
+    """What reading a window needs of a day store: `DayStore` (this machine's processes) or
+    `store_redis.SharedDays` (replicas on several machines, through Redis, in front of a DayStore)."""
+
+    def closed(self, timezone: str, day: date) -> bool: ...
+
+    def get(self, key: DayKey) -> pl.DataFrame | None: ...
+
+    def put(self, key: DayKey, sessions: pl.DataFrame, total: int) -> bool: ...
+
+    def claim(self, keys: Sequence[DayKey], seconds: float) -> str | None:
+        """Take the right to fetch the days `keys` for `seconds`, all of them or none (so that two reads of
+        overlapping windows never each hold a day the other waits for): a claim to `release`, or None while
+        another replica holds one of them (it is fetching it: wait for it to be stored, or skip it)."""
+        ...
+
+    def release(self, keys: Sequence[DayKey], claim: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A day as kept: the body's format, the total it was checked against, its checksum and its bytes."""
+
+    format: int
+    total: int
+    checksum: bytes
+    data: bytes
+
+
+def seal(key: DayKey, sessions: pl.DataFrame, total: int) -> Body:
+    """The day's body, checksummed for `key` and `total`."""
+    data = encode(sessions)
+    return Body(PARQUET, total, _checksum(key.columns(), PARQUET, total, data), data)
+
+
+def unseal(key: DayKey, body: Body) -> pl.DataFrame:
+    """The sessions of a body kept for `key`; ValueError saying why it cannot be served (a checksum that
+    fails, a body unreadable or not the total Hardal reported)."""
+    if body.format != PARQUET or body.checksum != _checksum(key.columns(), body.format, body.total, body.data):
+        raise ValueError("a stored day failed its checksum")
+    try:
+        sessions = decode(body.data)
+    except ValueError as exc:
+        raise ValueError(f"a stored day could not be read ({exc})") from None
+    if not _whole(sessions, body.total):
+        raise ValueError(f"a stored day does not hold the {body.total:,} sessions Hardal reported for it")
+    return sessions
+
+
+def is_closed(timezone: str, day: date, now: float) -> bool:
+    """Whether `day` ended, in `timezone`, at least 48 hours before `now`: only such days are stored or served."""
+    try:
+        zone = ZoneInfo(timezone)
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        return False
+    end = datetime.combine(day + timedelta(days=1), clock_time.min, tzinfo=zone)
+    return end.timestamp() + CLOSED_AFTER <= now
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,12 +317,7 @@ class DayStore:
 
     def closed(self, timezone: str, day: date) -> bool:
         """Whether `day` ended, in `timezone`, at least 48 hours ago: only such days are stored or served."""
-        try:
-            zone = ZoneInfo(timezone)
-        except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
-            return False
-        end = datetime.combine(day + timedelta(days=1), clock_time.min, tzinfo=zone)
-        return end.timestamp() + CLOSED_AFTER <= self._clock()
+        return is_closed(timezone, day, self._clock())
 
     def get(self, key: DayKey) -> pl.DataFrame | None:
         """The sessions of a stored day, in the order they were put; None if absent, too young, unreadable,
@@ -273,19 +329,12 @@ class DayStore:
             row = self._guard(lambda conn: self._read(conn, columns))
         if row is None:
             return None
-        rowid, body_format, total, checksum, body = row
-        if body_format != PARQUET or checksum != _checksum(columns, body_format, total, body):
-            self._discard(rowid, "a stored day failed its checksum")
-            return None
+        rowid, body_format, total, checksum, data = row
         try:
-            sessions = decode(body)
+            return unseal(key, Body(body_format, total, checksum, data))
         except ValueError as exc:
-            self._discard(rowid, f"a stored day could not be read ({exc})")
+            self._discard(rowid, str(exc))
             return None
-        if not _whole(sessions, total):
-            self._discard(rowid, f"a stored day does not hold the {total:,} sessions Hardal reported for it")
-            return None
-        return sessions
 
     def put(self, key: DayKey, sessions: pl.DataFrame, total: int) -> bool:
         """Keep the day `key`, read whole: `total` is the number of sessions Hardal reported for it (see the
@@ -301,13 +350,15 @@ class DayStore:
                 f"({sessions.get_column('id').n_unique():,} distinct) where Hardal reported {total:,}.",
             )
             return False
-        columns = key.columns()
-        body_format, body = PARQUET, encode(sessions)
-        if len(body) + ROW_OVERHEAD > self.max_bytes:
+        return self.put_body(key, seal(key, sessions, total))
+
+    def put_body(self, key: DayKey, body: Body) -> bool:
+        """`put` for a body already checked whole (`put` seals one; `store_redis` keeps one another replica
+        read, after `unseal`)."""
+        if not self.closed(key.timezone, key.day) or len(body.data) + ROW_OVERHEAD > self.max_bytes:
             return False
-        checksum = _checksum(columns, body_format, total, body)
         now = self._clock()
-        values = (*columns, total, body_format, len(body), now, now, checksum, body)
+        values = (*key.columns(), body.total, body.format, len(body.data), now, now, body.checksum, body.data)
 
         def write(conn: sqlite3.Connection) -> bool:
             with _transaction(conn):
@@ -323,6 +374,13 @@ class DayStore:
 
         with self._lock:
             return self._guard(write) is True
+
+    def claim(self, keys: Sequence[DayKey], seconds: float) -> str | None:
+        """Always granted: on one machine, processes that fetch the same day at once only store it twice."""
+        return ""
+
+    def release(self, keys: Sequence[DayKey], claim: str) -> None:
+        return None
 
     def status(self) -> StoreStatus:
         """What is kept: bytes on disk, days, websites, the oldest and newest day, per key and website."""
@@ -615,8 +673,6 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-
-
 
 
 def _inode(path: Path) -> tuple[int, int] | None:
