@@ -13,8 +13,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from types import FrameType
-from urllib.parse import urlsplit
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import anyio
 import httpx2
@@ -47,13 +47,13 @@ from .client import HardalClient
 from .config import Settings
 from .errors import ConfigError
 from .keys import Fingerprints, presented
+from .oauth import wiring as oauth_wiring
+from .oauth.consent import CONSENT_PATH, Consent, PerAddressLimits
+from .oauth.provider import HardalOAuthProvider
 from .operations import Operations, log_drain, log_startup
 from .params import TIMEFRAMES
 from .service import Background, Hardal
 from .store import Days, DayStore, store_path
-from .oauth import wiring as oauth_wiring
-from .oauth.consent import CONSENT_PATH, Consent, PerAddressLimits
-from .oauth.provider import HardalOAuthProvider
 from .tools import AppState, tools
 
 if TYPE_CHECKING:

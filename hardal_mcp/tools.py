@@ -4,7 +4,7 @@ Each tool is a thin adapter over `service.Hardal`; errors become `isError` resul
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -13,12 +13,13 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from .analytics import FunnelResult, PathResult, Segment
 from .apps import tool_meta
 from .errors import AuthError, HardalError, InputError, own_errors
 from .keys import presented
+from .oauth.provider import HardalAccessToken
 from .params import Order, OrderBy, Timeframe
 from .results import ActivityResult, SessionsResult
 from .service import MAX_SESSIONS_CAP, Hardal, SummaryResult
@@ -28,6 +29,8 @@ from .service import MAX_SESSIONS_CAP, Hardal, SummaryResult
 class AppState:
     hardal: Hardal
     passthrough: bool = False  # hosted mode: each request's bearer token is its Hardal API key
+    # --auth oauth: ends every authorization of a key Hardal refuses (401); None in the other modes
+    revoke_key: Callable[[SecretStr], Awaitable[int]] | None = None
 
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
@@ -322,6 +325,15 @@ def compact_schema(schema: Any, *, output: bool) -> Any:
 
 def _hardal(ctx: Context[AppState]) -> Hardal:
     state = ctx.request_context.lifespan_context
+    if state.revoke_key is not None:  # --auth oauth: the key the verified token stands for, and only it
+        token = get_access_token()
+        if not isinstance(token, HardalAccessToken):
+            return state.hardal.for_key(None)
+        hardal = state.hardal
+        if token.website_id:  # the default website the person chose on the consent page
+            settings = hardal.settings.model_copy(update={"website_id": token.website_id})
+            hardal = Hardal(settings, hardal.client, store=hardal.store, background=hardal.background)
+        return hardal.for_key(token.key)
     if not state.passthrough:
         return state.hardal
     token = get_access_token()
@@ -395,6 +407,18 @@ def _for_remote_client(exc: HardalError) -> str:
     return exc.message
 
 
+async def _for_oauth_client(exc: HardalError, revoke_key: Callable[[SecretStr], Awaitable[int]]) -> str:
+    """--auth oauth: a key Hardal now refuses (401) ends its authorizations; the person signs in again."""
+    token = get_access_token()
+    if isinstance(exc, AuthError) and exc.status == 401 and isinstance(token, HardalAccessToken):
+        await revoke_key(token.key)
+        return (
+            "Hardal rejected the API key given when this app was connected (HTTP 401), so that connection was "
+            "ended: reconnect the app and enter a valid key."
+        )
+    return exc.message
+
+
 async def _answer(work: Awaitable[tuple[BaseModel, str]], ctx: Context[AppState]) -> CallToolResult:
     """The one boundary where our errors become tool results a model can act on (also when a task group
     on the way collected them)."""
@@ -402,8 +426,11 @@ async def _answer(work: Awaitable[tuple[BaseModel, str]], ctx: Context[AppState]
         with own_errors():
             result, text = await work
     except HardalError as exc:
-        passthrough = ctx.request_context.lifespan_context.passthrough
-        message = _for_remote_client(exc) if passthrough else exc.message
+        state = ctx.request_context.lifespan_context
+        if state.revoke_key is not None:
+            message = await _for_oauth_client(exc, state.revoke_key)
+        else:
+            message = _for_remote_client(exc) if state.passthrough else exc.message
         return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
     return CallToolResult(
         content=[TextContent(type="text", text=text)], structured_content=result.model_dump(mode="json")
