@@ -102,9 +102,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     parser.add_argument(
         "--auth",
-        choices=["none", "token", "passthrough"],
+        choices=["none", "token", "passthrough", "oauth"],
         help="HTTP only. token: clients present HARDAL_MCP_TOKEN (the default when it is set); passthrough: "
-        "each client presents its own Hardal API key as bearer token and the server holds none",
+        "each client presents its own Hardal API key as bearer token and the server holds none; oauth: the "
+        "server is its own OAuth authorization server, people enter their key on its consent page "
+        "(needs HARDAL_OAUTH_SECRET)",
+    )
+    parser.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="--auth oauth: the origin clients reach the server at, e.g. https://mcp.example.com behind a proxy "
+        "(default: HARDAL_PUBLIC_URL, else http://HOST:PORT on loopback)",
     )
     parser.add_argument("--stateless", action="store_true", help="HTTP only: no sessions, for load-balanced replicas")
     parser.add_argument(
@@ -158,15 +166,21 @@ def _serve(settings: Settings, transport: httpx2.AsyncBaseTransport | None, args
 
     auth: AuthMode = args.auth or ("token" if settings.mcp_token else "none")
     if args.transport != "http":
-        if args.auth or args.stateless or args.metrics or args.drain_seconds is not None:
-            raise ConfigError("--auth, --stateless, --metrics and --drain-seconds apply to --transport http only.")
+        if args.auth or args.stateless or args.metrics or args.drain_seconds is not None or args.public_url:
+            raise ConfigError(
+                "--auth, --public-url, --stateless, --metrics and --drain-seconds apply to --transport http only."
+            )
         server = build_server(settings, transport=transport)
         _settle_heap()
         server.run("stdio")
         return 0
-    if auth == "passthrough" and settings.api_key is not None:
-        logging.getLogger(__name__).warning("--auth passthrough: ignoring HARDAL_API_KEY; clients bring their own")
+    if auth in ("passthrough", "oauth") and settings.api_key is not None:
+        logging.getLogger(__name__).warning("--auth %s: ignoring HARDAL_API_KEY; clients bring their own", auth)
         settings = settings.model_copy(update={"api_key": None})
+    if auth == "oauth":
+        settings = settings.model_copy(update={"public_url": _public_url(args, settings)})
+    elif args.public_url:
+        raise ConfigError("--public-url applies to --auth oauth only.")
     drain = DRAIN_SECONDS if args.drain_seconds is None else args.drain_seconds
     if drain < 0:
         raise ConfigError(f"--drain-seconds {args.drain_seconds:g}: give 0 or more seconds.")
@@ -176,6 +190,20 @@ def _serve(settings: Settings, transport: httpx2.AsyncBaseTransport | None, args
         server, settings, host=args.host, port=args.port, auth=auth, stateless=args.stateless, drain_seconds=drain
     )
     return 0
+
+
+def _public_url(args: argparse.Namespace, settings: Settings) -> str:
+    """--public-url, else HARDAL_PUBLIC_URL, else the loopback address served (a local try-out)."""
+    if args.public_url:
+        return Settings.from_env({}, public_url=args.public_url).public_url or ""
+    if settings.public_url:
+        return settings.public_url
+    if args.host in ("127.0.0.1", "localhost"):
+        return f"http://{args.host}:{args.port}"
+    raise ConfigError(
+        f"--auth oauth on {args.host} needs the public URL clients use (--public-url https://mcp.example.com or "
+        "HARDAL_PUBLIC_URL): it names the authorization server and the resource in every token."
+    )
 
 
 def _metrics() -> Metrics:
