@@ -188,7 +188,7 @@ def build_server(
     _add_prompts(server, settings)
     if provider is not None:  # the page /authorize sends people to; unauthenticated, as the OAuth routes
         server.custom_route(CONSENT_PATH, methods=["GET", "POST"])(
-            Consent(provider, default_website=settings.website_id)
+            Consent(provider, default_website=settings.website_id).handle
         )
 
     async def healthz(_: Request) -> JSONResponse:

@@ -48,7 +48,7 @@ class Consent:
         self.default_website = default_website
         self._secure = provider.issuer.startswith("https://")
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         if request.method == "POST":
             return await self._answer(request)
         pending = await self.provider.pending(request.query_params.get("request", ""))
