@@ -71,8 +71,10 @@ class Served:
 
 
 @contextmanager
-def serve(state_dir: Path, *, public_host: str = "127.0.0.1", clock: FakeClock | None = None) -> Iterator[Served]:
-    """hardal-mcp --auth oauth in a thread (uvicorn), its state in `state_dir`."""
+def serve(
+    state_dir: Path, *, public_host: str = "127.0.0.1", clock: FakeClock | None = None, redis_url: str | None = None
+) -> Iterator[Served]:
+    """hardal-mcp --auth oauth in a thread (uvicorn), its state in `state_dir` (or in Redis at `redis_url`)."""
     port = free_port()
     clock = clock or FakeClock(time.time())
     gate = Gate(create_app(SandboxConfig(sessions_per_day=120, more_keys=(OTHER_KEY,))))
@@ -87,6 +89,7 @@ def serve(state_dir: Path, *, public_host: str = "127.0.0.1", clock: FakeClock |
             "store": f"{state_dir}/",
             "oauth_secret": SECRET,
             "public_url": served.url,
+            "redis_url": redis_url,
         }
     )
     transport = httpx2.ASGITransport(app=gate)
