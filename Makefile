@@ -31,6 +31,8 @@ bundle:
 	bash scripts/bundle.sh --pack-only
 
 # The MCP Apps dashboard as a host shows it (light, dark, a narrow column, a funnel): docs/dashboard*.png, made in
-# Debian's chromium (apt-get install chromium) by the browser tests' host against `hardal-mcp --demo`.
+# Debian's chromium (apt-get install chromium) by the browser tests' host against `hardal-mcp --demo`; and the
+# --auth oauth consent page (docs/consent.png), filled in by the same browser.
 screenshots:
 	python -m tests.browser.screenshots docs
+	python -m tests.browser.consent docs

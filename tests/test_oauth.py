@@ -38,7 +38,7 @@ from .conftest import WINDOW, FakeClock, free_port
 
 SECRET = "oauth-server-secret-for-tests-0123456789"
 OTHER_KEY = "another-valid-hardal-key-77"
-REDIRECT = "http://127.0.0.1:9/callback"  # never contacted: the test reads the Location header
+REDIRECT = "http://127.0.0.1:49999/callback"  # never contacted: the test reads the Location header
 
 
 class Gate:

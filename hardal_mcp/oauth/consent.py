@@ -105,10 +105,11 @@ def render(pending: Pending, *, csrf: str, nonce: str, website: str, problem: st
         if default
         else "Required: the key is checked against it."
     )
+    optional = " <small>(optional)</small>" if default else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
+<meta name="referrer" content="same-origin">
 <title>Connect {name} to Hardal analytics</title>
 <style nonce="{nonce}">
 :root {{ color-scheme: light dark; font-family: system-ui, sans-serif; }}
@@ -137,7 +138,7 @@ Continue only if you started this from that app.</p>
 <input id="api_key" name="api_key" type="password" maxlength="{MAX_KEY_LENGTH}" spellcheck="false" autofocus>
 <small>In Hardal: signal → Settings → Security → API Keys. It is checked with Hardal now, kept encrypted on this
 server, and never shown to {name}.</small>
-<label for="website_id">Default website id <small>(optional)</small></label>
+<label for="website_id">Default website id{optional}</label>
 <input id="website_id" name="website_id" type="text" maxlength="128" spellcheck="false" value="{e(website)}">
 <small>{hint}</small>
 <div class="buttons">
@@ -161,7 +162,9 @@ def _headers(nonce: str, pending: Pending | None) -> dict[str, str]:
         "Content-Security-Policy": policy,
         "X-Frame-Options": "DENY",
         "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
+        # Not no-referrer: with it, Chromium sends `Origin: null` on the form's post, which the Origin check refuses.
+        # same-origin still keeps the page's address (the request id in it) from the app it redirects to.
+        "Referrer-Policy": "same-origin",
         "Cache-Control": "no-store",
     }
 
