@@ -15,6 +15,7 @@ test:
 # Run with the project's environment active, so `hardal-mcp` (or PYTHON=...) is found.
 conformance:
 	bash scripts/conformance.sh
+	bash scripts/conformance_oauth.sh
 
 inspector:
 	bash scripts/inspector.sh
