@@ -293,10 +293,6 @@ async def test_the_sdk_client_discovers_registers_consents_calls_refreshes_and_r
         assert storage.client is not None
         client_id = storage.client.client_id
         assert client_id is not None
-        reused = await raw.post(
-            "/token", data={"grant_type": "refresh_token", "client_id": client_id, "refresh_token": first.refresh_token}
-        )
-        assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
         assert (await tools_list(server.url, second.access_token)).status_code == 200
         # The SDK's RevocationRequest requires the client_secret field, empty for a public client.
         form = {"token": second.access_token, "client_id": client_id, "client_secret": ""}
@@ -308,6 +304,10 @@ async def test_the_sdk_client_discovers_registers_consents_calls_refreshes_and_r
             data={"grant_type": "refresh_token", "client_id": client_id, "refresh_token": second.refresh_token},
         )
         assert after.status_code == 400 and after.json()["error"] == "invalid_grant"  # revoked with its grant
+        old = await raw.post(
+            "/token", data={"grant_type": "refresh_token", "client_id": client_id, "refresh_token": first.refresh_token}
+        )
+        assert old.status_code == 400 and old.json()["error"] == "invalid_grant"
 
 
 # -- what must fail ------------------------------------------------------------------------------------------
@@ -328,10 +328,38 @@ async def test_a_code_is_exchanged_once(server: Served) -> None:
         client_id = await register(http)
         verifier, challenge = pkce()
         code = await code_for(http, server.url, client_id, challenge)
-        assert (await exchange(http, client_id, code, verifier)).status_code == 200
+        first = await exchange(http, client_id, code, verifier)
+        assert first.status_code == 200
         again = await exchange(http, client_id, code, verifier)
         assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
         assert "access_token" not in again.json()
+    # A code replayed was stolen (or its first use was): what it gave is revoked too.
+    assert (await tools_list(server.url, first.json()["access_token"])).status_code == 401
+
+
+async def test_a_refresh_token_replayed_after_rotation_ends_the_authorization(server: Served) -> None:
+    async with browser(server.url) as http:
+        client_id, issued = await tokens(http, server.url)
+        form = {"grant_type": "refresh_token", "client_id": client_id, "refresh_token": issued["refresh_token"]}
+        rotated = await http.post("/token", data=form)
+        assert rotated.status_code == 200
+        assert (await tools_list(server.url, rotated.json()["access_token"])).status_code == 200
+        replayed = await http.post("/token", data=form)
+        assert replayed.status_code == 400 and replayed.json()["error"] == "invalid_grant"
+        assert "access_token" not in replayed.json()
+        assert (await tools_list(server.url, rotated.json()["access_token"])).status_code == 401
+        newer = {**form, "refresh_token": rotated.json()["refresh_token"]}
+        assert (await http.post("/token", data=newer)).json()["error"] == "invalid_grant"
+
+
+async def test_deny_sends_access_denied_back_and_issues_nothing(server: Served) -> None:
+    async with browser(server.url) as http:
+        client_id = await register(http)
+        _, challenge = pkce()
+        answer = await fill_consent(http, authorize_url(server.url, client_id, challenge), key="", action="deny")
+        assert answer.status_code == 303
+        query = parse_qs(urlsplit(answer.headers["location"]).query)
+        assert query["error"] == ["access_denied"] and query["state"] == ["st-1"] and "code" not in query
 
 
 async def test_a_foreign_redirect_uri_is_refused_at_authorize_and_at_token(server: Served) -> None:

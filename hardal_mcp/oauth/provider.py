@@ -46,7 +46,7 @@ NEW_CLIENT_TTL = 86400  # a registered client that never completes a consent is 
 CLIENT_TTL = 60 * 86400  # a client unused this long is forgotten (each consent and token renews it)
 MAX_CLIENTS = 10_000
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
-OWNED_BY_GRANT: tuple[Kind, ...] = ("code", "access", "refresh")
+OWNED_BY_GRANT: tuple[Kind, ...] = ("code", "access", "refresh", "spent")
 
 
 class HardalAccessToken(AccessToken):
@@ -243,32 +243,58 @@ class HardalOAuthProvider:
     async def load_authorization_code(
         self, client: OAuthClientInformationFull, authorization_code: str
     ) -> HardalCode | None:
-        record = await self.state.get("code", self.sealing.hash("code", authorization_code))
-        if record is None or record["client_id"] != client.client_id:
+        hashed = self.sealing.hash("code", authorization_code)
+        record = await self.state.get("code", hashed)
+        if record is None:
+            await self._replayed(hashed)
+            return None
+        if record["client_id"] != client.client_id:
             return None
         return HardalCode(code=authorization_code, **record)
 
     async def exchange_authorization_code(
         self, client: OAuthClientInformationFull, authorization_code: HardalCode
     ) -> OAuthToken:
-        if await self.state.take("code", self.sealing.hash("code", authorization_code.code)) is None:
+        hashed = self.sealing.hash("code", authorization_code.code)
+        if await self.state.take("code", hashed) is None:
+            await self._replayed(hashed)
             raise TokenError("invalid_grant", "authorization code already used")
+        await self._spend(hashed, authorization_code.grant_id, authorization_code.expires_at)
         return await self._issue(client, authorization_code.grant_id, authorization_code.scopes)
 
     async def load_refresh_token(
         self, client: OAuthClientInformationFull, refresh_token: str
     ) -> HardalRefreshToken | None:
-        record = await self.state.get("refresh", self.sealing.hash("refresh", refresh_token))
-        if record is None or record["client_id"] != client.client_id:
+        hashed = self.sealing.hash("refresh", refresh_token)
+        record = await self.state.get("refresh", hashed)
+        if record is None:
+            await self._replayed(hashed)
+            return None
+        if record["client_id"] != client.client_id:
             return None
         return HardalRefreshToken(token=refresh_token, **record)
 
     async def exchange_refresh_token(
         self, client: OAuthClientInformationFull, refresh_token: HardalRefreshToken, scopes: list[str]
     ) -> OAuthToken:
-        if await self.state.take("refresh", self.sealing.hash("refresh", refresh_token.token)) is None:
+        hashed = self.sealing.hash("refresh", refresh_token.token)
+        if await self.state.take("refresh", hashed) is None:
+            await self._replayed(hashed)
             raise TokenError("invalid_grant", "refresh token already used")
+        await self._spend(hashed, refresh_token.grant_id, refresh_token.expires_at or self._clock() + REFRESH_TTL)
         return await self._issue(client, refresh_token.grant_id, scopes)
+
+    async def _spend(self, hashed: str, grant_id: str, expires_at: float) -> None:
+        """Remember a used code or refresh token (its hash) until it would have expired."""
+        await self.state.put("spent", hashed, {"grant_id": grant_id}, expires_at=expires_at, owner=grant_id)
+
+    async def _replayed(self, hashed: str) -> None:
+        """A code or refresh token used a second time was stolen, or its first use was: end its grant and every
+        token issued from it (RFC 6749 §4.1.2 and OAuth 2.1 §4.3.1)."""
+        spent = await self.state.get("spent", hashed)
+        if spent is not None:
+            log.warning("OAuth: a code or refresh token was used twice; its authorization is revoked")
+            await self.revoke_grant(spent["grant_id"])
 
     async def _issue(self, client: OAuthClientInformationFull, grant_id: str, scopes: list[str]) -> OAuthToken:
         grant = await self.state.get("grant", grant_id)

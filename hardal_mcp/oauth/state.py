@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, Protocol
 
-Kind = Literal["client", "request", "code", "grant", "access", "refresh"]
-KINDS: tuple[Kind, ...] = ("client", "request", "code", "grant", "access", "refresh")
+# "spent": a code or refresh token already used, kept (by hash) until it would have expired, so that a second
+# use is recognised as a replay.
+Kind = Literal["client", "request", "code", "grant", "access", "refresh", "spent"]
 Record = dict[str, Any]
 
 
