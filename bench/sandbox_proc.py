@@ -2,8 +2,8 @@
 
 `python -m bench.sandbox_proc --port P [--sessions-per-day N] [--rate-limit L] [--now ISO]` serves the same app as
 `hardal-mcp sandbox` (`hardal_mcp.sandbox.create_app`) plus one route of its own,
-`GET /_bench/traffic/{website_id}`: the arrival time and status of every request that website id was
-sent. The sandbox runs in its own process so that its CPU time is never counted as the server's."""
+`GET /_bench/traffic/{website_id}`: the arrival time, status, route and target (path and query) of every request that
+website id was sent. The sandbox runs in its own process so that its CPU time is never counted as the server's."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def build(config: SandboxConfig) -> ASGIApp:
             await api(scope, receive, send)
             return
         site = record.site(path[len(TRAFFIC_PREFIX) :])
-        body = json.dumps({"hits": [[hit.at, hit.status] for hit in site.hits]}).encode()
+        body = json.dumps({"hits": [[hit.at, hit.status, hit.route, hit.target] for hit in site.hits]}).encode()
         # The record also keeps every session it served; a benchmark reads 100,000s of them, so let go.
         site.served.clear()
         await send(
@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--sessions-per-day", type=int, default=1500)
     parser.add_argument("--rate-limit", type=int, default=None)
+    parser.add_argument("--more-keys", default="", help="further keys accepted (comma-separated), each its own limit")
     parser.add_argument(
         "--now", default=None, help="pin the sandbox's clock (ISO 8601 with an offset): today's sessions stop growing"
     )
@@ -71,6 +72,7 @@ def main() -> None:
     config = SandboxConfig(
         sessions_per_day=args.sessions_per_day,
         rate_limit_per_minute=args.rate_limit,
+        more_keys=tuple(k for k in args.more_keys.split(",") if k),
         now=datetime.fromisoformat(args.now) if args.now else None,
     )
     uvicorn.run(build(config), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)

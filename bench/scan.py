@@ -28,10 +28,17 @@ from hardal_mcp.sandbox import DEMO_API_KEY, DEMO_WEBSITE_ID
 
 
 class SandboxProcess(Child):
-    def __init__(self, sessions_per_day: int, rate_limit: int | None = None, now: datetime | None = None) -> None:
+    def __init__(
+        self,
+        sessions_per_day: int,
+        rate_limit: int | None = None,
+        now: datetime | None = None,
+        more_keys: tuple[str, ...] = (),
+    ) -> None:
         port = free_port()
         args = ["-m", "bench.sandbox_proc", "--port", str(port), "--sessions-per-day", str(sessions_per_day)]
         args += ["--rate-limit", str(rate_limit)] if rate_limit else []
+        args += ["--more-keys", ",".join(more_keys)] if more_keys else []
         args += ["--now", now.isoformat()] if now is not None else []
         super().__init__(args, port)
 
@@ -40,7 +47,7 @@ class SandboxProcess(Child):
         async with httpx2.AsyncClient(base_url=self.url) as http:
             response = await http.get(f"/_bench/traffic/{website_id}")
             response.raise_for_status()
-            return [(at, status) for at, status in response.json()["hits"]]
+            return [(hit[0], hit[1]) for hit in response.json()["hits"]]
 
 
 def server_env(sandbox: SandboxProcess, **extra: str) -> dict[str, str]:

@@ -16,7 +16,11 @@ answers). Redis Cluster is not supported: a script's keys span hash slots.
 
 When Redis is lost mid-run, each limiter goes on alone with what it last saw of the window (every
 replica's answers, the hold, the requests in flight, counted as answered then) at a conservative share,
-HARDAL_RATE_LIMIT ÷ the replicas last seen: the replicas together stay within the limit. It is said once
+HARDAL_RATE_LIMIT ÷ the replicas last seen: the replicas together stay within the limit. What other
+replicas sent after that last view is unknown and may have filled the window, so the window is counted
+full from the moment the loss is seen (and so is it by a limiter that finds Redis's data renewed): each
+replica's share starts once that window has passed. A Redis blip therefore pauses new requests for up to a
+minute (stored and cached days still answer), and never sends a share into a window Hardal sees full. It is said once
 on stderr, and Redis is asked again after 1 s, then at growing intervals up to RETRY_MAX. When it answers,
 each limiter first writes back the answers it kept alone (idempotently, by token), so the window in Redis
 is whole again, whether Redis restarted empty or was only out of reach.
@@ -484,6 +488,7 @@ class RedisRateLimiter:
         self._others_flying = 0
         self._epoch = ""  # the life of Redis's data this limiter last saw
         self._alone = False  # answers or a hold kept while Redis was lost, not yet written back
+        self._synced = False  # a reply from Redis came since the last loss: what it showed is the last view
 
     @property
     def idle(self) -> bool:
@@ -560,15 +565,16 @@ class RedisRateLimiter:
             token = f"{self._backend.replica}|{secrets.token_hex(6)}"
             try:
                 granted, wait = await self._acall("acquire", self.per_minute, token, POLL)
+                pause = wait
             except _Lost:
                 granted, wait = self._take_alone()
-                wait = self._backend.wait_for_retry(wait)
+                pause = self._backend.wait_for_retry(wait)  # Redis is asked again meanwhile
             if granted:
                 return token
-            late = too_late(wait)
+            late = too_late(wait)  # judged, and told, by the whole wait
             if late is not None:
                 raise late
-            await self._sleep(wait)
+            await self._sleep(pause)
 
     def _take_alone(self) -> tuple[bool, float]:
         now = self._clock()
@@ -590,6 +596,15 @@ class RedisRateLimiter:
             self._known[LOCAL + secrets.token_hex(6)] = now
         self._others_flying = 0
         self._known = {token: t for token, t in self._known.items() if now - t < self._window}
+        if self._synced:
+            # What other replicas sent since the last view is unknown (one may have started since), and may
+            # have filled the window: count it full from now (and write that back), so that no replica's
+            # share lands on a full window.
+            gap = self.per_minute - len(self._known) - len(self._flying)
+            for _ in range(max(0, gap)):
+                self._known[f"{self._backend.replica}|gap{secrets.token_hex(5)}"] = now
+            self._alone = True
+        self._synced = False
         if self._hold <= now:
             self._hold = 0.0
 
@@ -653,6 +668,7 @@ class RedisRateLimiter:
     def _read(self, reply: list[Any]) -> bool:
         """Take in a script's reply: whether granted; the hold, answers and requests in flight it shows."""
         granted = bool(int(reply[0]))
+        self._synced = True
         self._hold = float(reply[3])
         self._others_flying = max(0, int(reply[4]) - len(self._flying))
         self._epoch = reply[5]

@@ -62,7 +62,7 @@ def too_late(wait: float) -> RateLimitError | None:
     if start_by is None or time.time() + wait <= start_by:
         return None
     return RateLimitError(
-        f"the key's rate budget is spent by other requests for the next {wait:.0f} s; try again then",
+        f"the key's rate budget is spent by other requests for the next {max(1, math.ceil(wait))} s; try again then",
         retry_after=wait,
     )
 

@@ -321,11 +321,15 @@ async def test_redis_lost_mid_run_then_back_keeps_the_limit(
 
     redis_server.start()  # empty: --save ''
     clock.now += 3  # past the next try
-    assert b.available(0) == 5  # it never saw Redis go, but sees its data renewed: it keeps to its share
+    # b never saw Redis go, but sees its data renewed: what others sent since its last view is unknown to it
+    # (here a's five), so it counts the window full from now, and writes that back.
+    assert b.available(0) == 0
     await a.write_back()  # (what a serving replica's announcements do once Redis answers again)
-    assert a.available(0) == 0  # its five sent alone are in Redis now, and it keeps to its share for a window
-    assert b.available(0) == 5
+    assert a.available(0) == 0 and b.available(0) == 0
+    clock.now += WINDOW + 1  # once that window has passed, the budget is whole again, and shared
+    assert a.available(0) == b.available(0) == 10
     for _ in range(5):
+        await enter_and_leave(a)
         await enter_and_leave(b)
     assert a.available(0) == 0 and b.available(0) == 0  # ten in the window: the limit, never more
     stored = raw(redis_server)
@@ -333,6 +337,26 @@ async def test_redis_lost_mid_run_then_back_keeps_the_limit(
     assert any("answers again" in r.getMessage() for r in caplog.records)
     for record in caplog.records:
         assert PASSWORD not in record.getMessage() and redis_server.url not in record.getMessage()
+
+
+async def test_a_replica_whose_view_is_stale_when_redis_goes_sends_nothing_into_a_full_window(
+    redis_server: RedisServer, replicas: tuple[FakeClock, RedisBudgets, RedisBudgets]
+) -> None:
+    clock, one, two = replicas
+    one.settings = two.settings = make_settings(redis_url=redis_server.url, rate_limit=10)
+    a, b = one(FP), two(FP)
+    assert b.available(0) == 10
+    assert a.available(0) == 10  # a's last view: an empty window, two replicas
+    for _ in range(9):
+        await enter_and_leave(b)  # ... which b then all but fills, unseen by a
+    redis_server.kill()
+    # Alone, a's share would be 5 of a window it saw empty: sent, those would meet Hardal's 429s. It counts
+    # the window full instead, until a window has passed.
+    assert a.available(0) == 0
+    clock.now += WINDOW / 2
+    assert a.available(0) == 0
+    clock.now += WINDOW / 2 + 1
+    assert a.available(0) == 5  # its share of a fresh window
 
 
 # ------------------------------------------------------------------------------------------- start-up

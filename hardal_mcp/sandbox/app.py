@@ -143,6 +143,7 @@ class Hit:
     route: str  # "sessions" or "activity"
     status: int = 0  # the status answered; 0 while the request is being handled (or was abandoned)
     retry_at: float | None = None  # when Retry-After was sent: the Unix time before which a retry is early
+    target: str = ""  # path and query string: which session, window, page and options were asked for
 
 
 MAX_HITS = 10_000  # per website: the most recent requests are kept, so a long-running sandbox stays small
@@ -268,7 +269,7 @@ class _Sandbox:
         record = self.traffic.site(website_id)
         n = record.requests
         record.requests += 1
-        hit = Hit(time.time(), route)
+        hit = Hit(time.time(), route, target=f"{request.url.path}?{request.url.query}")
         record.hits.append(hit)
         fault = self._config.fault_for(website_id)
         if fault is not None and not fault.acts_on(n):
