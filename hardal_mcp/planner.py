@@ -226,6 +226,8 @@ class Planner:
         while pending:
             asked = list(pending)
             claim = await anyio.to_thread.run_sync(store.claim, [self._day_key(day) for day in asked], seconds)
+            if claim == "":  # a store that coordinates nothing (one machine): no holder to have stored meanwhile
+                return asked, claim
             for day in asked:  # after the claim too: a holder may have stored a day and let go
                 sessions = await self._stored(day)
                 if sessions is not None:

@@ -141,7 +141,8 @@ class Days(Protocol):
     def claim(self, keys: Sequence[DayKey], seconds: float) -> str | None:
         """Take the right to fetch the days `keys` for `seconds`, all of them or none (so that two reads of
         overlapping windows never each hold a day the other waits for): a claim to `release`, or None while
-        another replica holds one of them (it is fetching it: wait for it to be stored, or skip it)."""
+        another replica holds one of them (it is fetching it: wait for it to be stored, or skip it); "" from
+        a store that coordinates nothing."""
         ...
 
     def release(self, keys: Sequence[DayKey], claim: str) -> None: ...
