@@ -201,10 +201,7 @@ class Planner:
         days = [window.start + timedelta(days=i) for i in range(window.days)]
         stored: dict[date, int] = {}
         for day in days:
-            sessions = await self._stored(day)
-            if sessions is not None:
-                stored[day] = sessions.height
-                consume(Page(sessions))
+            await self._take_stored(day, stored, consume)
         claimed, claim = await self._claim([d for d in days if d not in stored], stored, consume)
         try:
             return await self._read_missing(days, stored, outcome, consume, max_sessions, exact, progress)
@@ -220,26 +217,38 @@ class Planner:
         from the store once there; those still missing then are fetched unclaimed."""
         if self.store is None:
             return [], None
-        store, seconds = self.store, max(1.0, self.deadline - anyio.current_time())
+        seconds = max(1.0, self.deadline - anyio.current_time())
         until = anyio.current_time() + (self.deadline - anyio.current_time()) / 2
         pending = [day for day in missing if self._closed(day)]
         while pending:
             asked = list(pending)
-            claim = await anyio.to_thread.run_sync(store.claim, [self._day_key(day) for day in asked], seconds)
-            if claim == "":  # a store that coordinates nothing (one machine): no holder to have stored meanwhile
-                return asked, claim
-            for day in asked:  # after the claim too: a holder may have stored a day and let go
-                sessions = await self._stored(day)
-                if sessions is not None:
-                    stored[day] = sessions.height
-                    consume(Page(sessions))
-                    pending.remove(day)
+            claim = await self._try_claim(asked, seconds, stored, consume)
+            pending = [day for day in asked if day not in stored]
             if claim is not None:
                 return asked, claim
             if anyio.current_time() >= until:
                 break
             await anyio.sleep(CLAIM_POLL)
         return [], None
+
+    async def _try_claim(
+        self, days: list[date], seconds: float, stored: dict[date, int], consume: Callable[[Page], None]
+    ) -> str | None:
+        """One attempt at claiming `days` (`store.Days.claim`). Then, from a store that coordinates, the days
+        are looked for again: a holder may have stored one and let go meanwhile (`_take_stored`)."""
+        assert self.store is not None
+        claim = await anyio.to_thread.run_sync(self.store.claim, [self._day_key(day) for day in days], seconds)
+        if claim != "":  # "": one machine's store, no other holder
+            for day in days:
+                await self._take_stored(day, stored, consume)
+        return claim
+
+    async def _take_stored(self, day: date, stored: dict[date, int], consume: Callable[[Page], None]) -> None:
+        """The day from the store, if it is there: counted in `stored` and handed to `consume`."""
+        sessions = await self._stored(day)
+        if sessions is not None:
+            stored[day] = sessions.height
+            consume(Page(sessions))
 
     async def _release(self, days: list[date], claim: str) -> None:
         assert self.store is not None
@@ -640,11 +649,13 @@ class Planner:
         for day in (window.start + timedelta(days=i) for i in range(window.days)):
             if not self._closed(day) or await self._stored(day) is not None:
                 continue
-            claim = await anyio.to_thread.run_sync(self.store.claim, [self._day_key(day)], FILL_CLAIM)
+            stored: dict[date, int] = {}
+            claim = await self._try_claim([day], FILL_CLAIM, stored, lambda _: None)
             if claim is None:
                 continue  # another replica is fetching it
             try:
-                done += await self._fill_day(day)
+                if day not in stored:  # (another replica stored it meanwhile)
+                    done += await self._fill_day(day)
             finally:
                 await self._release([day], claim)
         return done

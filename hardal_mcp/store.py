@@ -175,7 +175,7 @@ def unseal(key: DayKey, body: Body) -> pl.DataFrame:
         sessions = decode(body.data)
     except ValueError as exc:
         raise ValueError(f"a stored day could not be read ({exc})") from None
-    if not _whole(sessions, body.total):
+    if not whole(sessions, body.total):
         raise ValueError(f"a stored day does not hold the {body.total:,} sessions Hardal reported for it")
     return sessions
 
@@ -344,7 +344,7 @@ class DayStore:
         than 48 h or larger than the whole cap, or the file fails. Sessions must be redacted already."""
         if not self.closed(key.timezone, key.day):
             return False
-        if not _whole(sessions, total):
+        if not whole(sessions, total):
             self._warn(
                 "incomplete",
                 f"Day store {self.path}: refused to keep {key.day}: {sessions.height:,} sessions "
@@ -684,7 +684,7 @@ def _inode(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _whole(sessions: pl.DataFrame, total: int) -> bool:
+def whole(sessions: pl.DataFrame, total: int) -> bool:
     """Whether `sessions` are exactly `total` distinct sessions: a day read whole, once each."""
     return sessions.height == total and sessions.get_column("id").n_unique() == total
 

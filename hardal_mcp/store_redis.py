@@ -43,7 +43,7 @@ from redis.exceptions import RedisError
 
 from .budget_redis import PREFIX, connect_sync
 from .config import Settings
-from .store import Body, DayKey, DayStore, is_closed, seal, unseal
+from .store import Body, DayKey, DayStore, is_closed, seal, unseal, whole
 
 if TYPE_CHECKING:
     import polars as pl
@@ -164,12 +164,10 @@ class SharedDays:
         return sessions
 
     def put(self, key: DayKey, sessions: pl.DataFrame, total: int) -> bool:
-        kept = self.local.put(key, sessions, total) if self.local is not None else False
-        if not self.closed(key.timezone, key.day) or sessions.height != total:
-            return kept
-        if sessions.get_column("id").n_unique() != total:
-            return kept
-        body = seal(key, sessions, total)
+        if not self.closed(key.timezone, key.day) or not whole(sessions, total):
+            return self.local.put(key, sessions, total) if self.local is not None else False  # refused (and said)
+        body = seal(key, sessions, total)  # once, for both
+        kept = self.local.put_body(key, body) if self.local is not None else False
         if self._cap and len(body.data) > self._cap:
             return kept
         now, ttl = self._ms(self._clock()), self._ms(self._ttl)

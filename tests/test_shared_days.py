@@ -6,9 +6,10 @@ about the same closed window at once: each day is fetched from Hardal once, and 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from hardal_mcp.frames import decode, to_sessions
 from hardal_mcp.frames import from_sessions as frame
 from hardal_mcp.models import Session
 from hardal_mcp.server import build_server
-from hardal_mcp.store import DayStore, seal
+from hardal_mcp.store import DayKey, DayStore, seal
 from hardal_mcp.store_redis import RETRY, SIZES, USED, SharedDays
 
 from .conftest import make_settings
@@ -258,3 +259,44 @@ async def test_two_servers_on_one_redis_fetch_each_closed_day_once(tmp_path: Pat
         held += b"".join(r.get(name) or b"" for name in r.keys("*") if r.type(name) == b"string")
         assert b"/account?session_id=" in held  # what the masks keep is there
         assert [s for s in SECRETS if any(f in held for f in spellings(s))] == []
+
+
+async def test_the_fill_leaves_a_day_another_replica_stored_while_it_took_the_claim() -> None:
+    """The fill looks for a day, finds none, and claims it; another replica stored it and let go in between.
+    Looked for again after the claim, the day is not fetched a second time."""
+    from hardal_mcp.client import HardalClient
+    from hardal_mcp.params import Window
+    from hardal_mcp.planner import Allowance, Planner, Scope
+
+    requests: list[httpx2.Request] = []
+
+    def counted(request: httpx2.Request) -> httpx2.Response:
+        requests.append(request)
+        return hardal(request)
+
+    with running_redis() as server:
+        settings = make_settings(api_key=API_KEY, redis_url=server.url)
+        other = SharedDays(settings, None)
+
+        class Racing(SharedDays):
+            def claim(self, keys: Sequence[DayKey], seconds: float) -> str | None:
+                for k in keys:  # the other replica stores the day and lets its claim go, just before this one
+                    assert other.put(k, frame(sessions(4)), 4)
+                return super().claim(keys, seconds)
+
+        day = date.fromisoformat(WINDOW["start_date"])
+        client = HardalClient(settings, transport=httpx2.MockTransport(counted))
+        planner = Planner(
+            client,
+            settings,
+            settings.api_key,  # type: ignore[arg-type]
+            Scope("site", Window("custom", day, day, "UTC")),
+            store=Racing(settings, None),
+            deadline=math.inf,
+            allowance=Allowance(100),
+        )
+        try:
+            assert await planner.fill() == 0
+        finally:
+            await client.aclose()
+        assert [r for r in requests if "startDate" in r.url.params] == []
