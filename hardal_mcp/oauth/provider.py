@@ -33,7 +33,7 @@ from pydantic import AnyHttpUrl, AnyUrl, SecretStr, ValidationError
 
 from ..errors import AuthError, HardalError, NotFoundError
 from .sealing import Sealing, new_token
-from .state import Kind, State
+from .state import Kind, Record, State
 
 log = logging.getLogger(__name__)
 
@@ -243,14 +243,18 @@ class HardalOAuthProvider:
     async def load_authorization_code(
         self, client: OAuthClientInformationFull, authorization_code: str
     ) -> HardalCode | None:
-        hashed = self.sealing.hash("code", authorization_code)
-        record = await self.state.get("code", hashed)
+        record = await self._presented("code", authorization_code, client)
+        return None if record is None else HardalCode(code=authorization_code, **record)
+
+    async def _presented(self, kind: Kind, value: str, client: OAuthClientInformationFull) -> Record | None:
+        """The stored record of a code or refresh token `client` presents; None when unknown (a spent one
+        presented again ends its grant: `_replayed`) or issued to another client."""
+        hashed = self.sealing.hash(kind, value)
+        record = await self.state.get(kind, hashed)
         if record is None:
             await self._replayed(hashed)
             return None
-        if record["client_id"] != client.client_id:
-            return None
-        return HardalCode(code=authorization_code, **record)
+        return record if record["client_id"] == client.client_id else None
 
     async def exchange_authorization_code(
         self, client: OAuthClientInformationFull, authorization_code: HardalCode
@@ -265,14 +269,8 @@ class HardalOAuthProvider:
     async def load_refresh_token(
         self, client: OAuthClientInformationFull, refresh_token: str
     ) -> HardalRefreshToken | None:
-        hashed = self.sealing.hash("refresh", refresh_token)
-        record = await self.state.get("refresh", hashed)
-        if record is None:
-            await self._replayed(hashed)
-            return None
-        if record["client_id"] != client.client_id:
-            return None
-        return HardalRefreshToken(token=refresh_token, **record)
+        record = await self._presented("refresh", refresh_token, client)
+        return None if record is None else HardalRefreshToken(token=refresh_token, **record)
 
     async def exchange_refresh_token(
         self, client: OAuthClientInformationFull, refresh_token: HardalRefreshToken, scopes: list[str]
