@@ -31,9 +31,9 @@ from typing import Any
 from mcp.client import Client
 
 from bench.context import text_of
-from bench.procs import cpu_seconds, peak_rss_growth, reset_peak_rss
+from bench.procs import SandboxProcess, cpu_seconds, peak_rss_growth, reset_peak_rss
 from bench.report import Row, num
-from bench.scan import SandboxProcess, ServerProcess, server_env
+from bench.scan import ServerProcess, server_env
 
 DAYS = 28
 PER_DAY = 15_000

@@ -1,4 +1,5 @@
-"""Child processes on loopback and what they cost: ports, spawning, CPU time and peak RSS from /proc."""
+"""Child processes on loopback and what they cost: ports, spawning, CPU time and peak RSS from /proc; the
+sandbox as one (`bench.sandbox_proc`), with its traffic record."""
 
 from __future__ import annotations
 
@@ -9,8 +10,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Self
+
+import httpx2
+
+from hardal_mcp.sandbox import DEMO_WEBSITE_ID
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,3 +133,26 @@ def reset_peak_rss(pid: int | str = "self") -> int:
 def peak_rss_growth(before: int, pid: int | str = "self") -> int:
     """Bytes the peak RSS rose above `before` (from `reset_peak_rss`)."""
     return _status(pid, "VmHWM") - before
+
+
+class SandboxProcess(Child):
+    def __init__(
+        self,
+        sessions_per_day: int,
+        rate_limit: int | None = None,
+        now: datetime | None = None,
+        more_keys: tuple[str, ...] = (),
+    ) -> None:
+        port = free_port()
+        args = ["-m", "bench.sandbox_proc", "--port", str(port), "--sessions-per-day", str(sessions_per_day)]
+        args += ["--rate-limit", str(rate_limit)] if rate_limit else []
+        args += ["--more-keys", ",".join(more_keys)] if more_keys else []
+        args += ["--now", now.isoformat()] if now is not None else []
+        super().__init__(args, port)
+
+    async def hits(self, website_id: str = DEMO_WEBSITE_ID) -> list[tuple[float, int]]:
+        """(arrival time, status) of every request this website id was sent, in arrival order."""
+        async with httpx2.AsyncClient(base_url=self.url) as http:
+            response = await http.get(f"/_bench/traffic/{website_id}")
+            response.raise_for_status()
+            return [(hit[0], hit[1]) for hit in response.json()["hits"]]

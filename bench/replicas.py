@@ -46,8 +46,7 @@ import httpx2
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from bench.procs import Child, free_port
-from bench.scan import SandboxProcess
+from bench.procs import Child, SandboxProcess, free_port
 from hardal_mcp.sandbox import DEMO_API_KEY, DEMO_WEBSITE_ID
 
 REDIS_PASSWORD = "bench-redis-pw-5e1d"

@@ -44,8 +44,8 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import SecretStr
 
 from bench import stdio
+from bench.procs import SandboxProcess
 from bench.report import Row, Section, document, num
-from bench.scan import SandboxProcess
 from hardal_mcp.analytics import Digest, Segment, Summary
 from hardal_mcp.analytics import compare as compare_periods
 from hardal_mcp.analytics.estimate import canon

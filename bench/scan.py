@@ -14,40 +14,16 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-import httpx2
 from mcp.client import Client
 
 from bench.context import text_of
-from bench.procs import Child, cpu_seconds, free_port, peak_rss_growth, reset_peak_rss
+from bench.procs import Child, SandboxProcess, cpu_seconds, free_port, peak_rss_growth, reset_peak_rss
 from hardal_mcp.planner import CONCURRENCY as SCAN_CONCURRENCY
 from hardal_mcp.sandbox import DEMO_API_KEY, DEMO_WEBSITE_ID
-
-
-class SandboxProcess(Child):
-    def __init__(
-        self,
-        sessions_per_day: int,
-        rate_limit: int | None = None,
-        now: datetime | None = None,
-        more_keys: tuple[str, ...] = (),
-    ) -> None:
-        port = free_port()
-        args = ["-m", "bench.sandbox_proc", "--port", str(port), "--sessions-per-day", str(sessions_per_day)]
-        args += ["--rate-limit", str(rate_limit)] if rate_limit else []
-        args += ["--more-keys", ",".join(more_keys)] if more_keys else []
-        args += ["--now", now.isoformat()] if now is not None else []
-        super().__init__(args, port)
-
-    async def hits(self, website_id: str = DEMO_WEBSITE_ID) -> list[tuple[float, int]]:
-        """(arrival time, status) of every request this website id was sent, in arrival order."""
-        async with httpx2.AsyncClient(base_url=self.url) as http:
-            response = await http.get(f"/_bench/traffic/{website_id}")
-            response.raise_for_status()
-            return [(hit[0], hit[1]) for hit in response.json()["hits"]]
 
 
 def server_env(sandbox: SandboxProcess, **extra: str) -> dict[str, str]:
